@@ -1,0 +1,231 @@
+"""Data: where the data set lives, fetching the tutorial's set, checking a folder, transforms, loaders."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from core.archive import extract_zip
+from core.errors import ArchiveError, DatasetError, ImageError
+from core.images import open_image
+
+TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+TUTORIAL_DATA_NAME = "hymenoptera_data"
+DATA_ROOT_ENV = "STUDIO_DATA_ROOT"
+SPLITS = ("train", "val")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_SIZE = 224
+RESIZE_SIZE = 256
+
+# The tutorial's transforms, the only definition of them in the project.
+TRAIN_TRANSFORM = transforms.Compose([
+    transforms.RandomResizedCrop(CROP_SIZE),
+    transforms.RandomHorizontalFlip(),
+    transforms.ToTensor(),
+    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+])
+EVAL_TRANSFORM = transforms.Compose([
+    transforms.Resize(RESIZE_SIZE),
+    transforms.CenterCrop(CROP_SIZE),
+    transforms.ToTensor(),
+    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+])
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data")
+
+
+def tutorial_data_dir(data_root: Path | None = None) -> Path:
+    return Path(data_root or default_data_root()) / TUTORIAL_DATA_NAME
+
+
+# ---------------------------------------------------------------- fetching the tutorial's set
+
+def ensure_tutorial_data(data_root: Path | None = None, download: bool = True, progress: bool = True) -> Path:
+    """Return the tutorial's data folder, downloading and extracting it first if it is missing."""
+    target = tutorial_data_dir(data_root)
+    if (target / "train").is_dir() and (target / "val").is_dir():
+        return target
+    if not download:
+        raise DatasetError(_offline_instructions(target))
+    download_tutorial_data(target.parent, progress=progress)
+    return target
+
+
+def download_tutorial_data(data_root: Path, progress: bool = True) -> Path:
+    """Download the official zip, check it, and move the data set into `data_root` in one rename."""
+    data_root = Path(data_root)
+    target = data_root / TUTORIAL_DATA_NAME
+    try:
+        data_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"Cannot create the data folder {data_root} ({exc}). Choose another with --data-root.") from exc
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=data_root) as work:
+        zip_path = Path(work) / "hymenoptera_data.zip"
+        try:
+            torch.hub.download_url_to_file(TUTORIAL_DATA_URL, str(zip_path), progress=progress)
+        except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
+            raise DatasetError(f"Could not download the tutorial data ({_reason(exc)}). {_offline_instructions(target)}") from exc
+        try:
+            unpacked = extract_zip(zip_path, Path(work) / "unpacked")
+        except ArchiveError as exc:
+            raise DatasetError(f"The downloaded data set is unusable: {exc} {_offline_instructions(target)}") from exc
+        scan = scan_dataset(unpacked / TUTORIAL_DATA_NAME)
+        scan.raise_if_invalid()
+        if target.exists():
+            shutil.rmtree(target)
+        (unpacked / TUTORIAL_DATA_NAME).rename(target)
+    return target
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+
+
+def _offline_instructions(target: Path) -> str:
+    return (
+        f"Without a network, download {TUTORIAL_DATA_URL} on another machine and unzip it so that "
+        f"{target}/train and {target}/val exist, or set {DATA_ROOT_ENV} (or --data-root) to the folder "
+        f"that holds {TUTORIAL_DATA_NAME}, or pass --data with any folder that has train/ and val/."
+    )
+
+
+# ---------------------------------------------------------------- checking a folder
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass
+class DatasetScan:
+    """What a data folder holds: classes, readable pictures per split, skipped files, problems."""
+
+    root: Path
+    classes: list[str]
+    samples: dict[str, list[tuple[Path, int]]]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Pictures per class for each split: {"train": {"ants": 124, ...}, ...}."""
+        result = {}
+        for split, samples in self.samples.items():
+            per_label = Counter(label for _, label in samples)
+            result[split] = {name: per_label.get(index, 0) for index, name in enumerate(self.classes)}
+        return result
+
+    def raise_if_invalid(self) -> None:
+        if self.problems:
+            raise DatasetError(f"{self.root} cannot be used: " + " ".join(self.problems))
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def _is_readable_image(path: Path) -> str | None:
+    """None when Pillow can decode `path`, else the reason it cannot."""
+    if path.suffix.lower() not in IMG_EXTENSIONS:
+        return f"not a picture file type ({path.suffix or 'no extension'})"
+    try:
+        open_image(path)
+    except ImageError as exc:
+        return str(exc)
+    return None
+
+
+def scan_dataset(root: Path) -> DatasetScan:
+    """Check an ImageFolder-style folder: train/ and val/, one sub-folder per class, readable pictures.
+
+    Files that are not readable pictures are skipped and listed; missing splits, mismatched classes,
+    fewer than two classes or an empty class are problems that stop training.
+    """
+    root = Path(root)
+    scan = DatasetScan(root=root, classes=[], samples={split: [] for split in SPLITS})
+    if not root.is_dir():
+        scan.problems.append(f"the folder {root} does not exist.")
+        return scan
+    missing = [split for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        scan.problems.append(f"it needs the sub-folders train/ and val/ (missing: {', '.join(missing)}).")
+        return scan
+    classes = {split: [d.name for d in _visible_dirs(root / split)] for split in SPLITS}
+    if classes["train"] != classes["val"]:
+        scan.problems.append(
+            f"train/ and val/ must hold the same class folders (train: {', '.join(classes['train']) or 'none'}; "
+            f"val: {', '.join(classes['val']) or 'none'})."
+        )
+        return scan
+    scan.classes = classes["train"]
+    if len(scan.classes) < 2:
+        scan.problems.append(f"it needs at least two class folders in train/ and val/ (found {len(scan.classes)}).")
+        return scan
+    for split in SPLITS:
+        for label, name in enumerate(scan.classes):
+            for path in sorted(p for p in (root / split / name).rglob("*") if p.is_file()):
+                if path.name.startswith("."):
+                    continue
+                reason = _is_readable_image(path)
+                if reason:
+                    scan.skipped.append(SkippedFile(path, reason))
+                else:
+                    scan.samples[split].append((path, label))
+    empty = [f"{split}/{name}" for split, per_class in scan.counts().items() for name, n in per_class.items() if n == 0]
+    if empty:
+        scan.problems.append(f"every class needs at least one readable picture in each split (none in {', '.join(empty)}).")
+    return scan
+
+
+def load_dataset(root: Path) -> DatasetScan:
+    """Scan `root` and raise DatasetError if it cannot be trained on."""
+    scan = scan_dataset(root)
+    scan.raise_if_invalid()
+    return scan
+
+
+# ---------------------------------------------------------------- loaders
+
+class ImageListDataset(Dataset):
+    """(path, label) pairs decoded with `open_image`, so training sees pictures as prediction does."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(open_image(path)), label
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None) -> dict[str, DataLoader]:
+    workers = default_workers() if workers is None else workers
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    return {
+        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=True, generator=generator, **common),
+        "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
+    }

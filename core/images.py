@@ -1,0 +1,69 @@
+"""Reading pictures: one function turns a path, bytes or a PIL image into an upright RGB image."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import ImageError
+
+ImageSource = str | Path | bytes | Image.Image
+
+# Transparent pixels are shown on white, as image viewers do.
+_BACKGROUND = (255, 255, 255)
+
+
+def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode `source` into an RGB image, EXIF orientation applied.
+
+    Any Pillow mode is accepted (RGBA, LA, P, CMYK, 1, L, I;16, I, F). Files that are not
+    pictures, truncated pictures and decompression bombs raise ImageError.
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "the picture")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, Image.Image):
+                image = source
+                image.load()
+            else:
+                stream = io.BytesIO(source) if isinstance(source, bytes) else source
+                image = Image.open(stream)
+                image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label} is too large to open safely ({exc}). Use a smaller picture.") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{label} is not a picture that can be read (JPEG, PNG, WebP, GIF, BMP or TIFF).") from exc
+    except FileNotFoundError as exc:
+        raise ImageError(f"{label} does not exist.") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, _BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Stretch 16-bit or float pixels to 0..255 by their actual range, then gray to RGB."""
+    as_float = image.convert("F")
+    low, high = as_float.getextrema()
+    scale = 255.0 / (high - low) if high > low else 0.0
+    gray = as_float.point(lambda value: (value - low) * scale).convert("L")
+    return gray.convert("RGB")

@@ -1,0 +1,42 @@
+"""Prediction: class probabilities for one picture from a trained model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.data import EVAL_TRANSFORM
+from core.images import ImageSource, open_image
+from core.runs import RunRecord, load_model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]  # class name -> probability, in the model's class order
+
+    @property
+    def top_class(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    @property
+    def top_probability(self) -> float:
+        return self.probabilities[self.top_class]
+
+
+@dataclass
+class Predictor:
+    model: nn.Module
+    class_names: list[str]
+    device: torch.device
+
+    @torch.no_grad()
+    def predict(self, source: ImageSource, name: str | None = None) -> Prediction:
+        """Classify a file path, bytes or PIL image. Raises ImageError for anything that is not a picture."""
+        batch = EVAL_TRANSFORM(open_image(source, name)).unsqueeze(0).to(self.device)
+        probabilities = torch.softmax(self.model(batch), dim=1)[0].tolist()
+        return Prediction(dict(zip(self.class_names, probabilities)))
+
+
+def load_predictor(run: RunRecord, device: torch.device | str = "cpu") -> Predictor:
+    return Predictor(load_model(run, device), list(run.class_names), torch.device(device))

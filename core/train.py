@@ -1,0 +1,219 @@
+"""Training: the tutorial's recipe as data, its loop as plain functions, with callbacks and cancellation."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.data import DatasetScan, make_loaders
+from core.errors import StudioError, TrainingCancelled
+from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
+
+
+@dataclass
+class TrainConfig:
+    """The recipe. Defaults are the tutorial's."""
+
+    backbone: str = "resnet18"
+    scenario: str = "finetune"
+    epochs: int = 25
+    batch_size: int = 4
+    lr: float = 0.001
+    momentum: float = 0.9
+    step_size: int = 7
+    gamma: float = 0.1
+    seed: int | None = 0
+    device: str = "auto"
+    workers: int | None = None  # data-loader processes; None picks one for this machine
+
+    def __post_init__(self) -> None:
+        get_backbone(self.backbone)
+        get_scenario(self.scenario)
+        for name in ("epochs", "batch_size", "step_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive (got {self.lr}).")
+        if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
+            raise ValueError("momentum must be in [0, 1) and gamma in (0, 1].")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    epoch: int  # 1-based
+    epochs: int
+    phase: str  # "train" or "val"
+    batch: int  # 1-based
+    batches: int
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+    lr: float
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    predictions: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    built: BuiltModel
+    class_names: list[str]
+    device: str
+    history: list[EpochStats] = field(default_factory=list)
+    status: str = "completed"  # or "cancelled"
+    best_epoch: int | None = None
+    best_val_acc: float = 0.0
+    best_eval: EvalResult | None = None  # validation predictions of the restored (best) weights
+    seconds: float = 0.0
+
+    @property
+    def model(self) -> nn.Module:
+        return self.built.model
+
+    @property
+    def final(self) -> EpochStats | None:
+        return self.history[-1] if self.history else None
+
+
+OnBatch = Callable[[BatchProgress], None]
+OnEpoch = Callable[[EpochStats], None]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the device asked for, if this machine has it."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise StudioError(f"Unknown device {requested!r}; use auto, cpu, cuda or mps.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise StudioError("CUDA was asked for but this machine has no usable CUDA GPU; use --device auto or cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise StudioError("MPS was asked for but this machine has no Apple GPU; use --device auto or cpu.")
+    return device
+
+
+def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, device, progress) -> tuple[float, float]:
+    set_training_mode(model, built.backbone, built.scenario)
+    total_loss = torch.zeros((), device=device)
+    corrects = torch.zeros((), dtype=torch.long, device=device)
+    for batch, (inputs, labels) in enumerate(loader, start=1):
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(inputs)
+        loss = criterion(outputs, labels)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * inputs.size(0)
+        corrects += (outputs.argmax(1) == labels).sum()
+        progress("train", batch, len(loader))
+    count = len(loader.dataset)
+    return total_loss.item() / count, corrects.item() / count
+
+
+@torch.no_grad()
+def evaluate(model, loader, criterion, device, progress=None) -> EvalResult:
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    predictions, labels_seen = [], []
+    for batch, (inputs, labels) in enumerate(loader, start=1):
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        outputs = model(inputs)
+        total_loss += criterion(outputs, labels) * inputs.size(0)
+        predictions.append(outputs.argmax(1))
+        labels_seen.append(labels)
+        if progress:
+            progress("val", batch, len(loader))
+    predicted = torch.cat(predictions).tolist()
+    actual = torch.cat(labels_seen).tolist()
+    acc = sum(p == a for p, a in zip(predicted, actual)) / len(actual)
+    return EvalResult(total_loss.item() / len(actual), acc, predicted, actual)
+
+
+def fit(result: TrainResult, loaders, device: torch.device, on_batch: OnBatch | None, on_epoch: OnEpoch | None) -> TrainResult:
+    """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end."""
+    config, model = result.config, result.model
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    best_state = _copy_state(model)
+    started = time.perf_counter()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+
+            def progress(phase: str, batch: int, batches: int) -> None:
+                if on_batch:
+                    on_batch(BatchProgress(epoch, config.epochs, phase, batch, batches))
+
+            train_loss, train_acc = train_one_epoch(model, result.built, loaders["train"], criterion, optimizer, device, progress)
+            scheduler.step()
+            val = evaluate(model, loaders["val"], criterion, device, progress)
+            stats = EpochStats(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - epoch_started, lr)
+            result.history.append(stats)
+            if val.acc > result.best_val_acc or result.best_epoch is None:
+                result.best_val_acc, result.best_epoch, result.best_eval = val.acc, epoch, val
+                best_state = _copy_state(model)
+            if on_epoch:
+                on_epoch(stats)
+    except TrainingCancelled:
+        result.status = "cancelled"
+    result.seconds = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def train(
+    config: TrainConfig,
+    scan: DatasetScan,
+    weights: str | Path | None = None,
+    on_batch: OnBatch | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> TrainResult:
+    """Build the scenario's model, train it on a checked data set, and return the best weights and history.
+
+    A callback may raise TrainingCancelled: the run then stops, keeps its best epoch so far and is
+    marked "cancelled".
+    """
+    scan.raise_if_invalid()
+    device = pick_device(config.device)
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+    built = build_model(config.backbone, config.scenario, len(scan.classes), weights)
+    built.model.to(device)
+    loaders = make_loaders(scan, config.batch_size, config.workers, config.seed)
+    result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device))
+    return fit(result, loaders, device, on_batch, on_epoch)

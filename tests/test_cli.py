@@ -1,0 +1,96 @@
+"""The command line as a user runs it: python -m core ..."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or PROJECT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(PROJECT), os.environ["PYTHONPATH"]]), **(env or {})}, timeout=600)
+
+
+def test_train_list_and_predict_on_a_folder(tmp_path, tiny_dataset, random_weights_dir):
+    runs = tmp_path / "runs"
+    trained = cli("train", "--scenario", "both", "--backbone", "mobilenet_v2", "--epochs", "1", "--workers", "0",
+                  "--data", tiny_dataset, "--weights", random_weights_dir, "--runs-dir", runs)
+    assert trained.returncode == 0, trained.stderr
+    assert "train 16, val 8 pictures" in trained.stdout
+    summary = trained.stdout[trained.stdout.index("scenario"):]
+    assert "best val acc" in summary and "trainable / total params" in summary
+    assert "finetune" in summary and "frozen" in summary and "completed" in summary
+    assert "2,562 / 2,226,434" in summary  # frozen: only the new 1280 x 2 head trains
+    assert len(list(runs.iterdir())) == 2
+
+    listed = cli("runs", "--runs-dir", runs)
+    assert listed.returncode == 0 and listed.stdout.count(" completed ") == 2
+
+    picture = next((tiny_dataset / "val/red").iterdir())
+    predicted = cli("predict", picture, "--run", "latest:frozen", "--runs-dir", runs)
+    assert predicted.returncode == 0, predicted.stderr
+    assert f"{picture}: " in predicted.stdout and ("red" in predicted.stdout and "blue" in predicted.stdout)
+
+
+def test_the_settings_come_from_the_environment(tmp_path, tiny_dataset, random_weights_dir):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hymenoptera_data").symlink_to(tiny_dataset)
+    env = {"STUDIO_DATA_ROOT": str(root), "STUDIO_WEIGHTS": str(random_weights_dir),
+           "STUDIO_RUNS_DIR": str(tmp_path / "env-runs")}
+    trained = cli("train", "--scenario", "frozen", "--epochs", "1", "--workers", "0", env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "resnet18-f37072fd.pth" in trained.stdout
+    assert len(list((tmp_path / "env-runs").iterdir())) == 1
+
+
+def test_unreadable_pictures_are_reported(tmp_path, tiny_dataset):
+    import shutil
+    data = Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+    (data / "train/red/broken.jpg").write_bytes(b"\xff\xd8 nope")
+    checked = cli("data", "--data", data)
+    assert checked.returncode == 0
+    assert "Skipped 1 file(s)" in checked.stderr and "train/red/broken.jpg" in checked.stderr
+    assert "train: blue 8, red 8" in checked.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--scenario", "bogus"], "invalid choice: 'bogus'"),
+    (["train", "--epochs", "many"], "invalid int value"),
+    (["train", "--epochs", "0", "--data", "."], "epochs must be at least 1"),
+    (["predict"], "the following arguments are required: images"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(args, expected):
+    result = cli(*args)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_without_network_gives_one_sentence(tmp_path, network_attempts):
+    result = cli("train", "--data-root", tmp_path / "empty", "--scenario", "frozen")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "hymenoptera_data.zip" in error[0] and "--data" in error[0]
+    assert network_attempts.attempts()
+
+
+def test_a_missing_data_folder_is_named(tmp_path):
+    result = cli("train", "--data", tmp_path / "nowhere")
+    assert result.returncode == 1 and f"{tmp_path / 'nowhere'}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predicting_a_file_that_is_not_a_picture(tiny_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = cli("predict", tmp_path / "notes.txt", "--run", tiny_run.path)
+    assert result.returncode == 1 and "notes.txt is not a picture" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_runs_yet(tmp_path):
+    result = cli("runs", "--runs-dir", tmp_path / "none")
+    assert result.returncode == 0 and "No runs yet" in result.stdout
