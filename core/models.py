@@ -113,6 +113,10 @@ def _weights_in_folder(folder: Path, backbone: Backbone) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def _names_another_backbone(path: Path, backbone: Backbone) -> bool:
+    return any(path.name.startswith(other) for other in BACKBONES if other != backbone.name)
+
+
 def find_local_weights(backbone: Backbone, weights: str | Path | None = None) -> tuple[Path, str] | None:
     """The local file to use, in this order: `weights` (a file or a folder), $STUDIO_WEIGHTS (likewise),
     torchvision's cache. Returns (path, kind) or None when a download is needed."""
@@ -120,6 +124,8 @@ def find_local_weights(backbone: Backbone, weights: str | Path | None = None) ->
         if not choice:
             continue
         path = Path(choice).expanduser()
+        if path.is_file() and label == WEIGHTS_ENV and _names_another_backbone(path, backbone):
+            continue  # $STUDIO_WEIGHTS=mobilenet_v2-x.pth says nothing about ResNet-18's weights
         if path.is_file():
             return path, "file"
         if not path.is_dir():
@@ -223,7 +229,8 @@ def build_model(
         found = find_local_weights(backbone, weights)
         path, kind = found if found else (_download_weights(backbone), "torchvision-download")
         load_backbone_weights(model, backbone, _read_state_dict(path), path)
-        source = WeightsSource(kind, str(backbone.imagenet_weights), str(path), sha256_of(path))
+        torchvision_name = str(backbone.imagenet_weights) if kind != "file" else None
+        source = WeightsSource(kind, torchvision_name, str(path), sha256_of(path))
     if not scenario.train_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False

@@ -35,7 +35,7 @@ def _find_real_inputs() -> tuple[Path | None, Path | None]:
         weights = find_local_weights(get_backbone("mobilenet_v2"))
     except Exception:
         weights = None
-    return (data if (data / "train").is_dir() else None), (weights[0] if weights else None)
+    return (data.resolve() if (data / "train").is_dir() else None), (weights[0].resolve() if weights else None)
 
 
 REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS = _find_real_inputs()

@@ -84,7 +84,7 @@ def zip_of(folder: Path, path: Path, prefix="hymenoptera_data") -> Path:
 
 
 def fake_download(source_zip: Path):
-    def download(url, destination, progress=True):
+    def download(url, destination, progress=True, on_progress=None):
         assert url == data.TUTORIAL_DATA_URL
         shutil.copyfile(source_zip, destination)
     return download
@@ -92,7 +92,7 @@ def fake_download(source_zip: Path):
 
 def test_existing_data_is_used_without_download(tmp_path, dataset, monkeypatch):
     shutil.copytree(dataset, tmp_path / "root/hymenoptera_data")
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(data, "fetch_url", lambda *a, **k: pytest.fail("downloaded"))
     assert ensure_tutorial_data(tmp_path / "root") == tmp_path / "root/hymenoptera_data"
 
 
@@ -103,7 +103,7 @@ def test_the_env_variable_chooses_the_data_root(tmp_path, dataset, monkeypatch):
 
 
 def test_download_extracts_the_data_set_in_one_step(tmp_path, dataset, monkeypatch):
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download(zip_of(dataset, tmp_path / "d.zip")))
+    monkeypatch.setattr(data, "fetch_url", fake_download(zip_of(dataset, tmp_path / "d.zip")))
     folder = ensure_tutorial_data(tmp_path / "root", progress=False)
     assert scan_dataset(folder).counts()["val"] == {"blue": 4, "red": 4}
     assert [p.name for p in (tmp_path / "root").iterdir()] == ["hymenoptera_data"]
@@ -113,18 +113,18 @@ def test_a_malicious_download_is_refused_and_leaves_nothing(tmp_path, monkeypatc
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("hymenoptera_data/train/a/../../../../evil.txt", "x")
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download(bad))
+    monkeypatch.setattr(data, "fetch_url", fake_download(bad))
     with pytest.raises(DatasetError, match="unusable.*leaves its folder"):
         ensure_tutorial_data(tmp_path / "root", progress=False)
     assert list((tmp_path / "root").iterdir()) == []
 
 
 def test_an_interrupted_download_leaves_no_half_data_set(tmp_path, monkeypatch):
-    def interrupted(url, destination, progress=True):
+    def interrupted(url, destination, progress=True, on_progress=None):
         Path(destination).write_bytes(b"PK\x03\x04 partial")
         raise ConnectionResetError("connection reset by peer")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", interrupted)
+    monkeypatch.setattr(data, "fetch_url", interrupted)
     with pytest.raises(DatasetError, match="Could not download"):
         ensure_tutorial_data(tmp_path / "root", progress=False)
     assert list((tmp_path / "root").iterdir()) == []
@@ -142,3 +142,25 @@ def test_without_network_the_user_is_told_how_to_supply_the_folder(tmp_path, net
 def test_no_download_option_explains_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match="unzip it"):
         ensure_tutorial_data(tmp_path / "root", download=False)
+
+
+def test_a_real_download_from_a_local_server_reports_progress(tmp_path, dataset, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    zip_of(dataset, served / "hymenoptera_data.zip")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(data, "TUTORIAL_DATA_URL", f"http://127.0.0.1:{server.server_port}/hymenoptera_data.zip")
+        seen = []
+        folder = ensure_tutorial_data(tmp_path / "root", progress=False, on_progress=lambda d, t: seen.append((d, t)))
+    finally:
+        server.shutdown()
+    size = (served / "hymenoptera_data.zip").stat().st_size
+    assert seen[-1] == (size, size)
+    assert scan_dataset(folder).ok

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from core.errors import WeightsError
-from core.models import (BACKBONES, build_model, get_backbone, get_scenario, set_training_mode,
+from core.models import (BACKBONES, build_model, find_local_weights, get_backbone, get_scenario, set_training_mode,
                          torchvision_cache_file)
 
 
@@ -112,3 +112,9 @@ def test_unknown_names_are_refused():
         get_backbone("vgg")
     with pytest.raises(ValueError, match="finetune, frozen"):
         get_scenario("magic")
+
+
+def test_a_weights_file_in_the_environment_named_for_another_backbone_is_not_used(random_weights_dir, monkeypatch):
+    monkeypatch.setenv("STUDIO_WEIGHTS", str(random_weights_dir / "mobilenet_v2-test.pth"))
+    assert find_local_weights(get_backbone("resnet18")) is None
+    assert find_local_weights(get_backbone("mobilenet_v2"))[0].name == "mobilenet_v2-test.pth"

@@ -1,0 +1,95 @@
+"""Train: choose data, backbone, scenarios and recipe; training runs in the background with live charts."""
+from pathlib import Path
+
+import streamlit as st
+
+from core.errors import StudioError
+from core.jobs import JobRequest
+from core.models import BACKBONES, SCENARIOS
+from core.train import TrainConfig
+from dashboard import cache, charts
+
+st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
+st.title("Train")
+
+jobs = cache.training_jobs()
+defaults = TrainConfig()
+
+with st.form("train"):
+    datasets = cache.known_datasets()
+    dataset_label = st.selectbox("Data set", [*datasets, "Another folder..."], key="dataset")
+    other_folder = st.text_input("Folder with train/ and val/ (for 'Another folder...')", "", key="folder")
+    left, right = st.columns(2)
+    backbone = left.selectbox("Backbone", list(BACKBONES), format_func=lambda name: BACKBONES[name].title, key="backbone")
+    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["finetune", "frozen"],
+                                  format_func=lambda name: SCENARIOS[name].title, key="scenarios")
+    with st.expander("Recipe (the tutorial's values)"):
+        a, b, c, d = st.columns(4)
+        epochs = a.number_input("Epochs", 1, 500, defaults.epochs, key="epochs")
+        batch_size = b.number_input("Batch size", 1, 512, defaults.batch_size, key="batch_size")
+        lr = c.number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.4f", key="lr")
+        momentum = d.number_input("Momentum", 0.0, 0.99, defaults.momentum, key="momentum")
+        step_size = a.number_input("LR step (epochs)", 1, 500, defaults.step_size, key="step_size")
+        gamma = b.number_input("LR factor", 0.01, 1.0, defaults.gamma, key="gamma")
+        seed = c.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="seed")
+    start = st.form_submit_button("Start training", type="primary", key="start")
+
+if start:
+    folder = Path(other_folder).expanduser() if dataset_label == "Another folder..." else datasets[dataset_label]
+    try:
+        configs = [TrainConfig(backbone=backbone, scenario=s, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
+                               momentum=momentum, step_size=int(step_size), gamma=gamma, seed=int(seed))
+                   for s in scenarios]
+        scan = cache.scan(folder)
+        scan.raise_if_invalid()
+        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=cache.runs_dir()))
+    except (StudioError, ValueError) as exc:
+        st.error(str(exc))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+@st.fragment(run_every=1.0)
+def job_panel() -> None:
+    job = jobs.snapshot()
+    if job is None:
+        st.info("No training yet. Choose the scenarios above and press Start.")
+        return
+    names = ", ".join(s.scenario for s in job.scenarios)
+    if job.running:
+        progress = job.progress
+        current = job.scenarios[job.current].scenario
+        where = (f"epoch {progress.epoch}/{progress.epochs}, {progress.phase} batch {progress.batch}/{progress.batches}"
+                 if progress else "preparing")
+        eta = f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds else ""
+        st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
+                                       f"{where} · {_minutes(job.elapsed)} so far{eta}")
+        if job.cancel_requested:
+            st.warning("Cancelling after the current batch...")
+        elif st.button("Cancel", key="cancel"):
+            jobs.cancel()
+    elif job.state == "completed":
+        st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}. "
+                   "See it on the Compare page.")
+    elif job.state == "cancelled":
+        st.warning(f"Job {job.job_id} was cancelled; what it had trained was saved, marked cancelled.")
+    else:
+        st.error(f"Job {job.job_id} failed: {job.message}")
+
+    rows = {"scenario": [], "status": [], "epochs": [], "best val acc": [], "run": []}
+    for scenario in job.scenarios:
+        rows["scenario"].append(scenario.scenario)
+        rows["status"].append(scenario.status)
+        rows["epochs"].append(len(scenario.history))
+        rows["best val acc"].append(max((e.val_acc for e in scenario.history), default=None))
+        rows["run"].append(scenario.run_id or "")
+    st.dataframe(rows, hide_index=True)
+    series = {s.scenario: s.history for s in job.scenarios if s.history}
+    if series:
+        st.plotly_chart(charts.live_history(series))
+
+
+st.subheader("Progress")
+job_panel()
