@@ -1,4 +1,4 @@
-"""Command line: python -m core train | predict | runs | data."""
+"""Command line: python -m core train | predict | runs | export | data."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,11 @@ from tqdm import tqdm
 
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.errors import StudioError, TrainingCancelled
+from core.export import FORMATS, export_run
 from core.models import BACKBONES, SCENARIOS
 from core.predict import load_predictor
 from core.runs import RunRecord, find_run, list_runs, save_run
-from core.train import TrainConfig, pick_device, train
+from core.train import TrainConfig, pick_device, planned_batches, train
 
 SCENARIO_GROUPS = {"both": ["finetune", "frozen"], "all": list(SCENARIOS)}
 
@@ -49,7 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     train_cmd.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
     train_cmd.add_argument("--seed", type=int, default=defaults.seed)
     train_cmd.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
-    train_cmd.add_argument("--workers", type=int, help="data-loader processes (default: up to 4)")
+    train_cmd.add_argument("--workers", type=int, help="data-loader processes (default: none, the pictures are "
+                           "decoded once into memory; with --tutorial-loop up to 4)")
+    train_cmd.add_argument("--cached-views", type=int, default=defaults.cached_views,
+                           help="frozen: augmented views of each training picture whose backbone features are "
+                           f"computed once and reused every epoch (default: {defaults.cached_views})")
+    train_cmd.add_argument("--tutorial-loop", action="store_true", help="no fast paths: decode every picture and run "
+                           "the whole network in every epoch, as the tutorial does (slower; for comparison)")
     train_cmd.add_argument("--weights", type=Path, help="a pretrained weights file, or a folder of them "
                            "named BACKBONE-*.pth (default: $STUDIO_WEIGHTS, then torchvision's cache, then download)")
     train_cmd.add_argument("--runs-dir", type=Path, help="where runs are saved (default: $STUDIO_RUNS_DIR or ./runs)")
@@ -63,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     runs_cmd = commands.add_parser("runs", help="list saved runs")
     runs_cmd.add_argument("--runs-dir", type=Path)
+
+    export_cmd = commands.add_parser("export", help="write a saved run as a bundle to use outside the studio")
+    export_cmd.add_argument("--run", default="latest", help="run id, id prefix, folder, latest or latest:SCENARIO")
+    export_cmd.add_argument("--format", required=True, choices=list(FORMATS))
+    export_cmd.add_argument("--out", type=Path, default=Path("exports"), help="folder for the zip (default: ./exports)")
+    export_cmd.add_argument("--runs-dir", type=Path)
 
     data_cmd = commands.add_parser("data", help="check a data set (downloading the tutorial's if needed)")
     add_data_options(data_cmd)
@@ -101,7 +114,8 @@ def command_train(args: argparse.Namespace) -> int:
     configs = [
         TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma,
-                    seed=args.seed, device=args.device, workers=args.workers)
+                    seed=args.seed, device=args.device, workers=args.workers, fast=not args.tutorial_loop,
+                    cached_views=args.cached_views)
         for scenario in scenarios
     ]
     print(f"Device: {pick_device(args.device)}")
@@ -111,13 +125,15 @@ def command_train(args: argparse.Namespace) -> int:
     for config in configs:
         if ctrl_c.pressed:
             break
-        batches = config.epochs * sum(-(-len(scan.samples[s]) // config.batch_size) for s in ("train", "val"))
+        batches = planned_batches(config, scan)
         bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
 
         def on_batch(progress) -> None:
             if not bars:
                 bars.append(tqdm(total=batches, desc=f"{config.scenario:>15}", unit="batch", dynamic_ncols=True))
             bars[0].update(1)
+            if progress.phase == "features" and progress.batch == 1:
+                bars[0].set_postfix_str("computing the frozen backbone's features once")
             if ctrl_c.pressed:
                 raise TrainingCancelled
 
@@ -186,6 +202,16 @@ def command_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    run = find_run(args.run, args.runs_dir)
+    result = export_run(run, args.format, args.out)
+    checked = (f"matches PyTorch on {result.pictures_checked} validation pictures "
+               f"(largest probability difference {result.max_difference:.1e})" if result.pictures_checked
+               else "not checked: the run's validation pictures were not found")
+    print(f"Wrote {result.path} in {result.seconds:.1f} s; {checked}.")
+    return 0
+
+
 def command_data(args: argparse.Namespace) -> int:
     scan = resolve_dataset(args)
     for split, per_class in scan.counts().items():
@@ -193,7 +219,8 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": command_train, "predict": command_predict, "runs": command_runs, "data": command_data}
+COMMANDS = {"train": command_train, "predict": command_predict, "runs": command_runs, "export": command_export,
+            "data": command_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,14 +4,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from tqdm import tqdm
 
 from core.archive import extract_zip
 from core.errors import ArchiveError, DatasetError, ImageError
@@ -21,6 +24,7 @@ TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 TUTORIAL_DATA_NAME = "hymenoptera_data"
 DATA_ROOT_ENV = "STUDIO_DATA_ROOT"
 SPLITS = ("train", "val")
+OnProgress = Callable[[int, "int | None"], None]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,18 +56,36 @@ def tutorial_data_dir(data_root: Path | None = None) -> Path:
 
 # ---------------------------------------------------------------- fetching the tutorial's set
 
-def ensure_tutorial_data(data_root: Path | None = None, download: bool = True, progress: bool = True) -> Path:
+def ensure_tutorial_data(
+    data_root: Path | None = None, download: bool = True, progress: bool = True, on_progress: OnProgress | None = None
+) -> Path:
     """Return the tutorial's data folder, downloading and extracting it first if it is missing."""
     target = tutorial_data_dir(data_root)
     if (target / "train").is_dir() and (target / "val").is_dir():
         return target
     if not download:
         raise DatasetError(_offline_instructions(target))
-    download_tutorial_data(target.parent, progress=progress)
+    download_tutorial_data(target.parent, progress=progress, on_progress=on_progress)
     return target
 
 
-def download_tutorial_data(data_root: Path, progress: bool = True) -> Path:
+def fetch_url(url: str, destination: Path, progress: bool = True, on_progress: OnProgress | None = None) -> None:
+    """Stream `url` into `destination`, with a tqdm bar and/or on_progress(bytes_done, bytes_total or None)."""
+    with urllib.request.urlopen(url, timeout=30) as response, open(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=not progress) as bar:
+            done = 0
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                bar.update(len(chunk))
+                if on_progress:
+                    on_progress(done, total)
+    if total is not None and done != total:
+        raise ConnectionError(f"the download stopped after {done} of {total} bytes")
+
+
+def download_tutorial_data(data_root: Path, progress: bool = True, on_progress: OnProgress | None = None) -> Path:
     """Download the official zip, check it, and move the data set into `data_root` in one rename."""
     data_root = Path(data_root)
     target = data_root / TUTORIAL_DATA_NAME
@@ -74,7 +96,7 @@ def download_tutorial_data(data_root: Path, progress: bool = True) -> Path:
     with tempfile.TemporaryDirectory(prefix=".download-", dir=data_root) as work:
         zip_path = Path(work) / "hymenoptera_data.zip"
         try:
-            torch.hub.download_url_to_file(TUTORIAL_DATA_URL, str(zip_path), progress=progress)
+            fetch_url(TUTORIAL_DATA_URL, zip_path, progress, on_progress)
         except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
             raise DatasetError(f"Could not download the tutorial data ({_reason(exc)}). {_offline_instructions(target)}") from exc
         try:
@@ -229,3 +251,30 @@ def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None,
         "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=True, generator=generator, **common),
         "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
     }
+
+
+# ---------------------------------------------------------------- a data set from a zip file
+
+def import_dataset_zip(zip_path: Path, uploads_dir: Path, name: str) -> tuple[Path, DatasetScan]:
+    """Check and unpack a zip holding train/ and val/ (at its top or inside one folder) into uploads_dir/NAME.
+
+    Nothing is left behind when the zip or the data set in it is unusable. Returns (folder, scan).
+    """
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "dataset"
+    uploads_dir = Path(uploads_dir)
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    target, suffix = uploads_dir / safe_name, 2
+    while target.exists():
+        target, suffix = uploads_dir / f"{safe_name}-{suffix}", suffix + 1
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=uploads_dir) as work:
+        unpacked = extract_zip(Path(zip_path), Path(work) / "unpacked")
+        root = unpacked
+        visible = _visible_dirs(unpacked)
+        if not (unpacked / "train").is_dir() and len(visible) == 1:
+            root = visible[0]
+        scan = scan_dataset(root)
+        if not scan.ok:
+            raise DatasetError(f"The zip cannot be used: {' '.join(scan.problems)} "
+                               "It needs train/ and val/, with one folder per class in each.")
+        root.rename(target)
+    return target, scan_dataset(target)

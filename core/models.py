@@ -26,12 +26,16 @@ class Backbone:
     build: Callable[..., nn.Module]  # torchvision constructor, ImageNet head of 1000 classes
     imagenet_weights: WeightsEnum
     head: str  # dotted path of the final Linear layer that each scenario replaces
+    cam_layer: str  # the last convolutional block: where Grad-CAM looks
 
 
 BACKBONES: dict[str, Backbone] = {
-    "resnet18": Backbone("resnet18", "ResNet-18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, "fc"),
+    "resnet18": Backbone(
+        "resnet18", "ResNet-18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, "fc", "layer4"
+    ),
     "mobilenet_v2": Backbone(
-        "mobilenet_v2", "MobileNetV2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1, "classifier.1"
+        "mobilenet_v2", "MobileNetV2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1, "classifier.1",
+        "features.18",
     ),
 }
 

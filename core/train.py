@@ -1,6 +1,11 @@
-"""Training: the tutorial's recipe as data, its loop as plain functions, with callbacks and cancellation."""
+"""Training: the tutorial's recipe as data, its loop as plain functions, with callbacks and cancellation.
+
+By default the loop runs on the fast paths of core.fast (pictures decoded once, cached features for a
+truly frozen backbone, channels-last, mixed precision on CUDA); `fast=False` runs the tutorial's loop.
+"""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,8 +14,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from core import fast as fast_paths
 from core.data import DatasetScan, make_loaders
 from core.errors import StudioError, TrainingCancelled
+from core.fast import autocast, to_input
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
 
 
@@ -29,11 +36,13 @@ class TrainConfig:
     seed: int | None = 0
     device: str = "auto"
     workers: int | None = None  # data-loader processes; None picks one for this machine
+    fast: bool = True  # the fast paths of core.fast; False runs the tutorial's loop as it is
+    cached_views: int = 3  # frozen: augmented views per training picture whose backbone features are cached
 
     def __post_init__(self) -> None:
         get_backbone(self.backbone)
         get_scenario(self.scenario)
-        for name in ("epochs", "batch_size", "step_size"):
+        for name in ("epochs", "batch_size", "step_size", "cached_views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
         if self.lr <= 0:
@@ -47,9 +56,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class BatchProgress:
-    epoch: int  # 1-based
+    epoch: int  # 1-based; 0 in the "features" phase, before the first epoch
     epochs: int
-    phase: str  # "train" or "val"
+    phase: str  # "train" or "val"; "features" while a frozen backbone's features are computed, before epoch 1
     batch: int  # 1-based
     batches: int
 
@@ -118,17 +127,29 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, device, progress) -> tuple[float, float]:
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA; float32 elsewhere (bfloat16 autocast made CPU training many times slower)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, device, progress,
+                    channels_last: bool = False, dtype: torch.dtype | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     set_training_mode(model, built.backbone, built.scenario)
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     total_loss = torch.zeros((), device=device)
     corrects = torch.zeros((), dtype=torch.long, device=device)
     for batch, (inputs, labels) in enumerate(loader, start=1):
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        outputs = model(inputs)
-        loss = criterion(outputs, labels)
-        loss.backward()
-        optimizer.step()
+        with autocast(device, dtype):
+            outputs = model(inputs)
+            loss = criterion(outputs, labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total_loss += loss.detach() * inputs.size(0)
         corrects += (outputs.argmax(1) == labels).sum()
         progress("train", batch, len(loader))
@@ -137,14 +158,16 @@ def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, devi
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, progress=None) -> EvalResult:
+def evaluate(model, loader, criterion, device, progress=None, channels_last: bool = False,
+             dtype: torch.dtype | None = None) -> EvalResult:
     model.eval()
     total_loss = torch.zeros((), device=device)
     predictions, labels_seen = [], []
     for batch, (inputs, labels) in enumerate(loader, start=1):
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        outputs = model(inputs)
-        total_loss += criterion(outputs, labels) * inputs.size(0)
+        inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            outputs = model(inputs)
+        total_loss += criterion(outputs.float(), labels) * inputs.size(0)
         predictions.append(outputs.argmax(1))
         labels_seen.append(labels)
         if progress:
@@ -155,16 +178,21 @@ def evaluate(model, loader, criterion, device, progress=None) -> EvalResult:
     return EvalResult(total_loss.item() / len(actual), acc, predicted, actual)
 
 
-def fit(result: TrainResult, loaders, device: torch.device, on_batch: OnBatch | None, on_epoch: OnEpoch | None) -> TrainResult:
-    """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end."""
-    config, model = result.config, result.model
+def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device,
+        on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+    """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end.
+
+    `model` is what trains: the whole network, or only its head on cached features.
+    """
+    config = result.config
+    channels_last, dtype = config.fast, amp_dtype(device) if config.fast else None
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     best_state = _copy_state(model)
-    started = time.perf_counter()
     try:
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
@@ -174,9 +202,10 @@ def fit(result: TrainResult, loaders, device: torch.device, on_batch: OnBatch | 
                 if on_batch:
                     on_batch(BatchProgress(epoch, config.epochs, phase, batch, batches))
 
-            train_loss, train_acc = train_one_epoch(model, result.built, loaders["train"], criterion, optimizer, device, progress)
+            train_loss, train_acc = train_one_epoch(model, result.built, loaders["train"], criterion, optimizer,
+                                                    device, progress, channels_last, dtype, scaler)
             scheduler.step()
-            val = evaluate(model, loaders["val"], criterion, device, progress)
+            val = evaluate(model, loaders["val"], criterion, device, progress, channels_last, dtype)
             stats = EpochStats(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - epoch_started, lr)
             result.history.append(stats)
             if val.acc > result.best_val_acc or result.best_epoch is None:
@@ -186,14 +215,45 @@ def fit(result: TrainResult, loaders, device: torch.device, on_batch: OnBatch | 
                 on_epoch(stats)
     except TrainingCancelled:
         result.status = "cancelled"
-    result.seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
-    model.eval()
     return result
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def planned_batches(config: TrainConfig, scan: DatasetScan) -> int:
+    """How many times a full run calls on_batch: for progress bars."""
+    count = {split: len(scan.samples[split]) for split in ("train", "val")}
+    total = config.epochs * sum(math.ceil(n / config.batch_size) for n in count.values())
+    if config.fast and fast_paths.cacheable(get_scenario(config.scenario)):
+        batch_size = fast_paths.feature_batch_size(pick_device(config.device))
+        total += config.cached_views * math.ceil(count["train"] / batch_size) + math.ceil(count["val"] / batch_size)
+    return total
+
+
+def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device,
+            on_batch: OnBatch | None = None) -> tuple[nn.Module, dict]:
+    """What trains and its loaders. Fast: pictures decoded once into memory (unless they would take more
+    than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front, train the head."""
+    model = built.model.to(device)
+    if not config.fast:
+        return model, make_loaders(scan, config.batch_size, config.workers, config.seed)
+    model.to(memory_format=torch.channels_last)
+    cached = fast_paths.cacheable(built.scenario)
+    batch_size = fast_paths.feature_batch_size(device) if cached else config.batch_size
+    loaders = fast_paths.make_loaders(scan, batch_size, config.workers, config.seed, device, shuffle=not cached)
+    if not cached:
+        return model, loaders
+
+    def progress(phase: str, batch: int, batches: int) -> None:
+        if on_batch:
+            on_batch(BatchProgress(0, config.epochs, phase, batch, batches))
+
+    features = fast_paths.extract_features(built, loaders["train"], loaders["val"], config.cached_views, device,
+                                           progress, channels_last=True, dtype=amp_dtype(device))
+    return fast_paths.head_of(built)[2], fast_paths.feature_loaders(*features, config.batch_size, config.seed)
 
 
 def train(
@@ -213,7 +273,13 @@ def train(
     if config.seed is not None:
         torch.manual_seed(config.seed)
     built = build_model(config.backbone, config.scenario, len(scan.classes), weights)
-    built.model.to(device)
-    loaders = make_loaders(scan, config.batch_size, config.workers, config.seed)
     result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device))
-    return fit(result, loaders, device, on_batch, on_epoch)
+    started = time.perf_counter()
+    try:
+        model, loaders = prepare(config, scan, built, device, on_batch)
+        fit(result, model, loaders, device, on_batch, on_epoch)
+    except TrainingCancelled:  # while caching features, before the first epoch
+        result.status = "cancelled"
+    result.seconds = time.perf_counter() - started
+    built.model.eval()
+    return result

@@ -1,11 +1,15 @@
 """Everything the pages keep between reruns: the job, loaded models, data-set scans."""
 from __future__ import annotations
 
+import tempfile
+import threading
 from pathlib import Path
 
 import streamlit as st
 import torch
 
+from core.explain import grad_cam
+from core.export import export_run
 from core.data import DatasetScan, default_data_root, scan_dataset, tutorial_data_dir
 from core.jobs import TrainingJobs
 from core.predict import Predictor, load_predictor
@@ -91,3 +95,27 @@ def default_runs(listing: RunListing, scenarios=("finetune", "frozen")) -> list[
         if latest:
             chosen.append(latest)
     return chosen or listing.runs[:2]
+
+
+_explain_lock = threading.Lock()  # Captum hooks into the shared cached model: one explanation at a time
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def heat_map(run_id: str, run_path: str, picture: bytes | str):
+    """The Grad-CAM overlay (a PIL image) of the run's predicted class for a picture (bytes or a path)."""
+    from core.runs import read_run
+
+    run = read_run(Path(run_path))
+    predictor = cached_predictor(run_id, run_path, str(inference_device()))
+    with _explain_lock:
+        return grad_cam(predictor.model, run.backbone, picture if isinstance(picture, bytes) else Path(picture),
+                        device=predictor.device).overlay()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def bundle(run_id: str, run_path: str, fmt: str) -> bytes:
+    """A run exported as a zip bundle (checked against PyTorch as it is made)."""
+    from core.runs import read_run
+
+    with tempfile.TemporaryDirectory() as work:
+        return export_run(read_run(Path(run_path)), fmt, Path(work)).path.read_bytes()

@@ -61,8 +61,12 @@ def job_panel() -> None:
     if job.running:
         progress = job.progress
         current = job.scenarios[job.current].scenario
-        where = (f"epoch {progress.epoch}/{progress.epochs}, {progress.phase} batch {progress.batch}/{progress.batches}"
-                 if progress else "preparing")
+        if progress is None:
+            where = "preparing"
+        elif progress.phase == "features":
+            where = f"computing the frozen backbone's features, batch {progress.batch}/{progress.batches}"
+        else:
+            where = f"epoch {progress.epoch}/{progress.epochs}, {progress.phase} batch {progress.batch}/{progress.batches}"
         eta = f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds else ""
         st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
                                        f"{where} · {_minutes(job.elapsed)} so far{eta}")

@@ -6,7 +6,7 @@ import streamlit as st
 from core.errors import ImageError
 from core.images import open_image
 from dashboard import cache, charts
-from dashboard.widgets import pick_runs
+from dashboard.widgets import download_bundles, pick_runs
 
 st.set_page_config(page_title="Compare · Transfer Learning Studio", page_icon="📊", layout="wide")
 st.title("Compare")
@@ -57,8 +57,15 @@ def thumbnail(path: str):
     return picture
 
 
+st.subheader("Take a model away")
+for column, run in zip(st.columns(min(len(runs), 3)) * len(runs), runs):
+    with column:
+        st.caption(labels[run.id])
+        download_bundles(run, key="compare")
+
 st.subheader("Predictions on validation pictures")
 show_all = st.toggle("Show every picture (mistakes come first)", value=False)
+show_heat = st.toggle("Show Grad-CAM heat maps (where each model looked)", value=False)
 for run in runs:
     predictions = run.val_predictions
     if not predictions:
@@ -76,6 +83,7 @@ for run in runs:
         if actual != predicted:
             caption += f" (is {run.class_names[actual]})"
         try:
-            columns[index % 6].image(thumbnail(str(root / file)), caption=caption, width="stretch")
+            shown = cache.heat_map(run.id, str(run.path), str(root / file)) if show_heat else thumbnail(str(root / file))
+            columns[index % 6].image(shown, caption=caption, width="stretch")
         except ImageError:
             columns[index % 6].caption(f"{caption}: {file} is no longer readable")

@@ -4,7 +4,7 @@ import streamlit as st
 from core.errors import StudioError
 from core.images import open_image
 from dashboard import cache, charts
-from dashboard.widgets import pick_runs
+from dashboard.widgets import download_bundles, pick_runs
 
 st.set_page_config(page_title="Classify · Transfer Learning Studio", page_icon="🔍", layout="wide")
 st.title("Classify")
@@ -47,4 +47,7 @@ for column, run in zip(results_col.columns(max(len(runs), 1)), runs):
         st.metric(f"{run.scenario} · {run.backbone}", prediction.top_class, f"{prediction.top_probability:.1%}",
                   delta_color="off", delta_arrow="off", delta_description="probability", border=True)
         st.plotly_chart(charts.probabilities(prediction, run.scenario), key=f"probabilities-{run.id}")
+        st.image(cache.heat_map(run.id, str(run.path), data), width="stretch",
+                 caption=f"Grad-CAM: where {run.scenario} saw '{prediction.top_class}'")
         st.caption(cache.run_label(run))
+        download_bundles(run, key="classify")

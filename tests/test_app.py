@@ -207,3 +207,27 @@ def test_a_folder_path_is_checked(with_data, tmp_path):
     app = open_page("pages/4_Your_own_data.py")
     app.text_input[0].set_value(str(tmp_path / "missing")).run()
     assert "does not exist" in app.error[0].value
+
+
+def test_classify_shows_a_heat_map_and_bundle_downloads_per_model(with_runs):
+    app = open_page("pages/3_Classify.py")
+    app.file_uploader[0].set_value(("red.png", png_bytes("red"), "image/png"))
+    app = app.run()
+    assert_healthy(app)
+    captions = [picture.caption for image in app.image for picture in image.proto.imgs]
+    assert captions[0] == "red.png (64×64)" and captions[1].startswith("Grad-CAM: where finetune saw")
+    labels = [b.label for b in app.get("download_button")]
+    assert labels == ["ONNX bundle", "TorchScript bundle"]
+
+
+def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
+    app = open_page("pages/2_Compare.py")
+    plain = [picture.caption for image in app.image for picture in image.proto.imgs]
+    plain_urls = {picture.url for image in app.image for picture in image.proto.imgs}
+    app.toggle[1].set_value(True)
+    app = app.run()
+    assert_healthy(app)
+    assert len(app.get("download_button")) == 2
+    with_heat = [image.proto.imgs[0] for image in app.image]
+    assert [picture.caption for picture in with_heat] == plain and len(plain) == 8
+    assert not plain_urls & {picture.url for picture in with_heat}  # other pictures: the overlays

@@ -1,0 +1,261 @@
+"""Benchmarks: python -m core.bench train | predict | memory.
+
+`train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
+device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
+wall time, best and final validation accuracy, and the ratios. See docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn, optim
+from torch.optim import lr_scheduler
+from torchvision import datasets
+
+from core.data import EVAL_TRANSFORM, TRAIN_TRANSFORM, ensure_tutorial_data, load_dataset
+from core.models import build_model
+from core.predict import Predictor
+from core.train import TrainConfig, pick_device, train
+
+
+@dataclass
+class Outcome:
+    loop: str  # "tutorial" or the project's scenario
+    seed: int
+    seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_acc: float = 0.0
+    final_acc: float = 0.0
+
+
+def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs: int, seed: int,
+                  device: torch.device, workers: int = 4) -> Outcome:
+    """The tutorial's code, as it is: ImageFolder, batch 4 through `workers` processes, train_model.
+
+    Only the model comes from core.models, built as the tutorial builds it (the ImageNet backbone with a
+    new Linear head; for "frozen" every backbone parameter has requires_grad=False).
+    """
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    data_transforms = {"train": TRAIN_TRANSFORM, "val": EVAL_TRANSFORM}  # the tutorial's, defined in core.data
+    image_datasets = {x: datasets.ImageFolder(os.path.join(data_dir, x), data_transforms[x]) for x in ["train", "val"]}
+    dataloaders = {x: torch.utils.data.DataLoader(image_datasets[x], batch_size=4, shuffle=True, num_workers=workers)
+                   for x in ["train", "val"]}
+    dataset_sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
+    num_classes = len(image_datasets["train"].classes)
+    model = build_model(backbone, "finetune" if scenario == "finetune" else "frozen-tutorial", num_classes, weights).model
+    model = model.to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
+    scheduler = lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+
+    outcome = Outcome("tutorial", seed, 0.0)
+    best_model_wts = copy.deepcopy(model.state_dict())
+    best_acc = 0.0
+    for epoch in range(epochs):
+        epoch_started = time.perf_counter()
+        for phase in ["train", "val"]:
+            model.train() if phase == "train" else model.eval()
+            running_loss = 0.0
+            running_corrects = 0
+            for inputs, labels in dataloaders[phase]:
+                inputs = inputs.to(device)
+                labels = labels.to(device)
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    _, preds = torch.max(outputs, 1)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_loss += loss.item() * inputs.size(0)
+                running_corrects += torch.sum(preds == labels.data)
+            if phase == "train":
+                scheduler.step()
+            epoch_acc = running_corrects.double() / dataset_sizes[phase]
+            if phase == "val":
+                outcome.final_acc = epoch_acc.item()
+                if epoch_acc > best_acc:
+                    best_acc = epoch_acc
+                    best_model_wts = copy.deepcopy(model.state_dict())
+        outcome.epoch_seconds.append(time.perf_counter() - epoch_started)
+    model.load_state_dict(best_model_wts)
+    outcome.seconds = time.perf_counter() - started
+    outcome.best_acc = float(best_acc)
+    return outcome
+
+
+def project_run(scenario: str, backbone: str, scan, weights, epochs: int, seed: int, device: str,
+                cached_views: int) -> Outcome:
+    started = time.perf_counter()
+    config = TrainConfig(backbone=backbone, scenario=scenario, epochs=epochs, seed=seed, device=device,
+                         cached_views=cached_views)
+    result = train(config, scan, weights)
+    seconds = time.perf_counter() - started
+    return Outcome(scenario, seed, seconds, [e.seconds for e in result.history], result.best_val_acc,
+                   result.final.val_acc)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    words = [f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"]
+    if torch.cuda.is_available():
+        words.append(f"GPU {torch.cuda.get_device_name()}")
+    return "; ".join(words)
+
+
+def load() -> str:
+    return "load average %.1f %.1f %.1f" % os.getloadavg()
+
+
+def print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+# ---------------------------------------------------------------- commands
+
+def command_train(args: argparse.Namespace) -> None:
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    device = pick_device(args.device)
+    scenarios = args.scenario or ["finetune"]
+    tutorial_scenario = "finetune" if "finetune" in scenarios else "frozen"
+    if len({"finetune" if s == "finetune" else "frozen" for s in scenarios}) > 1:
+        sys.exit("error: compare finetune and the frozen scenarios in separate runs: each has its own tutorial loop.")
+    print(f"Machine: {machine()}; device {device}; {load()}")
+    print(f"Data: {scan.root}; backbone {args.backbone}; {args.epochs} epochs; seeds {args.seeds}")
+    outcomes: list[Outcome] = []
+    for index, seed in enumerate(args.seeds):
+        runs = [("tutorial", lambda: tutorial_loop(tutorial_scenario, args.backbone, scan.root, args.weights,
+                                                    args.epochs, seed, device, args.tutorial_workers))]
+        runs += [(s, lambda s=s: project_run(s, args.backbone, scan, args.weights, args.epochs, seed, str(device),
+                                             args.cached_views)) for s in scenarios]
+        if index % 2:  # alternate who goes first
+            runs.reverse()
+        for name, run in runs:
+            outcome = run()
+            outcomes.append(outcome)
+            print(f"seed {seed} {name:>15}: {outcome.seconds:7.1f} s, median epoch "
+                  f"{statistics.median(outcome.epoch_seconds):6.2f} s, best {outcome.best_acc:.4f}, "
+                  f"final {outcome.final_acc:.4f}  ({load()})", flush=True)
+
+    def of(loop: str) -> list[Outcome]:
+        return [o for o in outcomes if o.loop == loop]
+
+    base = of("tutorial")
+    base_total = statistics.median(o.seconds for o in base)
+    base_epoch = statistics.median(s for o in base for s in o.epoch_seconds)
+    base_best = statistics.mean(o.best_acc for o in base)
+    rows = [("loop", "median total", "x faster", "median epoch", "x faster", "mean best acc", "vs tutorial",
+             "mean final acc")]
+    for loop in ["tutorial", *scenarios]:
+        runs = of(loop)
+        total = statistics.median(o.seconds for o in runs)
+        epoch = statistics.median(s for o in runs for s in o.epoch_seconds)
+        best = statistics.mean(o.best_acc for o in runs)
+        rows.append((loop if loop == "tutorial" else f"project {loop}", f"{total:.1f} s", f"{base_total / total:.2f}",
+                     f"{epoch:.2f} s", f"{base_epoch / epoch:.2f}", f"{best:.4f}", f"{100 * (best - base_best):+.1f} pt",
+                     f"{statistics.mean(o.final_acc for o in runs):.4f}"))
+    print()
+    print_table(rows)
+    print(f"({load()})")
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    if args.image:
+        picture = args.image
+    else:
+        scan = load_dataset(ensure_tutorial_data(args.data_root, download=False))
+        picture = scan.samples["val"][0][0]
+    data = Path(picture).read_bytes()
+    print(f"Machine: {machine()}; device {device}; {load()}")
+    print(f"Picture: {picture} ({len(data) // 1024} KiB), Predictor.predict(bytes), median of {args.repeat}")
+    rows = [("backbone", "first call", "median", "min", "max")]
+    for backbone in args.backbone:
+        model = build_model(backbone, "frozen", 2, args.weights).model.to(device).eval()
+        predictor = Predictor(model, ["ants", "bees"], device)
+        timings = []
+        for _ in range(args.repeat + 1):
+            started = time.perf_counter()
+            predictor.predict(data)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timings.append(1000 * (time.perf_counter() - started))
+        rest = timings[1:]
+        rows.append((backbone, f"{timings[0]:.1f} ms", f"{statistics.median(rest):.1f} ms", f"{min(rest):.1f} ms",
+                     f"{max(rest):.1f} ms"))
+    print_table(rows)
+
+
+def command_memory(args: argparse.Namespace) -> None:
+    """One training run in this (fresh) process; its peak resident memory is the whole process's."""
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    config = TrainConfig(backbone=args.backbone, scenario=args.scenario[0] if args.scenario else "finetune",
+                         epochs=args.epochs, device=args.device, fast=not args.tutorial_loop)
+    started = time.perf_counter()
+    result = train(config, scan, args.weights)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"Machine: {machine()}; {load()}")
+    print(f"{config.scenario} {config.backbone}, {config.epochs} epochs, {'tutorial loop' if args.tutorial_loop else 'fast'}"
+          f": {time.perf_counter() - started:.1f} s, best val acc {result.best_val_acc:.4f}")
+    print(f"peak resident memory: {peak:.0f} MiB (largest loader process: {children:.0f} MiB)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("train", "tutorial loop against the project's trainer, interleaved"),
+                            ("predict", "time classifying one uploaded photo"),
+                            ("memory", "peak memory of one training run (run it in a fresh process)")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--backbone", default="mobilenet_v2", nargs="+" if name == "predict" else None)
+        command.add_argument("--weights", type=Path, help="weights file or folder (default: $STUDIO_WEIGHTS, ...)")
+        command.add_argument("--data-root", type=Path, help="folder holding hymenoptera_data (default: $STUDIO_DATA_ROOT)")
+        command.add_argument("--device", default="auto" if name != "predict" else "cpu")
+        if name == "predict":
+            command.add_argument("--image", type=Path, help="the picture (default: the first validation picture)")
+            command.add_argument("--repeat", type=int, default=20)
+            continue
+        command.add_argument("--data", type=Path, help="any ImageFolder-style folder instead of hymenoptera_data")
+        command.add_argument("--scenario", action="append", choices=["finetune", "frozen", "frozen-tutorial"],
+                             help="the project's scenario(s) to run (repeatable; default: finetune)")
+        command.add_argument("--epochs", type=int, default=25)
+        if name == "train":
+            command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+            command.add_argument("--cached-views", type=int, default=TrainConfig.cached_views)
+            command.add_argument("--tutorial-workers", type=int, default=4, help="the tutorial's num_workers (4)")
+        else:
+            command.add_argument("--tutorial-loop", action="store_true", help="measure the tutorial's loop instead")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # the tutorial's 4 workers on 2 cores
+    {"train": command_train, "predict": command_predict, "memory": command_memory}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Fast paths: pictures decoded once and kept in memory, and cached features of a truly frozen backbone.
+
+The recipe does not change: the same crops, flips and normalisation, the same batch size, optimiser and
+schedule. What goes is the work the tutorial's loop repeats every epoch: decoding every JPEG and, for a
+frozen backbone, running the backbone again.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torchvision import transforms
+from torchvision.transforms import functional as F
+from torchvision.transforms import v2
+
+from core.data import (CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM, DatasetScan,
+                       ImageListDataset, default_workers)
+from core.images import open_image
+from core.models import BuiltModel, Scenario
+
+# TRAIN_TRANSFORM's crop and flip for uint8 tensors (torchvision's antialiased resize follows Pillow's), and
+# EVAL_TRANSFORM's resize and centre crop, run once per picture; `to_input` does ToTensor and Normalize.
+_tutorial_crop: transforms.RandomResizedCrop = TRAIN_TRANSFORM.transforms[0]
+TRAIN_GEOMETRY = v2.Compose([
+    v2.RandomResizedCrop(CROP_SIZE, scale=_tutorial_crop.scale, ratio=_tutorial_crop.ratio, antialias=True),
+    v2.RandomHorizontalFlip(),
+])
+EVAL_GEOMETRY = transforms.Compose(EVAL_TRANSFORM.transforms[:2])
+
+# Pictures are kept at most this large on their shorter side: the smallest crop RandomResizedCrop takes
+# (8 % of the area at aspect 3:4) is then still CROP_SIZE pixels or more, so every crop is a downscale, as
+# from the original file. Crops are drawn as fractions of the picture, so where they fall does not change.
+MAX_SHORT_SIDE = math.ceil(CROP_SIZE / math.sqrt(_tutorial_crop.scale[0] * _tutorial_crop.ratio[0]))
+# Above this many bytes of decoded pictures, training reads them from disk every epoch as the tutorial does.
+MEMORY_BUDGET = 1 << 30
+
+Progress = Callable[[str, int, int], None]  # (phase, batch, batches)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on `device`, ready for the network: uint8 pictures get ToTensor's scaling and Normalize."""
+    batch = batch.to(device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        batch = F.normalize(batch.float().div_(255), IMAGENET_MEAN, IMAGENET_STD, inplace=True)
+    if channels_last and batch.dim() == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+# ---------------------------------------------------------------- pictures decoded once
+
+def decode(path: Path) -> torch.Tensor:
+    """A picture as `open_image` reads it, as a uint8 (3, H, W) tensor, shrunk to MAX_SHORT_SIDE if larger."""
+    image = open_image(path)
+    if min(image.size) > MAX_SHORT_SIDE:
+        image = F.resize(image, MAX_SHORT_SIDE)
+    return F.pil_to_tensor(image)
+
+
+def decode_eval(path: Path) -> torch.Tensor:
+    """EVAL_TRANSFORM's resize and centre crop as uint8 (3, 224, 224); `to_input` of it is EVAL_TRANSFORM's result."""
+    return F.pil_to_tensor(EVAL_GEOMETRY(open_image(path)))
+
+
+def _decode_all(function, samples: list[tuple[Path, int]]) -> list[torch.Tensor]:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow decodes without holding the GIL
+        return list(pool.map(function, [path for path, _ in samples]))
+
+
+def decoded_bytes(scan: DatasetScan) -> int:
+    """What the decoded pictures of `scan` take in memory, from the picture headers."""
+    total = len(scan.samples["val"]) * 3 * CROP_SIZE * CROP_SIZE
+    for path, _ in scan.samples["train"]:
+        with Image.open(path) as image:
+            width, height = image.size
+        shrink = min(1.0, MAX_SHORT_SIDE / min(width, height))
+        total += 3 * round(width * shrink) * round(height * shrink)
+    return total
+
+
+class AugmentedPictures(Dataset):
+    """Decoded pictures with TRAIN_TRANSFORM's random crop and flip, drawn anew at every access."""
+
+    def __init__(self, pictures: list[torch.Tensor], labels: list[int]):
+        self.pictures, self.labels = pictures, labels
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    def __getitem__(self, index: int):
+        return TRAIN_GEOMETRY(self.pictures[index]), self.labels[index]
+
+
+class InMemoryData:
+    """A data set decoded once: training pictures to augment, validation crops ready to normalise.
+
+    `storage` is where the pictures live and are cropped: the training device when the loaders run in
+    this process (on CUDA the pictures and their augmentation then stay on the GPU), else the CPU.
+    """
+
+    def __init__(self, scan: DatasetScan, storage: torch.device | str = "cpu"):
+        train_labels = [label for _, label in scan.samples["train"]]
+        self.train = AugmentedPictures([p.to(storage) for p in _decode_all(decode, scan.samples["train"])], train_labels)
+        val_crops = torch.stack(_decode_all(decode_eval, scan.samples["val"])).to(storage)
+        self.val = TensorDataset(val_crops, torch.tensor([label for _, label in scan.samples["val"]], device=storage))
+
+    def loaders(self, batch_size: int, workers: int = 0, seed: int | None = None, shuffle: bool = True) -> dict[str, DataLoader]:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+        return {
+            "train": DataLoader(self.train, shuffle=shuffle, generator=generator, **common),
+            "val": DataLoader(self.val, shuffle=False, **common),
+        }
+
+
+def disk_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
+                 shuffle: bool = True) -> dict[str, DataLoader]:
+    """The tutorial's loaders, reading every picture from disk at every access (for sets too large to keep)."""
+    workers = default_workers() if workers is None else workers
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    return {
+        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=shuffle,
+                            generator=generator, **common),
+        "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
+    }
+
+
+def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None, seed: int | None, device: torch.device,
+                 shuffle: bool = True) -> dict[str, DataLoader]:
+    """Loaders of pictures decoded once, or, when they would take more than MEMORY_BUDGET, read from disk."""
+    if decoded_bytes(scan) > MEMORY_BUDGET:
+        return disk_loaders(scan, batch_size, workers, seed, shuffle)
+    workers = workers or 0  # the pictures are ready: loader processes would only take cores from the model
+    storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
+    return InMemoryData(scan, storage).loaders(batch_size, workers, seed, shuffle)
+
+
+# ---------------------------------------------------------------- cached features of a frozen backbone
+
+def feature_batch_size(device: torch.device) -> int:
+    """Batch size for computing features: it does not change them (BatchNorm is in eval mode), only the speed."""
+    return 64 if device.type == "cuda" else 4  # on CPU small batches stay in cache: measured faster
+
+
+def cacheable(scenario: Scenario) -> bool:
+    """Features can be cached only when the backbone is truly fixed, BatchNorm statistics included."""
+    return not scenario.train_backbone and not scenario.backbone_batchnorm_updates
+
+
+def head_of(built: BuiltModel) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, name, module) of what trains on the pooled features: the head Linear, together with the
+    Dropout before it when the two make up a Sequential (MobileNetV2's classifier)."""
+    model, path = built.model, built.backbone.head
+    parent_name, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    head = getattr(parent, name)
+    if parent_name and isinstance(parent, nn.Sequential) and sum(p.numel() for p in parent.parameters()) == sum(
+        p.numel() for p in head.parameters()
+    ):
+        grand_name, _, name = parent_name.rpartition(".")
+        parent, head = model.get_submodule(grand_name), parent
+    return parent, name, head
+
+
+@contextmanager
+def headless(built: BuiltModel):
+    """The model with `head_of` it replaced by Identity: it returns the features that the head sees."""
+    parent, name, head = head_of(built)
+    setattr(parent, name, nn.Identity())
+    try:
+        yield built.model
+    finally:
+        setattr(parent, name, head)
+
+
+@torch.no_grad()
+def extract_features(
+    built: BuiltModel, train: DataLoader, val: DataLoader, views: int, device: torch.device,
+    progress: Progress | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
+) -> tuple[TensorDataset, TensorDataset]:
+    """Backbone features of every validation picture, and of `views` passes over the (augmenting, unshuffled)
+    training loader: a training set of (picture, views, features) and a validation set of (picture, features)."""
+    batches, done = views * len(train) + len(val), 0
+
+    def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal done
+        outputs, labels = [], []
+        for inputs, targets in loader:
+            with autocast(device, dtype):
+                outputs.append(model(to_input(inputs, device, channels_last)).float())
+            labels.append(targets.to(device))
+            done += 1
+            if progress:
+                progress("features", done, batches)
+        return torch.cat(outputs), torch.cat(labels)
+
+    with headless(built) as model:
+        model = fuse(model.eval())  # a copy with BatchNorm folded into the convolutions: same features, sooner
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    passes = [features_of(model, train) for _ in range(views)]
+    val_features, val_labels = features_of(model, val)
+    train_features = torch.stack([features for features, _ in passes], dim=1)
+    return TensorDataset(train_features, passes[0][1]), TensorDataset(val_features, val_labels)
+
+
+class RandomView(Dataset):
+    """Cached training features: one of the picture's augmented views, drawn at every access."""
+
+    def __init__(self, features: TensorDataset):
+        self.views, self.labels = features.tensors
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.views[index, torch.randint(self.views.size(1), ()).item()], self.labels[index]
+
+
+def feature_loaders(train: TensorDataset, val: TensorDataset, batch_size: int, seed: int | None) -> dict[str, DataLoader]:
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return {
+        "train": DataLoader(RandomView(train), batch_size=batch_size, shuffle=True, generator=generator),
+        "val": DataLoader(val, batch_size=batch_size, shuffle=False),
+    }

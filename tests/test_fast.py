@@ -1,0 +1,132 @@
+"""The fast paths give what the tutorial's pipeline gives: decoded-once pictures, cached frozen features."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core import fast
+from core.data import EVAL_TRANSFORM, TRAIN_TRANSFORM, make_loaders, scan_dataset
+from core.errors import TrainingCancelled
+from core.images import open_image
+from core.models import build_model
+from core.runs import read_run, save_run
+from core.train import TrainConfig, evaluate, planned_batches, train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def scan(tiny_dataset):
+    return scan_dataset(tiny_dataset)
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(backbone="mobilenet_v2", scenario="frozen", epochs=2, device="cpu", lr=0.01)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_decoded_validation_crops_are_exactly_the_tutorials(scan):
+    for path, _ in scan.samples["val"]:
+        expected = EVAL_TRANSFORM(open_image(path))
+        assert torch.equal(fast.to_input(fast.decode_eval(path)[None], CPU)[0], expected)
+
+
+def test_decoded_training_crops_match_the_tutorials_for_the_same_seed(scan):
+    for index, (path, _) in enumerate(scan.samples["train"]):
+        torch.manual_seed(index)
+        expected = TRAIN_TRANSFORM(open_image(path))
+        torch.manual_seed(index)
+        crop = fast.to_input(fast.TRAIN_GEOMETRY(fast.decode(path))[None], CPU)[0]
+        # the same crop and flip; the resize differs from Pillow's by at most one level of 255
+        assert (crop - expected).abs().max() <= 1.01 / 255 / min(fast.IMAGENET_STD)
+
+
+def test_large_pictures_are_kept_large_enough_for_the_smallest_crop(tmp_path):
+    Image.new("RGB", (3000, 2000), "red").save(tmp_path / "big.jpg")
+    Image.new("RGB", (300, 200), "red").save(tmp_path / "small.jpg")
+    assert fast.decode(tmp_path / "big.jpg").shape == (3, fast.MAX_SHORT_SIDE, 1372)
+    assert fast.decode(tmp_path / "small.jpg").shape == (3, 200, 300)
+    smallest_crop_side = (fast.MAX_SHORT_SIDE ** 2 * 0.08 * 0.75) ** 0.5
+    assert smallest_crop_side >= 224
+
+
+@pytest.mark.parametrize("backbone, head", [("mobilenet_v2", "classifier"), ("resnet18", "fc")])
+def test_cached_features_are_what_the_backbone_gives_the_head(scan, random_weights_dir, backbone, head):
+    built = build_model(backbone, "frozen", 2, random_weights_dir)
+    assert fast.head_of(built)[2] is built.model.get_submodule(head)
+    loaders = fast.make_loaders(scan, 4, 0, 0, CPU, shuffle=False)
+    train_set, val_set = fast.extract_features(built, loaders["train"], loaders["val"], 3, CPU, channels_last=True)
+    assert train_set.tensors[0].shape[:2] == (16, 3) and not torch.equal(*train_set.tensors[0][:, :2].unbind(1))
+    model = built.model.eval()
+    inputs = torch.stack([EVAL_TRANSFORM(open_image(path)) for path, _ in scan.samples["val"]])
+    with torch.no_grad():
+        logits = model(inputs)
+        from_features = fast.head_of(built)[2](val_set.tensors[0])
+    assert torch.allclose(from_features, logits, rtol=1e-3, atol=1e-4)
+    assert val_set.tensors[1].tolist() == [label for _, label in scan.samples["val"]]
+
+
+def test_frozen_trains_the_head_on_cached_features_and_reports_each_phase(scan, random_weights_dir):
+    calls = []
+    cfg = config(cached_views=2)
+    result = train(cfg, scan, random_weights_dir, on_batch=calls.append)
+    phases = [c.phase for c in calls]
+    assert phases[: phases.index("train")] == ["features"] * (2 * 4 + 2)
+    assert phases.count("train") == 2 * 4 and phases.count("val") == 2 * 2 and len(calls) == planned_batches(cfg, scan)
+    assert [(c.epoch, c.batch, c.batches) for c in calls if c.phase == "features"] == [(0, b, 10) for b in range(1, 11)]
+    check = evaluate(result.model, make_loaders(scan, 4, workers=0)["val"], nn.CrossEntropyLoss(), CPU)
+    assert check.acc == result.best_val_acc and check.predictions == result.best_eval.predictions
+
+
+def test_the_fast_and_the_tutorial_loop_report_the_same_progress_for_finetune(scan, random_weights_dir):
+    counts = []
+    for fast_paths in (True, False):
+        calls = []
+        cfg = config(scenario="finetune", fast=fast_paths, workers=0)
+        train(cfg, scan, random_weights_dir, on_batch=calls.append)
+        counts.append([(c.epoch, c.phase, c.batch, c.batches) for c in calls])
+        assert len(calls) == planned_batches(cfg, scan)
+    assert counts[0] == counts[1]
+
+
+def test_cancelling_while_features_are_computed_saves_an_empty_cancelled_run(scan, random_weights_dir, tmp_path):
+    def cancel(progress):
+        if progress.phase == "features" and progress.batch == 3:
+            raise TrainingCancelled
+
+    result = train(config(), scan, random_weights_dir, on_batch=cancel)
+    assert result.status == "cancelled" and result.history == [] and result.best_epoch is None
+    record = read_run(save_run(result, scan, tmp_path).path)
+    assert record.status == "cancelled" and record.val_predictions == {}
+
+
+def test_a_seed_makes_a_cached_frozen_run_repeatable(scan, random_weights_dir):
+    first = train(config(seed=3), scan, random_weights_dir)
+    second = train(config(seed=3), scan, random_weights_dir)
+    assert [(e.train_loss, e.val_loss) for e in first.history] == [(e.train_loss, e.val_loss) for e in second.history]
+
+
+def test_pictures_too_large_for_memory_are_read_from_disk(scan, random_weights_dir, monkeypatch):
+    monkeypatch.setattr(fast, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(fast, "InMemoryData", lambda *a, **k: pytest.fail("decoded into memory"))
+    for scenario in ("frozen", "finetune"):
+        result = train(config(scenario=scenario, workers=0), scan, random_weights_dir)
+        assert result.status == "completed" and len(result.history) == 2
+
+
+def test_runs_saved_before_the_fast_paths_still_load(tiny_run, tmp_path):
+    old = Path(shutil.copytree(tiny_run.path, tmp_path / "old-run"))
+    data = json.loads((old / "run.json").read_text())
+    for key in ("fast", "cached_views"):
+        data["config"].pop(key)
+    (old / "run.json").write_text(json.dumps(data))
+    assert read_run(old).config == TrainConfig(**data["config"])
+
+
+def test_cached_views_must_be_positive():
+    with pytest.raises(ValueError, match="cached_views"):
+        config(cached_views=0)
