@@ -21,7 +21,7 @@ from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS_DIR") or PROJECT / "test-artifacts/screenshots")
-PAGES = {"home": "", "train": "train", "compare": "compare", "classify": "classify", "your-own-data": "your-own-data"}
+PAGES = {"home": "", "train": "Train", "compare": "Compare", "classify": "Classify", "your-own-data": "Your_own_data"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -113,6 +113,7 @@ def test_every_page_opens_without_an_exception(server, browser):
         settle(page)
         assert page.locator("h1").first.inner_text().strip() == titles[name]
         assert page.locator("[data-testid='stException']").count() == 0, name
+        assert page.get_by_text("Page not found").count() == 0, name
         if name == "home":
             assert "Found at" in page.locator("[data-testid='stAlert']").first.inner_text()
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -123,7 +124,7 @@ def test_a_photo_uploaded_on_classify_is_classified(server, browser, app_home):
     _, _, scan = app_home
     photo, label = scan.samples["val"][-1]
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.goto(f"{server}/classify")
+    page.goto(f"{server}/Classify")
     settle(page)
     page.locator("input[type='file']").set_input_files(str(photo))
     page.wait_for_selector("[data-testid='stMetricValue']", timeout=120_000)
