@@ -10,9 +10,10 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import nn
 
-from core.data import CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD
-from core.images import ImageSource, open_image
+from core.data import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from core.images import ImageSource
 from core.models import get_backbone
+from core.predict import model_input
 
 
 @dataclass
@@ -30,7 +31,7 @@ def grad_cam(model: nn.Module, backbone_name: str, source: ImageSource, target: 
              device: torch.device | str = "cpu") -> HeatMap:
     """Grad-CAM of `target` (default: the predicted class) at the backbone's last convolutional block."""
     layer = model.get_submodule(get_backbone(backbone_name).cam_layer)
-    batch = EVAL_TRANSFORM(open_image(source)).unsqueeze(0).to(device).requires_grad_(True)
+    batch = model_input(source).to(device).requires_grad_(True)
     was_training = model.training
     model.eval()
     if target is None:

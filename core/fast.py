@@ -7,8 +7,6 @@ frozen backbone, running the backbone again.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
@@ -20,26 +18,22 @@ from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import transforms
 from torchvision.transforms import functional as F
-from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F2
 
-from core.data import (CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM, DatasetScan,
-                       ImageListDataset, default_workers)
+from core.data import (CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM,
+                       DatasetScan, ImageListDataset, default_workers)
 from core.images import open_image
 from core.models import BuiltModel, Scenario
 
-# TRAIN_TRANSFORM's crop and flip for uint8 tensors (torchvision's antialiased resize follows Pillow's), and
-# EVAL_TRANSFORM's resize and centre crop, run once per picture; `to_input` does ToTensor and Normalize.
-_tutorial_crop: transforms.RandomResizedCrop = TRAIN_TRANSFORM.transforms[0]
-TRAIN_GEOMETRY = v2.Compose([
-    v2.RandomResizedCrop(CROP_SIZE, scale=_tutorial_crop.scale, ratio=_tutorial_crop.ratio, antialias=True),
-    v2.RandomHorizontalFlip(),
-])
-EVAL_GEOMETRY = transforms.Compose(EVAL_TRANSFORM.transforms[:2])
+_CROP: transforms.RandomResizedCrop = TRAIN_TRANSFORM.transforms[0]
+_FLIP: transforms.RandomHorizontalFlip = TRAIN_TRANSFORM.transforms[1]
+EVAL_GEOMETRY = transforms.Compose(EVAL_TRANSFORM.transforms[:2])  # run once per picture
 
 # Pictures are kept at most this large on their shorter side: the smallest crop RandomResizedCrop takes
 # (8 % of the area at aspect 3:4) is then still CROP_SIZE pixels or more, so every crop is a downscale, as
-# from the original file. Crops are drawn as fractions of the picture, so where they fall does not change.
-MAX_SHORT_SIDE = math.ceil(CROP_SIZE / math.sqrt(_tutorial_crop.scale[0] * _tutorial_crop.ratio[0]))
+# from the original file, and sees the same detail. Crops are drawn on the original size and scaled (see
+# `augment`), so they fall where the tutorial's fall. Most photos are smaller than this and are kept whole.
+MAX_SHORT_SIDE = math.ceil(CROP_SIZE / math.sqrt(_CROP.scale[0] * _CROP.ratio[0]))  # 915
 # Above this many bytes of decoded pictures, training reads them from disk every epoch as the tutorial does.
 MEMORY_BUDGET = 1 << 30
 
@@ -62,22 +56,32 @@ def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = Fa
 
 # ---------------------------------------------------------------- pictures decoded once
 
-def decode(path: Path) -> torch.Tensor:
-    """A picture as `open_image` reads it, as a uint8 (3, H, W) tensor, shrunk to MAX_SHORT_SIDE if larger."""
+def augment(picture: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """TRAIN_TRANSFORM's random crop and flip of a stored uint8 picture whose original was `size` (height, width).
+
+    The crop is drawn by TRAIN_TRANSFORM's own code, with its random numbers, on the original size, then
+    scaled to the stored picture: for a given seed it falls where the tutorial's falls.
+    """
+    top, left, height, width = _CROP.get_params(torch.empty(()).expand(3, *size), _CROP.scale, _CROP.ratio)
+    fy, fx = picture.shape[-2] / size[0], picture.shape[-1] / size[1]
+    crop = F2.resized_crop(picture, round(top * fy), round(left * fx), max(1, round(height * fy)),
+                           max(1, round(width * fx)), [CROP_SIZE, CROP_SIZE], antialias=True)
+    return F2.horizontal_flip(crop) if torch.rand(1) < _FLIP.p else crop
+
+
+def decode(path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A picture as `open_image` reads it, as a uint8 (3, H, W) tensor shrunk to MAX_SHORT_SIDE if larger,
+    and its original (height, width)."""
     image = open_image(path)
-    if min(image.size) > MAX_SHORT_SIDE:
+    size = (image.height, image.width)
+    if min(size) > MAX_SHORT_SIDE:
         image = F.resize(image, MAX_SHORT_SIDE)
-    return F.pil_to_tensor(image)
+    return F.pil_to_tensor(image), size
 
 
 def decode_eval(path: Path) -> torch.Tensor:
     """EVAL_TRANSFORM's resize and centre crop as uint8 (3, 224, 224); `to_input` of it is EVAL_TRANSFORM's result."""
     return F.pil_to_tensor(EVAL_GEOMETRY(open_image(path)))
-
-
-def _decode_all(function, samples: list[tuple[Path, int]]) -> list[torch.Tensor]:
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow decodes without holding the GIL
-        return list(pool.map(function, [path for path, _ in samples]))
 
 
 def decoded_bytes(scan: DatasetScan) -> int:
@@ -94,14 +98,14 @@ def decoded_bytes(scan: DatasetScan) -> int:
 class AugmentedPictures(Dataset):
     """Decoded pictures with TRAIN_TRANSFORM's random crop and flip, drawn anew at every access."""
 
-    def __init__(self, pictures: list[torch.Tensor], labels: list[int]):
-        self.pictures, self.labels = pictures, labels
+    def __init__(self, pictures: list[torch.Tensor], sizes: list[tuple[int, int]], labels: list[int]):
+        self.pictures, self.sizes, self.labels = pictures, sizes, labels
 
     def __len__(self) -> int:
         return len(self.pictures)
 
     def __getitem__(self, index: int):
-        return TRAIN_GEOMETRY(self.pictures[index]), self.labels[index]
+        return augment(self.pictures[index], self.sizes[index]), self.labels[index]
 
 
 class InMemoryData:
@@ -112,9 +116,10 @@ class InMemoryData:
     """
 
     def __init__(self, scan: DatasetScan, storage: torch.device | str = "cpu"):
-        train_labels = [label for _, label in scan.samples["train"]]
-        self.train = AugmentedPictures([p.to(storage) for p in _decode_all(decode, scan.samples["train"])], train_labels)
-        val_crops = torch.stack(_decode_all(decode_eval, scan.samples["val"])).to(storage)
+        paths, labels = zip(*scan.samples["train"])
+        pictures, sizes = zip(*map(decode, paths))
+        self.train = AugmentedPictures([picture.to(storage) for picture in pictures], list(sizes), list(labels))
+        val_crops = torch.stack([decode_eval(path) for path, _ in scan.samples["val"]]).to(storage)
         self.val = TensorDataset(val_crops, torch.tensor([label for _, label in scan.samples["val"]], device=storage))
 
     def loaders(self, batch_size: int, workers: int = 0, seed: int | None = None, shuffle: bool = True) -> dict[str, DataLoader]:

@@ -15,11 +15,15 @@ ImageSource = str | Path | bytes | Image.Image
 _BACKGROUND = (255, 255, 255)
 
 
-def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
+def open_image(source: ImageSource, name: str | None = None, at_least: int | None = None) -> Image.Image:
     """Decode `source` into an RGB image, EXIF orientation applied.
 
     Any Pillow mode is accepted (RGBA, LA, P, CMYK, 1, L, I;16, I, F). Files that are not
     pictures, truncated pictures and decompression bombs raise ImageError.
+
+    With `at_least`, a large JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's own scaling, through
+    Pillow's `draft`) as long as both sides stay at least `at_least` pixels: a 12-megapixel photo then
+    decodes in about a third of the time. `info["original_size"]` keeps the size the picture is shown at.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "the picture")
     try:
@@ -28,12 +32,20 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
             if isinstance(source, Image.Image):
                 image = source
                 image.load()
+                original_size = image.info.get("original_size", image.size)
             else:
                 stream = io.BytesIO(source) if isinstance(source, bytes) else source
                 image = Image.open(stream)
+                original_size = image.size
+                if at_least:
+                    image.draft(None, (at_least, at_least))
                 image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return to_rgb(image)
+            upright = ImageOps.exif_transpose(image) or image
+            if upright.size != image.size:
+                original_size = original_size[::-1]
+            rgb = to_rgb(upright)
+            rgb.info["original_size"] = original_size
+            return rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label} is too large to open safely ({exc}). Use a smaller picture.") from exc
     except UnidentifiedImageError as exc:

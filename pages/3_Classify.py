@@ -1,6 +1,7 @@
 """Classify: a photo through every chosen model, side by side."""
 import streamlit as st
 
+from core.data import RESIZE_SIZE
 from core.errors import StudioError
 from core.images import open_image
 from dashboard import cache, charts
@@ -27,13 +28,13 @@ if len(data) > cache.MAX_PHOTO_MB * 2**20:
     st.error(f"{upload.name} is {len(data) / 2**20:.1f} MB; the limit is {cache.MAX_PHOTO_MB} MB. Use a smaller photo.")
     st.stop()
 try:
-    picture = open_image(data, upload.name)
+    picture = open_image(data, upload.name, at_least=RESIZE_SIZE)
 except StudioError as exc:
     st.error(str(exc))
     st.stop()
 
 picture_col, results_col = st.columns([1, 2])
-picture_col.image(picture, caption=f"{upload.name} ({picture.width}×{picture.height})", width="stretch")
+picture_col.image(picture, caption="{} ({}×{})".format(upload.name, *picture.info["original_size"]), width="stretch")
 
 if not runs:
     results_col.info("Choose at least one model above.")

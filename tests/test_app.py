@@ -106,6 +106,8 @@ def test_a_job_trains_in_the_background_and_its_run_appears_everywhere(with_data
     compare = open_page("pages/2_Compare.py")
     assert_healthy(compare)
     assert compare.multiselect[0].value == [job.scenarios[0].run_id]
+    run = cache.runs().runs[0]
+    assert run.config.fast, "the dashboard must train on the fast paths (docs/performance.md)"
 
 
 def test_a_second_start_is_refused_and_cancel_keeps_the_work(with_data):

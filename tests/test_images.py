@@ -76,3 +76,16 @@ def test_decompression_bomb_is_refused(monkeypatch):
 def test_missing_file_gives_a_clear_error(tmp_path):
     with pytest.raises(ImageError, match="does not exist"):
         open_image(tmp_path / "nowhere.jpg")
+
+
+def test_a_large_jpeg_can_be_decoded_smaller_but_never_below_the_size_asked(tmp_path):
+    image = Image.radial_gradient("L").resize((2000, 1200)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 1200 wide, 2000 high
+    data = encode(image, "JPEG", exif=exif)
+    full, reduced = open_image(data), open_image(data, at_least=256)
+    assert full.size == (1200, 2000) and full.info["original_size"] == (1200, 2000)
+    assert reduced.size == (300, 500) and reduced.info["original_size"] == (1200, 2000)  # 1/4 scale: 1/8 is too small
+    png = encode(image, "PNG")
+    assert open_image(png, at_least=256).size == (2000, 1200)  # only JPEGs have a cheaper smaller decode
+

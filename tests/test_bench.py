@@ -1,0 +1,36 @@
+"""The benchmark runs end to end (on generated pictures: its timings are not checked here)."""
+from core.bench import main, tutorial_loop
+from core.train import pick_device
+
+
+def test_the_tutorial_loop_trains_as_the_tutorial_does(tiny_dataset, random_weights_dir):
+    outcome = tutorial_loop("frozen", "mobilenet_v2", tiny_dataset, random_weights_dir, 2, 0, pick_device("cpu"), 0)
+    assert len(outcome.epoch_seconds) == 2 and 0 <= outcome.best_acc <= 1 and outcome.seconds > 0
+
+
+def test_train_compares_the_tutorial_loop_with_both_frozen_modes(tiny_dataset, random_weights_dir, capsys):
+    main(["train", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--scenario", "frozen",
+          "--scenario", "frozen-tutorial", "--epochs", "1", "--seeds", "0", "1", "--tutorial-workers", "0",
+          "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("seed 0") == 3 and out.count("seed 1") == 3
+    table = out[out.index("median total"):]
+    assert "tutorial" in table and "project frozen " in table and "project frozen-tutorial" in table
+
+
+def test_predict_and_memory_report_their_figures(tiny_dataset, random_weights_dir, capsys):
+    picture = next((tiny_dataset / "val/red").iterdir())
+    main(["predict", "--image", str(picture), "--weights", str(random_weights_dir), "--repeat", "3",
+          "--backbone", "mobilenet_v2", "resnet18"])
+    main(["memory", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--scenario", "frozen",
+          "--epochs", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "mobilenet_v2" in out and "resnet18" in out and "median" in out
+    assert "peak resident memory" in out and "GiB" in out
+
+
+def test_skip_tutorial_compares_the_projects_scenarios_with_the_first(tiny_dataset, random_weights_dir, capsys):
+    main(["train", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--scenario", "frozen",
+          "--scenario", "frozen-tutorial", "--epochs", "1", "--seeds", "0", "--skip-tutorial", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "tutorial:" not in out and "vs frozen" in out
