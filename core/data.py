@@ -243,12 +243,15 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None) -> dict[str, DataLoader]:
+def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
+                 shuffle: bool = True) -> dict[str, DataLoader]:
+    """The tutorial's loaders: every picture read from disk and transformed at every access."""
     workers = default_workers() if workers is None else workers
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
     return {
-        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=True, generator=generator, **common),
+        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=shuffle,
+                            generator=generator, **common),
         "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
     }
 

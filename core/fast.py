@@ -20,8 +20,8 @@ from torchvision import transforms
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
-from core.data import (CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM,
-                       DatasetScan, ImageListDataset, default_workers)
+from core import data
+from core.data import CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM, DatasetScan
 from core.images import open_image
 from core.models import BuiltModel, Scenario
 
@@ -131,24 +131,11 @@ class InMemoryData:
         }
 
 
-def disk_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
-                 shuffle: bool = True) -> dict[str, DataLoader]:
-    """The tutorial's loaders, reading every picture from disk at every access (for sets too large to keep)."""
-    workers = default_workers() if workers is None else workers
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
-    return {
-        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=shuffle,
-                            generator=generator, **common),
-        "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
-    }
-
-
 def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None, seed: int | None, device: torch.device,
                  shuffle: bool = True) -> dict[str, DataLoader]:
     """Loaders of pictures decoded once, or, when they would take more than MEMORY_BUDGET, read from disk."""
     if decoded_bytes(scan) > MEMORY_BUDGET:
-        return disk_loaders(scan, batch_size, workers, seed, shuffle)
+        return data.make_loaders(scan, batch_size, workers, seed, shuffle)
     workers = workers or 0  # the pictures are ready: loader processes would only take cores from the model
     storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
     return InMemoryData(scan, storage).loaders(batch_size, workers, seed, shuffle)

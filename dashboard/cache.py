@@ -13,7 +13,7 @@ from core.export import export_run
 from core.data import DatasetScan, default_data_root, scan_dataset, tutorial_data_dir
 from core.jobs import TrainingJobs
 from core.predict import Predictor, load_predictor
-from core.runs import RunListing, RunRecord, default_runs_dir, list_runs
+from core.runs import RunListing, RunRecord, default_runs_dir, list_runs, read_run
 from core.train import pick_device
 
 UPLOADS_FOLDER = "uploads"  # under the data root: data sets that came as zip files
@@ -29,8 +29,6 @@ def training_jobs() -> TrainingJobs:
 @st.cache_resource(max_entries=8)
 def cached_predictor(run_id: str, run_path: str, device: str) -> Predictor:
     """A run's model stays on its device across reruns and pages; keyed by run and device."""
-    from core.runs import read_run
-
     return load_predictor(read_run(Path(run_path)), torch.device(device))
 
 
@@ -103,8 +101,6 @@ _explain_lock = threading.Lock()  # Captum hooks into the shared cached model: o
 @st.cache_data(max_entries=256, show_spinner=False)
 def heat_map(run_id: str, run_path: str, picture: bytes | str):
     """The Grad-CAM overlay (a PIL image) of the run's predicted class for a picture (bytes or a path)."""
-    from core.runs import read_run
-
     run = read_run(Path(run_path))
     predictor = cached_predictor(run_id, run_path, str(inference_device()))
     with _explain_lock:
@@ -115,7 +111,5 @@ def heat_map(run_id: str, run_path: str, picture: bytes | str):
 @st.cache_data(max_entries=8, show_spinner=False)
 def bundle(run_id: str, run_path: str, fmt: str) -> bytes:
     """A run exported as a zip bundle (checked against PyTorch as it is made)."""
-    from core.runs import read_run
-
     with tempfile.TemporaryDirectory() as work:
         return export_run(read_run(Path(run_path)), fmt, Path(work)).path.read_bytes()
