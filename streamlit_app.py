@@ -5,10 +5,12 @@ import streamlit as st
 import torch
 
 from core.data import TUTORIAL_DATA_URL, ensure_tutorial_data, tutorial_data_dir
+from core.device import pick_device
 from core.errors import StudioError
-from core.images import open_image
 from core.models import BACKBONES, SCENARIOS, find_local_weights, torchvision_cache_file
-from dashboard import cache
+from core.runs import default_runs_dir, list_runs
+from dashboard import state
+from dashboard.widgets import show_error
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="🐜", layout="wide")
 
@@ -32,9 +34,9 @@ data_col, status_col = st.columns([3, 2])
 
 with data_col:
     st.subheader("Data set")
-    folder = tutorial_data_dir(cache.data_root())
+    folder = tutorial_data_dir()
     if (folder / "train").is_dir():
-        scan = cache.scan(folder)
+        scan = state.scan(folder)
         if scan.ok:
             st.success(f"Found at `{folder}`: {len(scan.classes)} classes, "
                        f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures.")
@@ -46,9 +48,8 @@ with data_col:
             samples += [p for p, _ in scan.samples["train"][1::37]][: 8 - len(samples)]
             columns = st.columns(4)
             for index, path in enumerate(samples[:8]):
-                picture = open_image(path)
-                picture.thumbnail((240, 240))
-                columns[index % 4].image(picture, caption=f"{path.parent.name}: {path.name}", width="stretch")
+                columns[index % 4].image(state.thumbnail(str(path)), caption=f"{path.parent.name}: {path.name}",
+                                         width="stretch")
         else:
             st.error(" ".join(scan.problems))
     else:
@@ -61,10 +62,10 @@ with data_col:
                     bar.progress(done / total, text=f"Downloading... {done / 1e6:.1f} of {total / 1e6:.1f} MB")
 
             try:
-                ensure_tutorial_data(cache.data_root(), progress=False, on_progress=show)
+                ensure_tutorial_data(progress=False, on_progress=show)
             except StudioError as exc:
                 bar.empty()
-                st.error(str(exc))
+                show_error(exc)
             else:
                 bar.progress(1.0, text="Done.")
                 st.rerun()
@@ -87,7 +88,7 @@ with status_col:
                      f"`{torchvision_cache_file(backbone)}` (or set `STUDIO_WEIGHTS` to a local file or folder).")
 
     st.subheader("Device")
-    device = cache.inference_device()
+    device = pick_device("auto")
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         st.write(f"🚀 GPU: **{properties.name}**, {properties.total_memory / 2**30:.0f} GiB")
@@ -97,8 +98,8 @@ with status_col:
         st.write(f"🖥️ CPU ({torch.get_num_threads()} threads). Training is slower than on a GPU; the frozen "
                  "scenario is the quick one.")
 
-    listing = cache.runs()
+    listing = list_runs()
     st.subheader("Runs")
-    st.write(f"{len(listing.runs)} saved run(s) in `{cache.runs_dir()}`.")
+    st.write(f"{len(listing.runs)} saved run(s) in `{default_runs_dir()}`.")
     for damaged in listing.damaged:
         st.warning(f"Skipped a damaged run folder: {damaged.reason}")

@@ -55,7 +55,8 @@ def _check_member(archive_name: str, member: zipfile.ZipInfo, limits: ArchiveLim
     if stat.S_ISLNK(mode):
         raise ArchiveError(f"{archive_name} holds a symbolic link ({name}); refusing to extract it.")
     if member.compress_size and member.file_size / member.compress_size > limits.max_ratio:
-        raise ArchiveError(f"{archive_name}: {name} expands {member.file_size // member.compress_size}-fold; refusing it.")
+        ratio = member.file_size // member.compress_size
+        raise ArchiveError(f"{archive_name}: {name} expands {ratio}-fold; refusing it.")
 
 
 def extract_zip(zip_path: Path, destination: Path, limits: ArchiveLimits = ArchiveLimits()) -> Path:

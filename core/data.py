@@ -6,44 +6,26 @@ import shutil
 import tempfile
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from core.archive import extract_zip
-from core.errors import ArchiveError, DatasetError, ImageError
+from core.errors import DATA_ROOT, ArchiveError, DatasetError, ImageError
 from core.images import open_image
+from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
 TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 TUTORIAL_DATA_NAME = "hymenoptera_data"
 DATA_ROOT_ENV = "STUDIO_DATA_ROOT"
+UPLOADS_FOLDER = "uploads"  # under the data root: data sets that came as zip files
 SPLITS = ("train", "val")
 OnProgress = Callable[[int, "int | None"], None]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_SIZE = 224
-RESIZE_SIZE = 256
-
-# The tutorial's transforms, the only definition of them in the project.
-TRAIN_TRANSFORM = transforms.Compose([
-    transforms.RandomResizedCrop(CROP_SIZE),
-    transforms.RandomHorizontalFlip(),
-    transforms.ToTensor(),
-    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-])
-EVAL_TRANSFORM = transforms.Compose([
-    transforms.Resize(RESIZE_SIZE),
-    transforms.CenterCrop(CROP_SIZE),
-    transforms.ToTensor(),
-    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-])
 
 
 def default_data_root() -> Path:
@@ -52,6 +34,20 @@ def default_data_root() -> Path:
 
 def tutorial_data_dir(data_root: Path | None = None) -> Path:
     return Path(data_root or default_data_root()) / TUTORIAL_DATA_NAME
+
+
+def uploads_dir(data_root: Path | None = None) -> Path:
+    return Path(data_root or default_data_root()) / UPLOADS_FOLDER
+
+
+def known_datasets(data_root: Path | None = None) -> dict[str, Path]:
+    """Label -> folder for the tutorial's set and every uploaded set that exists on disk."""
+    found = {"Tutorial: ants and bees (hymenoptera_data)": tutorial_data_dir(data_root)}
+    uploads = uploads_dir(data_root)
+    if uploads.is_dir():
+        for folder in sorted(p for p in uploads.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            found[f"Uploaded: {folder.name}"] = folder
+    return found
 
 
 # ---------------------------------------------------------------- fetching the tutorial's set
@@ -64,7 +60,7 @@ def ensure_tutorial_data(
     if (target / "train").is_dir() and (target / "val").is_dir():
         return target
     if not download:
-        raise DatasetError(_offline_instructions(target))
+        raise DatasetError(_offline_instructions(target), DATA_ROOT)
     download_tutorial_data(target.parent, progress=progress, on_progress=on_progress)
     return target
 
@@ -92,17 +88,20 @@ def download_tutorial_data(data_root: Path, progress: bool = True, on_progress: 
     try:
         data_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"Cannot create the data folder {data_root} ({exc}). Choose another with --data-root.") from exc
+        raise DatasetError(f"Cannot create the data folder {data_root} ({exc}). "
+                           f"Choose another data root ({DATA_ROOT_ENV}).", DATA_ROOT) from exc
     with tempfile.TemporaryDirectory(prefix=".download-", dir=data_root) as work:
         zip_path = Path(work) / "hymenoptera_data.zip"
         try:
             fetch_url(TUTORIAL_DATA_URL, zip_path, progress, on_progress)
         except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
-            raise DatasetError(f"Could not download the tutorial data ({_reason(exc)}). {_offline_instructions(target)}") from exc
+            raise DatasetError(f"Could not download the tutorial data ({_reason(exc)}). "
+                               f"{_offline_instructions(target)}", DATA_ROOT) from exc
         try:
             unpacked = extract_zip(zip_path, Path(work) / "unpacked")
         except ArchiveError as exc:
-            raise DatasetError(f"The downloaded data set is unusable: {exc} {_offline_instructions(target)}") from exc
+            raise DatasetError(f"The downloaded data set is unusable: {exc} {_offline_instructions(target)}",
+                               DATA_ROOT) from exc
         scan = scan_dataset(unpacked / TUTORIAL_DATA_NAME)
         scan.raise_if_invalid()
         if target.exists():
@@ -118,8 +117,8 @@ def _reason(exc: BaseException) -> str:
 def _offline_instructions(target: Path) -> str:
     return (
         f"Without a network, download {TUTORIAL_DATA_URL} on another machine and unzip it so that "
-        f"{target}/train and {target}/val exist, or set {DATA_ROOT_ENV} (or --data-root) to the folder "
-        f"that holds {TUTORIAL_DATA_NAME}, or pass --data with any folder that has train/ and val/."
+        f"{target}/train and {target}/val exist, or set {DATA_ROOT_ENV} to the folder that holds "
+        f"{TUTORIAL_DATA_NAME}."
     )
 
 
@@ -211,7 +210,8 @@ def scan_dataset(root: Path) -> DatasetScan:
                     scan.samples[split].append((path, label))
     empty = [f"{split}/{name}" for split, per_class in scan.counts().items() for name, n in per_class.items() if n == 0]
     if empty:
-        scan.problems.append(f"every class needs at least one readable picture in each split (none in {', '.join(empty)}).")
+        scan.problems.append("every class needs at least one readable picture in each split "
+                             f"(none in {', '.join(empty)}).")
     return scan
 
 
@@ -243,16 +243,22 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
+                seed: int | None = None) -> DataLoader:
+    """A DataLoader whose random numbers (its order, and its workers' seeds) follow `seed`."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
 def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
                  shuffle: bool = True) -> dict[str, DataLoader]:
     """The tutorial's loaders: every picture read from disk and transformed at every access."""
     workers = default_workers() if workers is None else workers
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
     return {
-        "train": DataLoader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), shuffle=shuffle,
-                            generator=generator, **common),
-        "val": DataLoader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), shuffle=False, **common),
+        "train": make_loader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), batch_size, shuffle, workers,
+                             seed),
+        "val": make_loader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), batch_size, False, workers),
     }
 
 

@@ -10,15 +10,15 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import nn
 
-from core.data import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from core.images import ImageSource
 from core.models import get_backbone
 from core.predict import model_input
+from core.presets import EVAL_TRANSFORM
 
 
 @dataclass
 class HeatMap:
-    heat: np.ndarray  # CROP_SIZE x CROP_SIZE, in [0, 1]: the model's evidence for `target`
+    heat: np.ndarray  # crop_size x crop_size, in [0, 1]: the model's evidence for `target`
     picture: Image.Image  # what the model saw: the validation crop of the input
     target: int  # the class index explained
 
@@ -40,13 +40,14 @@ def grad_cam(model: nn.Module, backbone_name: str, source: ImageSource, target: 
     with torch.enable_grad():
         attribution = LayerGradCam(model, layer).attribute(batch, target=target, relu_attributions=True)
     model.train(was_training)
-    heat = LayerAttribution.interpolate(attribution, (CROP_SIZE, CROP_SIZE), interpolate_mode="bilinear")
+    size = (EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size)
+    heat = LayerAttribution.interpolate(attribution, size, interpolate_mode="bilinear")
     heat = heat[0, 0].detach().cpu().clamp(min=0).numpy()
     heat = heat / heat.max() if heat.max() > 0 else heat
     return HeatMap(heat=heat, picture=_unnormalize(batch[0].detach().cpu()), target=target)
 
 
 def _unnormalize(tensor: torch.Tensor) -> Image.Image:
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(EVAL_TRANSFORM.mean)[:, None, None], torch.tensor(EVAL_TRANSFORM.std)[:, None, None]
     pixels = ((tensor * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
     return Image.fromarray(pixels)

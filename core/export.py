@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data import CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE
-from core.errors import StudioError
+from core.errors import ConfigError, StudioError
 from core.images import open_image
 from core.models import get_backbone, get_scenario
+from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, load_model
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -46,13 +46,16 @@ class ExportResult:
 
 
 def preprocessing() -> dict:
-    return {"resize_shorter_side": RESIZE_SIZE, "center_crop": CROP_SIZE, "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "input": "float32 N x 3 x 224 x 224, RGB scaled to [0, 1], then (x - mean) / std",
+    preset = EVAL_TRANSFORM
+    return {"resize_shorter_side": preset.resize_size, "center_crop": preset.crop_size, "mean": list(preset.mean),
+            "std": list(preset.std),
+            "input": f"float32 N x 3 x {preset.crop_size} x {preset.crop_size}, RGB scaled to [0, 1], then "
+                     "(x - mean) / std",
             "output": "float32 N x classes: probabilities"}
 
 
 def _export_model(network: nn.Module, fmt: str, path: Path) -> None:
-    example = torch.zeros(1, 3, CROP_SIZE, CROP_SIZE)
+    example = torch.zeros(1, 3, EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # both exporters warn about their own future, not about this model
         if fmt == "onnx":
@@ -77,18 +80,17 @@ def _bundle_runner(fmt: str, model_bytes: bytes):
 
 
 def _validation_batch(run: RunRecord, limit: int) -> np.ndarray | None:
-    root = Path(run.dataset.get("path", ""))
-    files = [root / f for f in run.val_predictions.get("files", [])][:limit]
+    files = [picture.path for picture in run.val_pictures()[:limit]]
     tensors = [EVAL_TRANSFORM(open_image(f)) for f in files if f.is_file()]
     return torch.stack(tensors).numpy() if tensors else None
 
 
 def model_card(run: RunRecord, fmt: str) -> str:
     scenario, backbone, source = get_scenario(run.scenario), get_backbone(run.backbone), run.weights_source
-    counts = run.dataset.get("counts", {})
+    counts, preset = run.dataset.counts, EVAL_TRANSFORM
     split_lines = "\n".join(
-        f"| {split} | " + " | ".join(str(per_class.get(c, 0)) for c in run.class_names) + f" | {sum(per_class.values())} |"
-        for split, per_class in counts.items())
+        f"| {split} | " + " | ".join(str(per_class.get(name, 0)) for name in run.class_names)
+        + f" | {run.dataset.total(split)} |" for split, per_class in counts.items())
     best = f"{run.best_val_acc:.4f} at epoch {run.best_epoch}" if run.best_epoch else "none (no epoch finished)"
     final = f"{run.final.val_acc:.4f} at epoch {run.final.epoch}" if run.final else "none"
     config = run.config
@@ -103,7 +105,7 @@ def model_card(run: RunRecord, fmt: str) -> str:
 
 ## Data
 
-Data set: `{run.dataset.get('path', '?')}`
+Data set: `{run.dataset.path}`
 
 | split | {' | '.join(run.class_names)} | total |
 |---|{'---|' * len(run.class_names)}---|
@@ -112,8 +114,8 @@ Data set: `{run.dataset.get('path', '?')}`
 ## Training
 
 Recipe: SGD lr {config.lr}, momentum {config.momentum}, StepLR every {config.step_size} epochs by {config.gamma},
-cross-entropy, batch {config.batch_size}, {config.epochs} epochs planned, {len(run.history)} trained (status: {run.status}),
-seed {config.seed}. Training time {run.seconds:.1f} s on {run.device}.
+cross-entropy, batch {config.batch_size}, {config.epochs} epochs planned, {len(run.history)} trained
+(status: {run.status}), seed {config.seed}. Training time {run.seconds:.1f} s on {run.device}.
 
 ## Accuracy on the validation split
 
@@ -123,19 +125,20 @@ seed {config.seed}. Training time {run.seconds:.1f} s on {run.device}.
 
 ## Preprocessing
 
-Resize the shorter side to {RESIZE_SIZE} pixels (bilinear), center-crop {CROP_SIZE} x {CROP_SIZE}, scale RGB to [0, 1],
-normalise with mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)}. The output is a probability per class.
+Resize the shorter side to {preset.resize_size} pixels (bilinear), center-crop {preset.crop_size} x {preset.crop_size},
+scale RGB to [0, 1], normalise with mean {list(preset.mean)} and std {list(preset.std)}.
+The output is a probability per class.
 
 ## Limits
 
-Trained on {sum(counts.get('train', {}).values()) or 'a few'} pictures: expect mistakes on pictures unlike them.
+Trained on {run.dataset.total('train') or 'a few'} pictures: expect mistakes on pictures unlike them.
 """
 
 
 def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32) -> ExportResult:
     """Write RUN-ID-FORMAT.zip into out_dir and check it against PyTorch on validation pictures."""
     if fmt not in FORMATS:
-        raise StudioError(f"Unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}.")
+        raise ConfigError(f"Unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}.")
     started = time.perf_counter()
     network = Probabilities(load_model(run, "cpu")).eval()
     with tempfile.TemporaryDirectory() as work:

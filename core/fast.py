@@ -7,51 +7,34 @@ frozen backbone, running the backbone again.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from torchvision import transforms
+from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
-from core import data
-from core.data import CROP_SIZE, EVAL_TRANSFORM, IMAGENET_MEAN, IMAGENET_STD, TRAIN_TRANSFORM, DatasetScan
+from core.data import DatasetScan, make_loader, make_loaders
+from core.device import autocast, to_input
 from core.images import open_image
 from core.models import BuiltModel, Scenario
-
-_CROP: transforms.RandomResizedCrop = TRAIN_TRANSFORM.transforms[0]
-_FLIP: transforms.RandomHorizontalFlip = TRAIN_TRANSFORM.transforms[1]
-EVAL_GEOMETRY = transforms.Compose(EVAL_TRANSFORM.transforms[:2])  # run once per picture
+from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
 # Pictures are kept at most this large on their shorter side: the smallest crop RandomResizedCrop takes
-# (8 % of the area at aspect 3:4) is then still CROP_SIZE pixels or more, so every crop is a downscale, as
-# from the original file, and sees the same detail. Crops are drawn on the original size and scaled (see
-# `augment`), so they fall where the tutorial's fall. Most photos are smaller than this and are kept whole.
-MAX_SHORT_SIDE = math.ceil(CROP_SIZE / math.sqrt(_CROP.scale[0] * _CROP.ratio[0]))  # 915
+# (the smallest scale at the narrowest ratio) is then still crop_size pixels or more, so every crop is a
+# downscale, as from the original file, and sees the same detail. Crops are drawn on the original size and
+# scaled (see `augment`), so they fall where the tutorial's fall. Most photos are smaller and kept whole.
+MAX_SHORT_SIDE = math.ceil(TRAIN_TRANSFORM.crop_size / math.sqrt(TRAIN_TRANSFORM.scale[0] * TRAIN_TRANSFORM.ratio[0]))
 # Above this many bytes of decoded pictures, training reads them from disk every epoch as the tutorial does.
 MEMORY_BUDGET = 1 << 30
 
-Progress = Callable[[str, int, int], None]  # (phase, batch, batches)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-
-
-def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """A batch on `device`, ready for the network: uint8 pictures get ToTensor's scaling and Normalize."""
-    batch = batch.to(device, non_blocking=True)
-    if batch.dtype == torch.uint8:
-        batch = F.normalize(batch.float().div_(255), IMAGENET_MEAN, IMAGENET_STD, inplace=True)
-    if channels_last and batch.dim() == 4:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
+Progress = Callable[[str, int, int], None]  # (phase, batch, batches): progress within one pass
 
 
 # ---------------------------------------------------------------- pictures decoded once
@@ -62,11 +45,13 @@ def augment(picture: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     The crop is drawn by TRAIN_TRANSFORM's own code, with its random numbers, on the original size, then
     scaled to the stored picture: for a given seed it falls where the tutorial's falls.
     """
-    top, left, height, width = _CROP.get_params(torch.empty(()).expand(3, *size), _CROP.scale, _CROP.ratio)
+    preset = TRAIN_TRANSFORM
+    top, left, height, width = RandomResizedCrop.get_params(torch.empty(()).expand(3, *size), preset.scale,
+                                                             preset.ratio)
     fy, fx = picture.shape[-2] / size[0], picture.shape[-1] / size[1]
     crop = F2.resized_crop(picture, round(top * fy), round(left * fx), max(1, round(height * fy)),
-                           max(1, round(width * fx)), [CROP_SIZE, CROP_SIZE], antialias=True)
-    return F2.horizontal_flip(crop) if torch.rand(1) < _FLIP.p else crop
+                           max(1, round(width * fx)), [preset.crop_size, preset.crop_size], antialias=True)
+    return F2.horizontal_flip(crop) if torch.rand(1) < preset.hflip_prob else crop
 
 
 def decode(path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -81,12 +66,12 @@ def decode(path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
 
 def decode_eval(path: Path) -> torch.Tensor:
     """EVAL_TRANSFORM's resize and centre crop as uint8 (3, 224, 224); `to_input` of it is EVAL_TRANSFORM's result."""
-    return F.pil_to_tensor(EVAL_GEOMETRY(open_image(path)))
+    return F.pil_to_tensor(EVAL_TRANSFORM.geometry(open_image(path)))
 
 
 def decoded_bytes(scan: DatasetScan) -> int:
     """What the decoded pictures of `scan` take in memory, from the picture headers."""
-    total = len(scan.samples["val"]) * 3 * CROP_SIZE * CROP_SIZE
+    total = len(scan.samples["val"]) * 3 * EVAL_TRANSFORM.crop_size**2
     for path, _ in scan.samples["train"]:
         with Image.open(path) as image:
             width, height = image.size
@@ -122,20 +107,17 @@ class InMemoryData:
         val_crops = torch.stack([decode_eval(path) for path, _ in scan.samples["val"]]).to(storage)
         self.val = TensorDataset(val_crops, torch.tensor([label for _, label in scan.samples["val"]], device=storage))
 
-    def loaders(self, batch_size: int, workers: int = 0, seed: int | None = None, shuffle: bool = True) -> dict[str, DataLoader]:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
-        return {
-            "train": DataLoader(self.train, shuffle=shuffle, generator=generator, **common),
-            "val": DataLoader(self.val, shuffle=False, **common),
-        }
+    def loaders(self, batch_size: int, workers: int = 0, seed: int | None = None,
+                shuffle: bool = True) -> dict[str, DataLoader]:
+        return {"train": make_loader(self.train, batch_size, shuffle, workers, seed),
+                "val": make_loader(self.val, batch_size, False, workers)}
 
 
-def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None, seed: int | None, device: torch.device,
-                 shuffle: bool = True) -> dict[str, DataLoader]:
+def decoded_loaders(scan: DatasetScan, batch_size: int, workers: int | None, seed: int | None, device: torch.device,
+                    shuffle: bool = True) -> dict[str, DataLoader]:
     """Loaders of pictures decoded once, or, when they would take more than MEMORY_BUDGET, read from disk."""
     if decoded_bytes(scan) > MEMORY_BUDGET:
-        return data.make_loaders(scan, batch_size, workers, seed, shuffle)
+        return make_loaders(scan, batch_size, workers, seed, shuffle)
     workers = workers or 0  # the pictures are ready: loader processes would only take cores from the model
     storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
     return InMemoryData(scan, storage).loaders(batch_size, workers, seed, shuffle)
@@ -181,7 +163,7 @@ def headless(built: BuiltModel):
 
 @torch.no_grad()
 def extract_features(
-    built: BuiltModel, train: DataLoader, val: DataLoader, views: int, device: torch.device,
+    built: BuiltModel, train: DataLoader, val: DataLoader, views: int, device: torch.device, *,
     progress: Progress | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
 ) -> tuple[TensorDataset, TensorDataset]:
     """Backbone features of every validation picture, and of `views` passes over the (augmenting, unshuffled)
@@ -223,9 +205,7 @@ class RandomView(Dataset):
         return self.views[index, torch.randint(self.views.size(1), ()).item()], self.labels[index]
 
 
-def feature_loaders(train: TensorDataset, val: TensorDataset, batch_size: int, seed: int | None) -> dict[str, DataLoader]:
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return {
-        "train": DataLoader(RandomView(train), batch_size=batch_size, shuffle=True, generator=generator),
-        "val": DataLoader(val, batch_size=batch_size, shuffle=False),
-    }
+def feature_loaders(train: TensorDataset, val: TensorDataset, batch_size: int,
+                    seed: int | None) -> dict[str, DataLoader]:
+    return {"train": make_loader(RandomView(train), batch_size, True, seed=seed),
+            "val": make_loader(val, batch_size, False)}

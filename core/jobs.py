@@ -13,13 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data import load_dataset
-from core.errors import StudioError, TrainingCancelled
+from core.errors import JobRefused, StudioError, TrainingCancelled
 from core.runs import save_run
 from core.train import BatchProgress, EpochStats, TrainConfig, train
-
-
-class JobRefused(StudioError):
-    """A job is already running."""
 
 
 @dataclass
@@ -53,6 +49,7 @@ class JobSnapshot:
     fraction: float = 0.0  # of the whole job
     finished: float | None = None
     message: str = ""
+    setting: str | None = None  # of a failed job's StudioError: the setting that would fix it
     cancel_requested: bool = False
 
     @property
@@ -134,12 +131,14 @@ class TrainingJobs:
                 self._update(current=index)
                 self._set_scenario(index, status="running")
                 result = train(config, scan, request.weights,
-                               on_batch=lambda p, i=index: self._on_batch(p, i, count),
-                               on_epoch=lambda s, i=index: self._on_epoch(s, i))
+                               on_batch=lambda progress, i=index: self._on_batch(progress, i, count),
+                               on_epoch=lambda stats, i=index: self._on_epoch(stats, i))
                 record = save_run(result, scan, request.runs_dir)
                 self._set_scenario(index, status=result.status, run_id=record.id)
-            state = "cancelled" if self._cancel.is_set() else "completed"
-            self._update(state=state, finished=time.time(), fraction=1.0 if state == "completed" else self._job.fraction)
+            if self._cancel.is_set():
+                self._update(state="cancelled", finished=time.time())
+            else:
+                self._update(state="completed", finished=time.time(), fraction=1.0)
         except Exception as exc:  # the job must end with a message the page can show, whatever happened
             message = str(exc) if isinstance(exc, (StudioError, ValueError)) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, (StudioError, ValueError)):
@@ -149,6 +148,7 @@ class TrainingJobs:
                     if scenario.status in ("running", "waiting"):
                         scenario.status = "failed" if scenario.status == "running" else "skipped"
                 self._job.state, self._job.finished, self._job.message = "failed", time.time(), message
+                self._job.setting = getattr(exc, "setting", None)
 
     def _set_scenario(self, index: int, **changes) -> None:
         with self._lock:

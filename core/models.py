@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
-from core.errors import WeightsError
+from core.errors import ConfigError, WeightsError
 
 WEIGHTS_ENV = "STUDIO_WEIGHTS"
 
@@ -70,20 +70,22 @@ SCENARIOS: dict[str, Scenario] = {
         False, True, True,
     ),
 }
+# The tutorial's two scenarios: what the command line's "both" and the pages train and show by default.
+TUTORIAL_SCENARIOS = ("finetune", "frozen")
 
 
 def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise WeightsError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.") from None
+        raise ConfigError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.") from None
 
 
 def get_scenario(name: str) -> Scenario:
     try:
         return SCENARIOS[name]
     except KeyError:
-        raise ValueError(f"Unknown scenario {name!r}; choose one of: {', '.join(SCENARIOS)}.") from None
+        raise ConfigError(f"Unknown scenario {name!r}; choose one of: {', '.join(SCENARIOS)}.") from None
 
 
 # ---------------------------------------------------------------- weights lookup
@@ -163,7 +165,7 @@ def _download_weights(backbone: Backbone) -> Path:
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(
             f"Could not download {name} ({reason}). Without a network, copy a {backbone.name} weights file "
-            f"to {torchvision_cache_file(backbone)}, or pass --weights FILE_OR_FOLDER (or set {WEIGHTS_ENV})."
+            f"to {torchvision_cache_file(backbone)}, or set {WEIGHTS_ENV} to a weights file or a folder that holds one."
         ) from exc
     return torchvision_cache_file(backbone)
 

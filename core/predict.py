@@ -6,19 +6,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.data import EVAL_TRANSFORM, RESIZE_SIZE
 from core.images import ImageSource, open_image
+from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, load_model
 
 
 def model_input(source: ImageSource, name: str | None = None) -> torch.Tensor:
     """A picture as a batch of one, preprocessed as the tutorial's validation pictures are (EVAL_TRANSFORM).
 
-    Large JPEGs are decoded at a reduced scale that keeps the shorter side at least RESIZE_SIZE, which the
-    transform then resizes to anyway: a 12-megapixel photo is ready about three times sooner, nearly unchanged
+    Large JPEGs are decoded at a reduced scale that keeps the shorter side at least the transform's resize size,
+    which it then resizes to anyway: a 12-megapixel photo is ready about three times sooner, nearly unchanged
     (docs/performance.md).
     """
-    return EVAL_TRANSFORM(open_image(source, name, at_least=RESIZE_SIZE)).unsqueeze(0)
+    return EVAL_TRANSFORM(open_image(source, name, at_least=EVAL_TRANSFORM.resize_size)).unsqueeze(0)
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ import secrets
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.data import DatasetScan
-from core.errors import RunError
-from core.models import WeightsSource, build_architecture
+from core.data import DatasetScan, SkippedFile
+from core.errors import RUNS_DIR, RunError
+from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture
 from core.train import EpochStats, TrainConfig, TrainResult
 
 RUNS_DIR_ENV = "STUDIO_RUNS_DIR"
@@ -29,6 +29,73 @@ def default_runs_dir() -> Path:
 
 
 @dataclass
+class DatasetSummary:
+    """What a run was trained on: the data folder, pictures per split and class, and the files skipped."""
+
+    path: str
+    counts: dict[str, dict[str, int]]  # {"train": {"ants": 123, ...}, "val": {...}}
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path)
+
+    def total(self, split: str) -> int:
+        return sum(self.counts.get(split, {}).values())
+
+    @classmethod
+    def from_scan(cls, scan: DatasetScan) -> DatasetSummary:
+        return cls(str(Path(scan.root).resolve()), scan.counts(), list(scan.skipped))
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "counts": self.counts,
+                "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetSummary:
+        skipped = [SkippedFile(Path(s["path"]), s["reason"]) for s in data.get("skipped", [])]
+        return cls(data["path"], data["counts"], skipped)
+
+
+@dataclass(frozen=True)
+class ValPrediction:
+    """One validation picture: where it is, its class and the class the saved weights gave it."""
+
+    path: Path
+    label: int
+    predicted: int
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.predicted
+
+
+@dataclass
+class ValPredictions:
+    """The saved weights' answers on every validation picture, in the data set's order."""
+
+    files: list[str]  # relative to the data set's folder
+    labels: list[int]
+    predictions: list[int]
+
+    @property
+    def mistakes(self) -> int:
+        return sum(label != predicted for label, predicted in zip(self.labels, self.predictions))
+
+    def confusion(self, num_classes: int) -> list[list[int]]:
+        """counts[actual][predicted]."""
+        counts = [[0] * num_classes for _ in range(num_classes)]
+        for label, predicted in zip(self.labels, self.predictions):
+            counts[label][predicted] += 1
+        return counts
+
+    def pictures(self, root: Path, mistakes_first: bool = False) -> list[ValPrediction]:
+        items = [ValPrediction(Path(root) / file, label, predicted)
+                 for file, label, predicted in zip(self.files, self.labels, self.predictions)]
+        return sorted(items, key=lambda item: item.correct) if mistakes_first else items
+
+
+@dataclass
 class RunRecord:
     """Everything saved about one training run, except the weights themselves."""
 
@@ -37,7 +104,7 @@ class RunRecord:
     status: str  # "completed" or "cancelled"
     config: TrainConfig
     class_names: list[str]
-    dataset: dict  # path, counts per split and class, skipped files
+    dataset: DatasetSummary
     history: list[EpochStats]
     best_epoch: int | None
     best_val_acc: float
@@ -46,7 +113,7 @@ class RunRecord:
     weights_source: WeightsSource
     device: str
     seconds: float
-    val_predictions: dict = field(default_factory=dict)  # files, labels, predictions of the saved weights
+    val_predictions: ValPredictions | None = None  # None when no epoch finished
     path: Path | None = None
 
     @property
@@ -65,11 +132,31 @@ class RunRecord:
     def weights_path(self) -> Path:
         return Path(self.path) / WEIGHTS_FILE
 
+    def val_pictures(self, mistakes_first: bool = False) -> list[ValPrediction]:
+        """The validation pictures with the saved weights' answers; empty when none were saved."""
+        if not self.val_predictions:
+            return []
+        return self.val_predictions.pictures(self.dataset.root, mistakes_first)
+
+    def summary(self) -> dict[str, str]:
+        """The run as one table row: the command line's tables and Compare's show these columns."""
+        best = f"{self.best_val_acc:.4f} (epoch {self.best_epoch})" if self.best_epoch else "-"
+        return {
+            "run": self.id, "status": self.status, "scenario": self.scenario, "backbone": self.backbone,
+            "epochs": f"{len(self.history)}/{self.config.epochs}", "best val acc": best,
+            "final val acc": f"{self.final.val_acc:.4f}" if self.final else "-", "time": f"{self.seconds:.1f} s",
+            "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
+            "trainable / total params": f"{self.trainable_params:,} / {self.total_params:,}",
+            "weights": self.weights_source.describe(),
+        }
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("path")
         data["format"] = RUN_FORMAT
+        data["dataset"] = self.dataset.to_dict()
         data["weights_source"] = self.weights_source.to_dict()
+        data["val_predictions"] = asdict(self.val_predictions) if self.val_predictions else {}
         return data
 
     @classmethod
@@ -78,8 +165,10 @@ class RunRecord:
             raise ValueError(f"unknown run format {data.get('format')!r}")
         fields = {k: v for k, v in data.items() if k != "format"}
         fields["config"] = TrainConfig(**data["config"])
+        fields["dataset"] = DatasetSummary.from_dict(data["dataset"])
         fields["history"] = [EpochStats(**epoch) for epoch in data["history"]]
         fields["weights_source"] = WeightsSource(**data["weights_source"])
+        fields["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
         return cls(**fields, path=path)
 
 
@@ -109,7 +198,7 @@ def _write_file(path: Path, data: bytes) -> None:
 def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = None) -> RunRecord:
     """Write a finished or cancelled run. The folder appears complete, under its final name, or not at all."""
     runs_dir = Path(runs_dir or default_runs_dir())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     evaluation = result.best_eval
     record = RunRecord(
         id=_new_run_id(result.config, now),
@@ -117,11 +206,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         status=result.status,
         config=result.config,
         class_names=result.class_names,
-        dataset={
-            "path": str(Path(scan.root).resolve()),
-            "counts": scan.counts(),
-            "skipped": [{"path": str(s.path), "reason": s.reason} for s in scan.skipped],
-        },
+        dataset=DatasetSummary.from_scan(scan),
         history=result.history,
         best_epoch=result.best_epoch,
         best_val_acc=result.best_val_acc,
@@ -130,17 +215,18 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         weights_source=result.built.weights_source,
         device=result.device,
         seconds=result.seconds,
-        val_predictions={
-            "files": [str(path.relative_to(scan.root)) for path, _ in scan.samples["val"]],
-            "labels": evaluation.labels,
-            "predictions": evaluation.predictions,
-        } if evaluation else {},
+        val_predictions=ValPredictions(
+            files=[str(path.relative_to(scan.root)) for path, _ in scan.samples["val"]],
+            labels=evaluation.labels,
+            predictions=evaluation.predictions,
+        ) if evaluation else None,
     )
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{record.id}.", dir=runs_dir))
     except OSError as exc:
-        raise RunError(f"Cannot write runs into {runs_dir} ({exc}). Choose another folder with --runs-dir.") from exc
+        raise RunError(f"Cannot write runs into {runs_dir} ({exc}). Choose another runs folder ({RUNS_DIR_ENV}).",
+                       RUNS_DIR) from exc
     try:
         state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         weights_tmp = staging / WEIGHTS_FILE
@@ -152,7 +238,8 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         staging.rename(final)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise RunError(f"Could not save the run into {runs_dir} ({exc}); nothing was left half-written.") from exc
+        raise RunError(f"Could not save the run into {runs_dir} ({exc}); nothing was left half-written.",
+                       RUNS_DIR) from exc
     record.path = final
     return record
 
@@ -190,6 +277,17 @@ def list_runs(runs_dir: Path | None = None) -> RunListing:
     return listing
 
 
+def latest_run(runs: list[RunRecord], scenario: str | None = None) -> RunRecord | None:
+    """The newest of `runs` (newest first, as list_runs gives them), of `scenario` if one is given."""
+    return next((run for run in runs if scenario is None or run.scenario == scenario), None)
+
+
+def default_runs(runs: list[RunRecord], scenarios: tuple[str, ...] = TUTORIAL_SCENARIOS) -> list[RunRecord]:
+    """The runs shown when the user has chosen none: the latest of each scenario, else the two newest."""
+    chosen = [run for scenario in scenarios if (run := latest_run(runs, scenario))]
+    return chosen or runs[:2]
+
+
 def find_run(reference: str, runs_dir: Path | None = None) -> RunRecord:
     """A run by folder path, by id, by unique id prefix, or "latest" (optionally "latest:SCENARIO")."""
     path = Path(reference)
@@ -197,15 +295,15 @@ def find_run(reference: str, runs_dir: Path | None = None) -> RunRecord:
         return read_run(path)
     runs = list_runs(runs_dir).runs
     if reference.startswith("latest"):
-        _, _, scenario = reference.partition(":")
-        matches = [run for run in runs if not scenario or run.scenario == scenario][:1]
+        latest = latest_run(runs, reference.partition(":")[2] or None)
+        matches = [latest] if latest else []
     else:
         matches = [run for run in runs if run.id == reference] or [run for run in runs if run.id.startswith(reference)]
     if len(matches) == 1:
         return matches[0]
     where = Path(runs_dir or default_runs_dir())
     if not matches:
-        raise RunError(f"No run {reference!r} in {where}. List them with: python -m core runs")
+        raise RunError(f"No run {reference!r} in {where}.")
     raise RunError(f"{reference!r} matches {len(matches)} runs in {where}; give more of the id.")
 
 

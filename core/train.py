@@ -1,23 +1,24 @@
 """Training: the tutorial's recipe as data, its loop as plain functions, with callbacks and cancellation.
 
 By default the loop runs on the fast paths of core.fast (pictures decoded once, cached features for a
-truly frozen backbone, channels-last, mixed precision on CUDA); `fast=False` runs the tutorial's loop.
+truly frozen backbone), channels-last and, on CUDA, mixed precision (core.device); `fast=False` runs the
+tutorial's loop.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from core import fast as fast_paths
+from core import fast
 from core.data import DatasetScan, make_loaders
-from core.errors import StudioError, TrainingCancelled
-from core.fast import autocast, to_input
+from core.device import amp_dtype, autocast, pick_device, to_input
+from core.errors import ConfigError, TrainingCancelled
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
 
 
@@ -44,11 +45,11 @@ class TrainConfig:
         get_scenario(self.scenario)
         for name in ("epochs", "batch_size", "step_size", "cached_views"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
+                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)}).")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive (got {self.lr}).")
+            raise ConfigError(f"lr must be positive (got {self.lr}).")
         if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
-            raise ValueError("momentum must be in [0, 1) and gamma in (0, 1].")
+            raise ConfigError("momentum must be in [0, 1) and gamma in (0, 1].")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,34 +109,18 @@ OnBatch = Callable[[BatchProgress], None]
 OnEpoch = Callable[[EpochStats], None]
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the device asked for, if this machine has it."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as exc:
-        raise StudioError(f"Unknown device {requested!r}; use auto, cpu, cuda or mps.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StudioError("CUDA was asked for but this machine has no usable CUDA GPU; use --device auto or cpu.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise StudioError("MPS was asked for but this machine has no Apple GPU; use --device auto or cpu.")
-    return device
+def batch_reporter(on_batch: OnBatch | None, epoch: int, epochs: int) -> fast.Progress:
+    """The (phase, batch, batches) callback of one epoch (0: before the first), reported to `on_batch`."""
+
+    def progress(phase: str, batch: int, batches: int) -> None:
+        if on_batch:
+            on_batch(BatchProgress(epoch, epochs, phase, batch, batches))
+
+    return progress
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA; float32 elsewhere (bfloat16 autocast made CPU training many times slower)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, device, progress,
-                    channels_last: bool = False, dtype: torch.dtype | None = None,
+def train_one_epoch(model: nn.Module, loader, *, built: BuiltModel, criterion, optimizer, device: torch.device,
+                    progress: fast.Progress, channels_last: bool = False, dtype: torch.dtype | None = None,
                     scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     set_training_mode(model, built.backbone, built.scenario)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
@@ -158,8 +143,8 @@ def train_one_epoch(model, built: BuiltModel, loader, criterion, optimizer, devi
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, progress=None, channels_last: bool = False,
-             dtype: torch.dtype | None = None) -> EvalResult:
+def evaluate(model: nn.Module, loader, criterion, device: torch.device, *, progress: fast.Progress | None = None,
+             channels_last: bool = False, dtype: torch.dtype | None = None) -> EvalResult:
     model.eval()
     total_loss = torch.zeros((), device=device)
     predictions, labels_seen = [], []
@@ -178,7 +163,7 @@ def evaluate(model, loader, criterion, device, progress=None, channels_last: boo
     return EvalResult(total_loss.item() / len(actual), acc, predicted, actual)
 
 
-def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device,
+def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
         on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
     """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end.
 
@@ -197,15 +182,13 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device,
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-
-            def progress(phase: str, batch: int, batches: int) -> None:
-                if on_batch:
-                    on_batch(BatchProgress(epoch, config.epochs, phase, batch, batches))
-
-            train_loss, train_acc = train_one_epoch(model, result.built, loaders["train"], criterion, optimizer,
-                                                    device, progress, channels_last, dtype, scaler)
+            progress = batch_reporter(on_batch, epoch, config.epochs)
+            train_loss, train_acc = train_one_epoch(
+                model, loaders["train"], built=result.built, criterion=criterion, optimizer=optimizer, device=device,
+                progress=progress, channels_last=channels_last, dtype=dtype, scaler=scaler)
             scheduler.step()
-            val = evaluate(model, loaders["val"], criterion, device, progress, channels_last, dtype)
+            val = evaluate(model, loaders["val"], criterion, device, progress=progress, channels_last=channels_last,
+                           dtype=dtype)
             stats = EpochStats(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - epoch_started, lr)
             result.history.append(stats)
             if val.acc > result.best_val_acc or result.best_epoch is None:
@@ -227,13 +210,13 @@ def planned_batches(config: TrainConfig, scan: DatasetScan) -> int:
     """How many times a full run calls on_batch: for progress bars."""
     count = {split: len(scan.samples[split]) for split in ("train", "val")}
     total = config.epochs * sum(math.ceil(n / config.batch_size) for n in count.values())
-    if config.fast and fast_paths.cacheable(get_scenario(config.scenario)):
-        batch_size = fast_paths.feature_batch_size(pick_device(config.device))
+    if config.fast and fast.cacheable(get_scenario(config.scenario)):
+        batch_size = fast.feature_batch_size(pick_device(config.device))
         total += config.cached_views * math.ceil(count["train"] / batch_size) + math.ceil(count["val"] / batch_size)
     return total
 
 
-def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device,
+def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,
             on_batch: OnBatch | None = None) -> tuple[nn.Module, dict]:
     """What trains and its loaders. Fast: pictures decoded once into memory (unless they would take more
     than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front, train the head."""
@@ -241,19 +224,15 @@ def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: t
     if not config.fast:
         return model, make_loaders(scan, config.batch_size, config.workers, config.seed)
     model.to(memory_format=torch.channels_last)
-    cached = fast_paths.cacheable(built.scenario)
-    batch_size = fast_paths.feature_batch_size(device) if cached else config.batch_size
-    loaders = fast_paths.make_loaders(scan, batch_size, config.workers, config.seed, device, shuffle=not cached)
+    cached = fast.cacheable(built.scenario)
+    batch_size = fast.feature_batch_size(device) if cached else config.batch_size
+    loaders = fast.decoded_loaders(scan, batch_size, config.workers, config.seed, device, shuffle=not cached)
     if not cached:
         return model, loaders
-
-    def progress(phase: str, batch: int, batches: int) -> None:
-        if on_batch:
-            on_batch(BatchProgress(0, config.epochs, phase, batch, batches))
-
-    features = fast_paths.extract_features(built, loaders["train"], loaders["val"], config.cached_views, device,
-                                           progress, channels_last=True, dtype=amp_dtype(device))
-    return fast_paths.head_of(built)[2], fast_paths.feature_loaders(*features, config.batch_size, config.seed)
+    features = fast.extract_features(built, loaders["train"], loaders["val"], config.cached_views, device,
+                                     progress=batch_reporter(on_batch, 0, config.epochs), channels_last=True,
+                                     dtype=amp_dtype(device))
+    return fast.head_of(built)[2], fast.feature_loaders(*features, config.batch_size, config.seed)
 
 
 def train(
@@ -276,8 +255,8 @@ def train(
     result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device))
     started = time.perf_counter()
     try:
-        model, loaders = prepare(config, scan, built, device, on_batch)
-        fit(result, model, loaders, device, on_batch, on_epoch)
+        model, loaders = prepare(config, scan, built, device, on_batch=on_batch)
+        fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch)
     except TrainingCancelled:  # while caching features, before the first epoch
         result.status = "cancelled"
     result.seconds = time.perf_counter() - started

@@ -1,1 +1,2 @@
-"""Streamlit-side helpers shared by the pages: cached loaders and Plotly figures. The work is in core."""
+"""Streamlit-side code the pages share: cached state (state.py), Plotly figures (charts.py) and widgets.
+The work is in core."""

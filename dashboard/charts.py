@@ -83,9 +83,7 @@ def parameters(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
 
 def confusion_matrix(run: RunRecord, label: str) -> go.Figure:
     names = run.class_names
-    counts = [[0] * len(names) for _ in names]
-    for actual, predicted in zip(run.val_predictions.get("labels", []), run.val_predictions.get("predictions", [])):
-        counts[actual][predicted] += 1
+    counts = run.val_predictions.confusion(len(names)) if run.val_predictions else [[0] * len(names) for _ in names]
     fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, text=counts, texttemplate="%{text}",
                                colorscale="Blues", showscale=False))
     fig.update_xaxes(title_text="predicted")

@@ -3,25 +3,29 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.data import known_datasets
 from core.errors import StudioError
 from core.jobs import JobRequest
-from core.models import BACKBONES, SCENARIOS
+from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
+from core.runs import default_runs_dir
 from core.train import TrainConfig
-from dashboard import cache, charts
+from dashboard import charts, state
+from dashboard.widgets import error_message, show_error
 
 st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
 st.title("Train")
 
-jobs = cache.training_jobs()
+jobs = state.training_jobs()
 defaults = TrainConfig()
 
 with st.form("train"):
-    datasets = cache.known_datasets()
+    datasets = known_datasets()
     dataset_label = st.selectbox("Data set", [*datasets, "Another folder..."], key="dataset")
     other_folder = st.text_input("Folder with train/ and val/ (for 'Another folder...')", "", key="folder")
     left, right = st.columns(2)
-    backbone = left.selectbox("Backbone", list(BACKBONES), format_func=lambda name: BACKBONES[name].title, key="backbone")
-    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["finetune", "frozen"],
+    backbone = left.selectbox("Backbone", list(BACKBONES), format_func=lambda name: BACKBONES[name].title,
+                              key="backbone")
+    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=list(TUTORIAL_SCENARIOS),
                                   format_func=lambda name: SCENARIOS[name].title, key="scenarios")
     with st.expander("Recipe (the tutorial's values)"):
         a, b, c, d = st.columns(4)
@@ -40,11 +44,10 @@ if start:
         configs = [TrainConfig(backbone=backbone, scenario=s, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
                                momentum=momentum, step_size=int(step_size), gamma=gamma, seed=int(seed))
                    for s in scenarios]
-        scan = cache.scan(folder)
-        scan.raise_if_invalid()
-        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=cache.runs_dir()))
+        state.scan(folder).raise_if_invalid()
+        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=default_runs_dir()))
     except (StudioError, ValueError) as exc:
-        st.error(str(exc))
+        show_error(exc)
 
 
 def _minutes(seconds: float) -> str:
@@ -66,7 +69,8 @@ def job_panel() -> None:
         elif progress.phase == "features":
             where = f"computing the frozen backbone's features, batch {progress.batch}/{progress.batches}"
         else:
-            where = f"epoch {progress.epoch}/{progress.epochs}, {progress.phase} batch {progress.batch}/{progress.batches}"
+            where = (f"epoch {progress.epoch}/{progress.epochs}, "
+                     f"{progress.phase} batch {progress.batch}/{progress.batches}")
         eta = f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds else ""
         st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
                                        f"{where} · {_minutes(job.elapsed)} so far{eta}")
@@ -80,7 +84,7 @@ def job_panel() -> None:
     elif job.state == "cancelled":
         st.warning(f"Job {job.job_id} was cancelled; what it had trained was saved, marked cancelled.")
     else:
-        st.error(f"Job {job.job_id} failed: {job.message}")
+        st.error(f"Job {job.job_id} failed: {error_message(job.message, job.setting)}")
 
     rows = {"scenario": [], "status": [], "epochs": [], "best val acc": [], "run": []}
     for scenario in job.scenarios:

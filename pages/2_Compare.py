@@ -1,35 +1,23 @@
 """Compare: saved runs side by side (by default the latest finetune and frozen runs)."""
-from pathlib import Path
-
 import streamlit as st
 
 from core.errors import ImageError
-from core.images import open_image
-from dashboard import cache, charts
-from dashboard.widgets import download_bundles, pick_runs
+from dashboard import charts, state
+from dashboard.widgets import download_bundles, pick_runs, run_label, side_by_side
 
 st.set_page_config(page_title="Compare · Transfer Learning Studio", page_icon="📊", layout="wide")
 st.title("Compare")
 
-runs = pick_runs("Runs", "No saved runs yet. Train the finetune and frozen scenarios on the Train page, then come back.")
+runs = pick_runs("Runs", "No saved runs yet. Train the finetune and frozen scenarios on the Train page, "
+                         "then come back.")
 if not runs:
     st.info("Pick one or more runs.")
     st.stop()
 
-labels = {run.id: f"{run.scenario} · {run.backbone} · {run.created[5:16].replace('T', ' ')}" for run in runs}
+labels = {run.id: run_label(run, details=False) for run in runs}
 
 st.subheader("Summary")
-st.dataframe({
-    "run": [labels[r.id] for r in runs],
-    "status": [r.status for r in runs],
-    "best val acc": [f"{r.best_val_acc:.4f} (epoch {r.best_epoch})" if r.best_epoch else "-" for r in runs],
-    "final val acc": [f"{r.final.val_acc:.4f}" if r.final else "-" for r in runs],
-    "total time": [f"{r.seconds:.1f} s" for r in runs],
-    "s / epoch": [f"{r.seconds / max(len(r.history), 1):.1f}" for r in runs],
-    "trainable params": [f"{r.trainable_params:,}" for r in runs],
-    "total params": [f"{r.total_params:,}" for r in runs],
-    "weights": [r.weights_source.describe() for r in runs],
-}, hide_index=True)
+st.dataframe([{**run.summary(), "run": labels[run.id]} for run in runs], hide_index=True)
 st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial. "
            "Final: the last epoch trained.")
 
@@ -38,7 +26,7 @@ left.plotly_chart(charts.overlay(runs, "val_acc", "Validation accuracy", labels)
 right.plotly_chart(charts.overlay(runs, "val_loss", "Validation loss", labels))
 
 st.subheader("Train against validation")
-for column, run in zip(st.columns(min(len(runs), 3)) * len(runs), runs):
+for column, run in side_by_side(runs):
     column.plotly_chart(charts.train_against_val(run, labels[run.id]))
 
 left, right = st.columns(2)
@@ -46,19 +34,11 @@ left.plotly_chart(charts.seconds_per_epoch(runs, labels))
 right.plotly_chart(charts.parameters(runs, labels))
 
 st.subheader("Confusion matrices (validation set, kept weights)")
-for column, run in zip(st.columns(min(len(runs), 3)) * len(runs), runs):
+for column, run in side_by_side(runs):
     column.plotly_chart(charts.confusion_matrix(run, labels[run.id]))
 
-
-@st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str):
-    picture = open_image(Path(path))
-    picture.thumbnail((220, 220))
-    return picture
-
-
 st.subheader("Take a model away")
-for column, run in zip(st.columns(min(len(runs), 3)) * len(runs), runs):
+for column, run in side_by_side(runs):
     with column:
         st.caption(labels[run.id])
         download_bundles(run, key="compare")
@@ -67,23 +47,19 @@ st.subheader("Predictions on validation pictures")
 show_all = st.toggle("Show every picture (mistakes come first)", value=False)
 show_heat = st.toggle("Show Grad-CAM heat maps (where each model looked)", value=False)
 for run in runs:
-    predictions = run.val_predictions
-    if not predictions:
+    pictures = run.val_pictures(mistakes_first=True)
+    if not pictures:
         st.caption(f"{labels[run.id]}: no validation predictions were saved.")
         continue
-    items = sorted(zip(predictions["files"], predictions["labels"], predictions["predictions"]),
-                   key=lambda item: item[1] == item[2])
-    mistakes = sum(actual != predicted for _, actual, predicted in items)
-    st.markdown(f"**{labels[run.id]}**: {mistakes} mistake(s) in {len(items)} pictures")
-    root = Path(run.dataset["path"])
+    st.markdown(f"**{labels[run.id]}**: {run.val_predictions.mistakes} mistake(s) in {len(pictures)} pictures")
     columns = st.columns(6)
-    for index, (file, actual, predicted) in enumerate(items if show_all else items[:12]):
-        mark = "✅" if actual == predicted else "❌"
-        caption = f"{mark} predicted: {run.class_names[predicted]}"
-        if actual != predicted:
-            caption += f" (is {run.class_names[actual]})"
+    for index, picture in enumerate(pictures if show_all else pictures[:12]):
+        caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
+        if not picture.correct:
+            caption += f" (is {run.class_names[picture.label]})"
         try:
-            shown = cache.heat_map(run.id, str(run.path), str(root / file)) if show_heat else thumbnail(str(root / file))
+            path = str(picture.path)
+            shown = state.heat_map(str(run.path), path) if show_heat else state.thumbnail(path)
             columns[index % 6].image(shown, caption=caption, width="stretch")
         except ImageError:
-            columns[index % 6].caption(f"{caption}: {file} is no longer readable")
+            columns[index % 6].caption(f"{caption}: {picture.path.relative_to(run.dataset.root)} is no longer readable")

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import DatasetScan, import_dataset_zip
+from core.data import DatasetScan, import_dataset_zip, uploads_dir
 from core.errors import StudioError
-from dashboard import cache
+from dashboard import state
 
 st.set_page_config(page_title="Your own data · Transfer Learning Studio", page_icon="🗂️", layout="wide")
 st.title("Your own data")
@@ -36,7 +36,7 @@ folder_tab, zip_tab = st.tabs(["A folder on this machine", "Upload a zip"])
 with folder_tab:
     path = st.text_input("Folder", placeholder="/home/me/pictures/my_set")
     if path:
-        show_scan(cache.scan(Path(path).expanduser()))
+        show_scan(state.scan(Path(path).expanduser()))
         st.caption("On the Train page choose 'Another folder...' and paste this path.")
 
 with zip_tab:
@@ -48,8 +48,7 @@ with zip_tab:
                 zip_path = Path(work) / "upload.zip"
                 zip_path.write_bytes(upload.getvalue())
                 try:
-                    folder, _ = import_dataset_zip(zip_path, cache.data_root() / cache.UPLOADS_FOLDER,
-                                                   Path(upload.name).stem)
+                    folder, _ = import_dataset_zip(zip_path, uploads_dir(), Path(upload.name).stem)
                     st.session_state[key] = str(folder)
                 except StudioError as exc:
                     st.session_state[key] = exc
@@ -57,4 +56,4 @@ with zip_tab:
         if isinstance(outcome, StudioError):
             st.error(str(outcome))
         else:
-            show_scan(cache.scan(Path(outcome)))
+            show_scan(state.scan(Path(outcome)))

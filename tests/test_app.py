@@ -9,7 +9,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import core.predict
-from dashboard import cache
+from core.runs import list_runs
+from dashboard import state, widgets
 from tests.conftest import make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,8 +27,8 @@ def app_env(tmp_path, monkeypatch, random_weights_dir):
     st.cache_data.clear()
     st.cache_resource.clear()
     yield tmp_path
-    cache.training_jobs().cancel()
-    cache.training_jobs().wait(60)
+    state.training_jobs().cancel()
+    state.training_jobs().wait(60)
     st.cache_resource.clear()
 
 
@@ -82,7 +83,8 @@ def test_home_with_data_shows_counts_samples_weights_and_device(with_data):
 def test_train_page_defaults_to_the_tutorial(with_data):
     app = open_page("pages/1_Train.py")
     assert app.multiselect(key="scenarios").value == ["finetune", "frozen"]
-    recipe = {key: app.number_input(key=key).value for key in ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma")}
+    keys = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma")
+    recipe = {key: app.number_input(key=key).value for key in keys}
     assert recipe == {"epochs": 25, "batch_size": 4, "lr": 0.001, "momentum": 0.9, "step_size": 7, "gamma": 0.1}
     assert app.selectbox(key="dataset").value.startswith("Tutorial")
     assert app.selectbox(key="backbone").value == "resnet18"
@@ -99,30 +101,43 @@ def start_training(app: AppTest, epochs: int) -> AppTest:
 def test_a_job_trains_in_the_background_and_its_run_appears_everywhere(with_data):
     app = start_training(open_page("pages/1_Train.py"), epochs=2)
     assert_healthy(app)
-    job = cache.training_jobs().wait(120)
+    job = state.training_jobs().wait(120)
     assert job.state == "completed", job.message
     app = open_page("pages/1_Train.py")
     assert "finished" in app.success[0].value
     compare = open_page("pages/2_Compare.py")
     assert_healthy(compare)
     assert compare.multiselect[0].value == [job.scenarios[0].run_id]
-    run = cache.runs().runs[0]
+    run = list_runs().runs[0]
     assert run.config.fast, "the dashboard must train on the fast paths (docs/performance.md)"
 
 
 def test_a_second_start_is_refused_and_cancel_keeps_the_work(with_data):
     first_tab = start_training(open_page("pages/1_Train.py"), epochs=400)
     deadline = time.time() + 60
-    while not (cache.training_jobs().snapshot().scenarios[0].history) and time.time() < deadline:
+    while not (state.training_jobs().snapshot().scenarios[0].history) and time.time() < deadline:
         time.sleep(0.2)
     second_tab = start_training(open_page("pages/1_Train.py"), epochs=1)
     assert "still training" in second_tab.error[0].value
     first_tab = first_tab.run()
     first_tab.button(key="cancel").click().run()
-    job = cache.training_jobs().wait(60)
+    job = state.training_jobs().wait(60)
     assert job.state == "cancelled" and job.scenarios[0].status == "cancelled"
-    runs = cache.runs().runs
+    runs = list_runs().runs
     assert len(runs) == 1 and runs[0].status == "cancelled" and len(runs[0].history) >= 1
+
+
+def test_a_failed_job_says_what_to_do_in_the_pages_terms(with_data, monkeypatch, network_attempts):
+    monkeypatch.delenv("STUDIO_WEIGHTS")  # ResNet-18's ImageNet weights are nowhere here, and the network is closed
+    app = open_page("pages/1_Train.py")
+    app.multiselect(key="scenarios").set_value(["frozen"])
+    app.number_input(key="epochs").set_value(1)
+    app.button(key="start").click().run()
+    job = state.training_jobs().wait(120)
+    assert job.state == "failed" and job.setting == "weights"
+    error = open_page("pages/1_Train.py").error[0].value
+    assert "Could not download" in error and "The app reads STUDIO_WEIGHTS when it starts" in error
+    assert "--weights" not in error  # no command-line flags on a web page
 
 
 def test_compare_shows_charts_tables_and_the_gallery(with_runs, tiny_run):
@@ -164,7 +179,7 @@ def test_classify_explains_a_file_that_is_not_a_picture(with_runs):
 
 
 def test_classify_refuses_a_photo_over_the_size_limit(with_runs, monkeypatch):
-    monkeypatch.setattr(cache, "MAX_PHOTO_MB", 0.001)
+    monkeypatch.setattr(widgets, "MAX_PHOTO_MB", 0.001)
     app = open_page("pages/3_Classify.py")
     app.file_uploader[0].set_value(("big.png", png_bytes("red"), "image/png"))
     app = app.run()

@@ -8,11 +8,11 @@ from core.archive import ArchiveLimits, check_zip, extract_zip
 from core.errors import ArchiveError
 
 
-def make_zip(path, members: dict[str, bytes], links: dict[str, str] = {}):
+def make_zip(path, members: dict[str, bytes], links: dict[str, str] | None = None):
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-        for name, target in links.items():
+        for name, target in (links or {}).items():
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, target)

@@ -1,8 +1,8 @@
 """The benchmark runs end to end (on generated pictures: its timings are not checked here)."""
 import re
 
-from core.bench import main, tutorial_loop
-from core.train import pick_device
+from core.device import pick_device
+from scripts.bench import main, tutorial_loop
 
 
 def test_the_tutorial_loop_trains_as_the_tutorial_does(tiny_dataset, random_weights_dir):

@@ -94,3 +94,19 @@ def test_predicting_a_file_that_is_not_a_picture(tiny_run, tmp_path):
 def test_no_runs_yet(tmp_path):
     result = cli("runs", "--runs-dir", tmp_path / "none")
     assert result.returncode == 0 and "No runs yet" in result.stdout
+
+
+def test_missing_weights_are_explained_with_the_command_lines_option(tmp_path, tiny_dataset, network_attempts):
+    result = cli("train", "--scenario", "frozen", "--backbone", "resnet18", "--epochs", "1", "--data", tiny_dataset,
+                 "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "STUDIO_WEIGHTS" in error[0] and "--weights FILE_OR_FOLDER" in error[0]
+    assert network_attempts.attempts()
+
+
+def test_an_unknown_run_points_to_the_list_of_runs(tmp_path, tiny_dataset):
+    picture = next((tiny_dataset / "val/red").iterdir())
+    result = cli("predict", picture, "--run", "nothing-like-this", "--runs-dir", tmp_path)
+    assert result.returncode == 1 and "No run 'nothing-like-this'" in result.stderr
+    assert "python -m core runs" in result.stderr and result.stderr.count("\n") == 1

@@ -134,7 +134,8 @@ def test_without_network_the_user_is_told_how_to_supply_the_folder(tmp_path, net
     with pytest.raises(DatasetError) as error:
         ensure_tutorial_data(tmp_path / "root", progress=False)
     message = str(error.value)
-    assert data.TUTORIAL_DATA_URL in message and "STUDIO_DATA_ROOT" in message and "--data" in message
+    assert data.TUTORIAL_DATA_URL in message and "STUDIO_DATA_ROOT" in message
+    assert "--" not in message and error.value.setting == "data_root"  # flags are the command line's to add
     assert any("download.pytorch.org" in attempt for attempt in network_attempts.attempts())
     assert not (tmp_path / "root/hymenoptera_data").exists()
 

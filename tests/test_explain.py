@@ -27,7 +27,8 @@ def pointing_dataset(tmp_path_factory):
         for name, color in (("red", (220, 30, 30)), ("green", (30, 200, 30)), ("blue", (30, 30, 220))):
             (root / split / name).mkdir(parents=True)
             for index in range(count):
-                object_picture(color, seed=index + (1000 if split == "val" else 0)).save(root / split / name / f"{index}.png")
+                seed = index + (1000 if split == "val" else 0)
+                object_picture(color, seed=seed).save(root / split / name / f"{index}.png")
     return root
 
 

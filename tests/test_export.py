@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data import EVAL_TRANSFORM
 from core.export import export_run
 from core.images import open_image
 from core.predict import load_predictor
+from core.presets import EVAL_TRANSFORM
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,9 @@ def test_a_bundle_matches_pytorch_on_validation_pictures(bundles, fmt):
         card = bundle.read("MODEL_CARD.md").decode()
     assert names == {meta["model"], "bundle.json", "MODEL_CARD.md"}
     assert meta["classes"] == ["blue", "red"] and meta["preprocessing"]["center_crop"] == 224
-    for needed in ("finetune", "MobileNetV2", "sha256", "Best", "Final", "| train | 8 | 8 | 16 |", "training time", "on cpu"):
+    needed_lines = ("finetune", "MobileNetV2", "sha256", "Best", "Final", "| train | 8 | 8 | 16 |", "training time",
+                    "on cpu")
+    for needed in needed_lines:
         assert needed.lower() in card.lower(), needed
 
 
@@ -46,17 +48,18 @@ def test_a_torchscript_bundle_loads_with_plain_torch_jit_load(bundles, tiny_run,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             model = torch.jit.load(io.BytesIO(bundle.read("model.torchscript.pt")))
-    picture = tiny_dataset / tiny_run.val_predictions["files"][0]
+    picture = tiny_dataset / tiny_run.val_predictions.files[0]
     expected = load_predictor(tiny_run).predict(picture).probabilities
     got = model(EVAL_TRANSFORM(open_image(picture)).unsqueeze(0))[0].tolist()
     assert got == pytest.approx(list(expected.values()), abs=1e-4)
 
 
 def test_the_readme_example_runs_without_this_project(bundles, tiny_run, tiny_dataset, tmp_path):
-    code = re.search(r"<!-- bundle-example -->\n```python\n(.*?)```", (PROJECT / "README.md").read_text(), re.S).group(1)
+    readme = (PROJECT / "README.md").read_text()
+    code = re.search(r"<!-- bundle-example -->\n```python\n(.*?)```", readme, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
     shutil.copyfile(bundles["onnx"].path, tmp_path / "bundle.zip")
-    picture = tiny_dataset / tiny_run.val_predictions["files"][-1]
+    picture = tiny_dataset / tiny_run.val_predictions.files[-1]
     shutil.copyfile(picture, tmp_path / "photo.jpg")
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "tests/netguard")}
     isolated = subprocess.run([sys.executable, "-c", "import core"], cwd=tmp_path, env=env, capture_output=True)

@@ -9,10 +9,12 @@ from PIL import Image
 from torch import nn
 
 from core import fast
-from core.data import EVAL_TRANSFORM, TRAIN_TRANSFORM, make_loaders, scan_dataset
+from core.data import make_loaders, scan_dataset
+from core.device import to_input
 from core.errors import TrainingCancelled
 from core.images import open_image
 from core.models import build_model
+from core.presets import EVAL_TRANSFORM, IMAGENET_STD, TRAIN_TRANSFORM
 from core.runs import read_run, save_run
 from core.train import TrainConfig, evaluate, planned_batches, train
 
@@ -32,21 +34,21 @@ def config(**overrides) -> TrainConfig:
 def test_decoded_validation_crops_are_exactly_the_tutorials(scan):
     for path, _ in scan.samples["val"]:
         expected = EVAL_TRANSFORM(open_image(path))
-        assert torch.equal(fast.to_input(fast.decode_eval(path)[None], CPU)[0], expected)
+        assert torch.equal(to_input(fast.decode_eval(path)[None], CPU)[0], expected)
 
 
 def crops(path, seed: int):
     torch.manual_seed(seed)
     expected = TRAIN_TRANSFORM(open_image(path))
     torch.manual_seed(seed)
-    return fast.to_input(fast.augment(*fast.decode(path))[None], CPU)[0], expected
+    return to_input(fast.augment(*fast.decode(path))[None], CPU)[0], expected
 
 
 def test_decoded_training_crops_match_the_tutorials_for_the_same_seed(scan):
     for index, (path, _) in enumerate(scan.samples["train"]):
         crop, expected = crops(path, index)
         # the same crop and flip; the resize differs from Pillow's by at most one level of 255
-        assert (crop - expected).abs().max() <= 1.01 / 255 / min(fast.IMAGENET_STD)
+        assert (crop - expected).abs().max() <= 1.01 / 255 / min(IMAGENET_STD)
 
 
 def test_large_pictures_are_shrunk_but_crops_keep_their_detail(tmp_path):
@@ -68,7 +70,7 @@ def test_large_pictures_are_shrunk_but_crops_keep_their_detail(tmp_path):
 def test_cached_features_are_what_the_backbone_gives_the_head(scan, random_weights_dir, backbone, head):
     built = build_model(backbone, "frozen", 2, random_weights_dir)
     assert fast.head_of(built)[2] is built.model.get_submodule(head)
-    loaders = fast.make_loaders(scan, 4, 0, 0, CPU, shuffle=False)
+    loaders = fast.decoded_loaders(scan, 4, 0, 0, CPU, shuffle=False)
     train_set, val_set = fast.extract_features(built, loaders["train"], loaders["val"], 3, CPU, channels_last=True)
     assert train_set.tensors[0].shape[:2] == (16, 3) and not torch.equal(*train_set.tensors[0][:, :2].unbind(1))
     model = built.model.eval()
@@ -111,7 +113,7 @@ def test_cancelling_while_features_are_computed_saves_an_empty_cancelled_run(sca
     result = train(config(), scan, random_weights_dir, on_batch=cancel)
     assert result.status == "cancelled" and result.history == [] and result.best_epoch is None
     record = read_run(save_run(result, scan, tmp_path).path)
-    assert record.status == "cancelled" and record.val_predictions == {}
+    assert record.status == "cancelled" and record.val_predictions is None
 
 
 def test_a_seed_makes_a_cached_frozen_run_repeatable(scan, random_weights_dir):

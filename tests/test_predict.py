@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import EVAL_TRANSFORM, RESIZE_SIZE
 from core.errors import ImageError
 from core.images import open_image
 from core.predict import load_predictor, model_input
+from core.presets import EVAL_TRANSFORM, RESIZE_SIZE
 from tests.conftest import make_picture
 
 

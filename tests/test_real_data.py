@@ -73,7 +73,7 @@ def test_a_saved_real_run_classifies_validation_pictures(trained, real_inputs):
     run = find_run("latest:frozen", runs_dir)
     predictor = load_predictor(run)
     data_dir = real_inputs[0]
-    files, labels = run.val_predictions["files"], run.val_predictions["labels"]
+    files, labels = run.val_predictions.files, run.val_predictions.labels
     sample = list(zip(files, labels))[::15]
     correct = sum(predictor.predict(data_dir / f).top_class == run.class_names[label] for f, label in sample)
     assert correct >= len(sample) - 2

@@ -8,7 +8,17 @@ import torch
 from core.data import scan_dataset
 from core.errors import RunError, TrainingCancelled
 from core.predict import load_predictor
-from core.runs import find_run, list_runs, load_model, read_run, save_run
+from core.runs import (
+    RunRecord,
+    ValPredictions,
+    default_runs,
+    find_run,
+    latest_run,
+    list_runs,
+    load_model,
+    read_run,
+    save_run,
+)
 from core.train import TrainConfig, train
 
 
@@ -23,20 +33,20 @@ def test_a_saved_run_holds_everything_to_reuse_it(tiny_run):
     run = read_run(tiny_run.path)
     assert run.status == "completed" and run.scenario == "finetune" and run.backbone == "mobilenet_v2"
     assert run.class_names == ["blue", "red"]
-    assert run.dataset["counts"]["train"] == {"blue": 8, "red": 8}
+    assert run.dataset.counts["train"] == {"blue": 8, "red": 8}
     assert len(run.history) == 2 and run.final.epoch == 2
     assert run.best_val_acc == max(e.val_acc for e in run.history)
     assert run.trainable_params == run.total_params > 2_000_000
     assert run.weights_source.kind == "file" and len(run.weights_source.sha256) == 64
-    assert len(run.val_predictions["files"]) == len(run.val_predictions["predictions"]) == 8
+    assert len(run.val_predictions.files) == len(run.val_predictions.predictions) == 8
     assert run.config == TrainConfig(**json.loads((tiny_run.path / "run.json").read_text())["config"])
 
 
 def test_a_loaded_run_predicts_as_the_trained_model_did(tiny_run, tiny_dataset):
     predictor = load_predictor(read_run(tiny_run.path))
-    files = tiny_run.val_predictions["files"]
+    files = tiny_run.val_predictions.files
     predicted = [tiny_run.class_names.index(predictor.predict(tiny_dataset / f).top_class) for f in files]
-    assert predicted == tiny_run.val_predictions["predictions"]
+    assert predicted == tiny_run.val_predictions.predictions
 
 
 def test_runs_are_listed_newest_first_and_found_by_id_prefix_or_latest(runs_dir, tiny_run):
@@ -53,7 +63,7 @@ def test_runs_are_listed_newest_first_and_found_by_id_prefix_or_latest(runs_dir,
     assert find_run(str(runs_dir / tiny_run.id)).id == tiny_run.id
     with pytest.raises(RunError, match="2 runs"):
         find_run("20", runs_dir)
-    with pytest.raises(RunError, match="python -m core runs"):
+    with pytest.raises(RunError, match="No run 'nothing-like-this'"):
         find_run("nothing-like-this", runs_dir)
 
 
@@ -84,7 +94,8 @@ def test_a_damaged_run_is_reported_and_the_others_still_load(runs_dir, tiny_run,
 
 def test_a_crash_while_saving_leaves_no_run_behind(tmp_path, tiny_dataset, random_weights_dir, monkeypatch):
     scan = scan_dataset(tiny_dataset)
-    result = train(TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, workers=0), scan, random_weights_dir)
+    config = TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, workers=0)
+    result = train(config, scan, random_weights_dir)
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -113,3 +124,45 @@ def test_a_cancelled_run_is_saved_and_marked(tmp_path, tiny_dataset, random_weig
 def test_no_runs_folder_means_no_runs(tmp_path):
     listing = list_runs(tmp_path / "missing")
     assert listing.runs == [] and listing.damaged == []
+
+
+def test_run_json_keeps_its_format_and_old_files_load_typed(tiny_run):
+    written = json.loads((tiny_run.path / "run.json").read_text())
+    assert set(written["dataset"]) == {"path", "counts", "skipped"}
+    assert set(written["val_predictions"]) == {"files", "labels", "predictions"} and written["format"] == 1
+    run = RunRecord.from_dict(written)
+    assert run.dataset.total("train") == 16 and run.dataset.total("val") == 8 and run.dataset.skipped == []
+    assert run.to_dict() == written  # what is read is what was written: format 1, unchanged
+    cancelled = {**written, "val_predictions": {}, "history": [], "best_epoch": None, "status": "cancelled"}
+    run = RunRecord.from_dict(cancelled)
+    assert run.val_predictions is None and run.val_pictures() == [] and run.to_dict() == cancelled
+
+
+def test_validation_predictions_list_mistakes_first_and_count_per_class(tmp_path):
+    predictions = ValPredictions(files=["val/a/1.jpg", "val/a/2.jpg", "val/b/3.jpg", "val/b/4.jpg"],
+                                 labels=[0, 0, 1, 1], predictions=[0, 1, 1, 0])
+    assert predictions.mistakes == 2 and predictions.confusion(2) == [[1, 1], [1, 1]]
+    pictures = predictions.pictures(tmp_path, mistakes_first=True)
+    assert [(p.path.name, p.correct) for p in pictures] == [("2.jpg", False), ("4.jpg", False), ("1.jpg", True),
+                                                           ("3.jpg", True)]
+    assert pictures[0].path == tmp_path / "val/a/2.jpg" and (pictures[0].label, pictures[0].predicted) == (0, 1)
+
+
+def test_one_summary_row_describes_a_run(tiny_run):
+    row = read_run(tiny_run.path).summary()
+    assert list(row)[:4] == ["run", "status", "scenario", "backbone"] and row["run"] == tiny_run.id
+    assert row["epochs"] == "2/2" and row["best val acc"].endswith(f"(epoch {tiny_run.best_epoch})")
+    assert row["trainable / total params"] == f"{tiny_run.total_params:,} / {tiny_run.total_params:,}"
+    assert row["weights"].startswith("local file")
+
+
+def test_the_latest_run_of_each_tutorial_scenario_is_the_default(tiny_run):
+    def run(scenario, created):
+        return RunRecord.from_dict({**tiny_run.to_dict(), "id": f"{created}-{scenario}", "created": created,
+                                    "config": {**tiny_run.to_dict()["config"], "scenario": scenario}})
+
+    newest_first = [run("scratch", "4"), run("frozen", "3"), run("finetune", "2"), run("frozen", "1")]
+    assert latest_run(newest_first).id == "4-scratch" and latest_run(newest_first, "frozen").id == "3-frozen"
+    assert latest_run(newest_first, "frozen-tutorial") is None
+    assert [r.id for r in default_runs(newest_first)] == ["2-finetune", "3-frozen"]
+    assert [r.id for r in default_runs(newest_first[:1])] == ["4-scratch"]

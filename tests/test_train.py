@@ -4,9 +4,10 @@ import torch
 from torch import nn
 
 from core.data import make_loaders, scan_dataset
+from core.device import pick_device
 from core.errors import StudioError, TrainingCancelled
 from core.models import build_model
-from core.train import TrainConfig, evaluate, pick_device, train
+from core.train import TrainConfig, evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,6 @@ def test_bad_recipe_values_are_refused(field, value):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_missing_gpu_says_what_to_do():
-    with pytest.raises(StudioError, match="--device auto or cpu"):
+    with pytest.raises(StudioError, match="choose the device auto or cpu"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"

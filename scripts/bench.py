@@ -1,4 +1,4 @@
-"""Benchmarks: python -m core.bench train | predict | memory.
+"""Benchmarks, beside the library: python -m scripts.bench train | predict | memory (from the project folder).
 
 `train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
 device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,10 +26,13 @@ from torch import nn, optim
 from torch.optim import lr_scheduler
 from torchvision import datasets
 
-from core.data import EVAL_TRANSFORM, TRAIN_TRANSFORM, ensure_tutorial_data, load_dataset
+from core.cli import print_table
+from core.data import ensure_tutorial_data, load_dataset
+from core.device import pick_device
 from core.models import build_model
 from core.predict import Predictor
-from core.train import TrainConfig, pick_device, train
+from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
+from core.train import TrainConfig, train
 
 
 @dataclass
@@ -50,13 +54,14 @@ def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs:
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
-    data_transforms = {"train": TRAIN_TRANSFORM, "val": EVAL_TRANSFORM}  # the tutorial's, defined in core.data
+    data_transforms = {"train": TRAIN_TRANSFORM, "val": EVAL_TRANSFORM}  # the tutorial's, defined in core.presets
     image_datasets = {x: datasets.ImageFolder(os.path.join(data_dir, x), data_transforms[x]) for x in ["train", "val"]}
     dataloaders = {x: torch.utils.data.DataLoader(image_datasets[x], batch_size=4, shuffle=True, num_workers=workers)
                    for x in ["train", "val"]}
     dataset_sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
     num_classes = len(image_datasets["train"].classes)
-    model = build_model(backbone, "finetune" if scenario == "finetune" else "frozen-tutorial", num_classes, weights).model
+    built = build_model(backbone, "finetune" if scenario == "finetune" else "frozen-tutorial", num_classes, weights)
+    model = built.model
     model = model.to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
@@ -65,7 +70,7 @@ def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs:
     outcome = Outcome("tutorial", seed, 0.0)
     best_model_wts = copy.deepcopy(model.state_dict())
     best_acc = 0.0
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         epoch_started = time.perf_counter()
         for phase in ["train", "val"]:
             model.train() if phase == "train" else model.eval()
@@ -123,15 +128,7 @@ def machine() -> str:
 
 
 def load() -> str:
-    return "load average %.1f %.1f %.1f" % os.getloadavg()
-
-
-def print_table(rows: list[tuple]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 # ---------------------------------------------------------------- commands
@@ -147,10 +144,11 @@ def command_train(args: argparse.Namespace) -> None:
     print(f"Data: {scan.root}; backbone {args.backbone}; {args.epochs} epochs; seeds {args.seeds}")
     outcomes: list[Outcome] = []
     for index, seed in enumerate(args.seeds):
-        runs = [] if args.skip_tutorial else [("tutorial", lambda: tutorial_loop(
-            tutorial_scenario, args.backbone, scan.root, args.weights, args.epochs, seed, device, args.tutorial_workers))]
-        runs += [(s, lambda s=s: project_run(s, args.backbone, scan, args.weights, args.epochs, seed, str(device),
-                                             args.cached_views)) for s in scenarios]
+        runs = [] if args.skip_tutorial else [("tutorial", partial(
+            tutorial_loop, tutorial_scenario, args.backbone, scan.root, args.weights, args.epochs, seed, device,
+            args.tutorial_workers))]
+        runs += [(s, partial(project_run, s, args.backbone, scan, args.weights, args.epochs, seed, str(device),
+                             args.cached_views)) for s in scenarios]
         if index % 2:  # alternate who goes first
             runs.reverse()
         for name, run in runs:
@@ -175,8 +173,8 @@ def command_train(args: argparse.Namespace) -> None:
         epoch = statistics.median(s for o in runs for s in o.epoch_seconds)
         best = statistics.mean(o.best_acc for o in runs)
         rows.append((loop if loop == "tutorial" else f"project {loop}", f"{total:.1f} s", f"{base_total / total:.2f}",
-                     f"{epoch:.2f} s", f"{base_epoch / epoch:.2f}", f"{best:.4f}", f"{100 * (best - base_best):+.1f} pt",
-                     f"{statistics.mean(o.final_acc for o in runs):.4f}"))
+                     f"{epoch:.2f} s", f"{base_epoch / epoch:.2f}", f"{best:.4f}",
+                     f"{100 * (best - base_best):+.1f} pt", f"{statistics.mean(o.final_acc for o in runs):.4f}"))
     print()
     print_table(rows)
     print(f"({load()})")
@@ -230,13 +228,14 @@ def command_memory(args: argparse.Namespace) -> None:
     result = train(config, scan, args.weights)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; this process only
     print(f"Machine: {machine()}; {load()}")
-    print(f"{config.scenario} {config.backbone}, {config.epochs} epochs, {'tutorial loop' if args.tutorial_loop else 'fast'}"
-          f": {time.perf_counter() - started:.1f} s, best val acc {result.best_val_acc:.4f}")
+    loop = "tutorial loop" if args.tutorial_loop else "fast"
+    print(f"{config.scenario} {config.backbone}, {config.epochs} epochs, {loop}: "
+          f"{time.perf_counter() - started:.1f} s, best val acc {result.best_val_acc:.4f}")
     print(f"peak resident memory: {peak:.0f} MiB = {peak / 1024:.2f} GiB = {peak * 2**20 / 1e9:.2f} GB")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("train", "tutorial loop against the project's trainer, interleaved"),
                             ("predict", "time classifying one uploaded photo"),
@@ -244,7 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--backbone", default="mobilenet_v2", nargs="+" if name == "predict" else None)
         command.add_argument("--weights", type=Path, help="weights file or folder (default: $STUDIO_WEIGHTS, ...)")
-        command.add_argument("--data-root", type=Path, help="folder holding hymenoptera_data (default: $STUDIO_DATA_ROOT)")
+        command.add_argument("--data-root", type=Path,
+                             help="folder holding hymenoptera_data (default: $STUDIO_DATA_ROOT)")
         command.add_argument("--device", default="auto" if name != "predict" else "cpu")
         if name == "predict":
             command.add_argument("--image", type=Path, help="the picture (default: the first validation picture)")

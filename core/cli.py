@@ -1,0 +1,244 @@
+"""Command line: python -m core train | predict | runs | export | data."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core import errors
+from core.data import DatasetScan, ensure_tutorial_data, load_dataset
+from core.device import pick_device
+from core.errors import StudioError, TrainingCancelled
+from core.export import FORMATS, export_run
+from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
+from core.predict import load_predictor
+from core.runs import RunRecord, find_run, list_runs, save_run
+from core.train import BatchProgress, EpochStats, TrainConfig, TrainResult, planned_batches, train
+
+SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
+# What changes each setting on the command line, added to the library's own error messages.
+HINTS = {
+    errors.DATA_ROOT: "On the command line: --data-root FOLDER (the folder that holds hymenoptera_data), "
+                      "or --data FOLDER (any folder with train/ and val/).",
+    errors.DATA: "On the command line: --data FOLDER, a folder with train/ and val/.",
+    errors.WEIGHTS: "On the command line: --weights FILE_OR_FOLDER.",
+    errors.RUNS_DIR: "On the command line: --runs-dir FOLDER.",
+    errors.DEVICE: "On the command line: --device auto or --device cpu.",
+    errors.RUN: "List the saved runs with: python -m core runs",
+}
+SUMMARY_COLUMNS = ("run", "status", "scenario", "backbone", "epochs", "best val acc", "final val acc", "time",
+                   "trainable / total params")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        command = " ".join(["python -m core", *self.prog.split()[1:], "--help"])
+        self.exit(2, f"error: {message} (see: {command})\n")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, help="a folder with train/ and val/, one sub-folder per class "
+                        "(default: the tutorial's hymenoptera_data under the data root)")
+    parser.add_argument("--data-root", type=Path, help="where the tutorial's data set is kept or downloaded "
+                        "(default: $STUDIO_DATA_ROOT or ./data)")
+    parser.add_argument("--no-download", action="store_true", help="never download the tutorial's data set")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog="core", description="Transfer learning studio: train, list and use runs.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    defaults = TrainConfig()
+    train_cmd = commands.add_parser("train", help="train one or more scenarios and save each run")
+    train_cmd.add_argument("--scenario", default="both", choices=[*SCENARIOS, *SCENARIO_GROUPS],
+                           help="both = finetune and frozen; all = every scenario (default: both)")
+    train_cmd.add_argument("--backbone", default=defaults.backbone, choices=list(BACKBONES))
+    train_cmd.add_argument("--epochs", type=int, default=defaults.epochs)
+    train_cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train_cmd.add_argument("--lr", type=float, default=defaults.lr)
+    train_cmd.add_argument("--momentum", type=float, default=defaults.momentum)
+    train_cmd.add_argument("--step-size", type=int, default=defaults.step_size, help="StepLR step, in epochs")
+    train_cmd.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
+    train_cmd.add_argument("--seed", type=int, default=defaults.seed)
+    train_cmd.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
+    train_cmd.add_argument("--workers", type=int, help="data-loader processes (default: none, the pictures are "
+                           "decoded once into memory; with --tutorial-loop up to 4)")
+    train_cmd.add_argument("--cached-views", type=int, default=defaults.cached_views,
+                           help="frozen: augmented views of each training picture whose backbone features are "
+                           f"computed once and reused every epoch (default: {defaults.cached_views})")
+    train_cmd.add_argument("--tutorial-loop", action="store_true", help="no fast paths: decode every picture and run "
+                           "the whole network in every epoch, as the tutorial does (slower; for comparison)")
+    train_cmd.add_argument("--weights", type=Path, help="a pretrained weights file, or a folder of them "
+                           "named BACKBONE-*.pth (default: $STUDIO_WEIGHTS, then torchvision's cache, then download)")
+    train_cmd.add_argument("--runs-dir", type=Path, help="where runs are saved (default: $STUDIO_RUNS_DIR or ./runs)")
+    add_data_options(train_cmd)
+
+    predict_cmd = commands.add_parser("predict", help="classify pictures with a saved run")
+    predict_cmd.add_argument("images", nargs="+", type=Path)
+    predict_cmd.add_argument("--run", default="latest", help="run id, id prefix, folder, latest or latest:SCENARIO")
+    predict_cmd.add_argument("--runs-dir", type=Path)
+    predict_cmd.add_argument("--device", default="cpu")
+
+    runs_cmd = commands.add_parser("runs", help="list saved runs")
+    runs_cmd.add_argument("--runs-dir", type=Path)
+
+    export_cmd = commands.add_parser("export", help="write a saved run as a bundle to use outside the studio")
+    export_cmd.add_argument("--run", default="latest", help="run id, id prefix, folder, latest or latest:SCENARIO")
+    export_cmd.add_argument("--format", required=True, choices=list(FORMATS))
+    export_cmd.add_argument("--out", type=Path, default=Path("exports"), help="folder for the zip (default: ./exports)")
+    export_cmd.add_argument("--runs-dir", type=Path)
+
+    data_cmd = commands.add_parser("data", help="check a data set (downloading the tutorial's if needed)")
+    add_data_options(data_cmd)
+    return parser.parse_args(argv)
+
+
+def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
+    folder = args.data or ensure_tutorial_data(args.data_root, download=not args.no_download)
+    scan = load_dataset(folder)
+    counts = scan.counts()
+    print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); "
+          f"train {sum(counts['train'].values())}, val {sum(counts['val'].values())} pictures")
+    if scan.skipped:
+        print(f"Skipped {len(scan.skipped)} file(s) that are not readable pictures:", file=sys.stderr)
+        for skipped in scan.skipped:
+            print(f"  {skipped.path.relative_to(scan.root)}: {skipped.reason}", file=sys.stderr)
+    return scan
+
+
+class CtrlC:
+    """The first Ctrl-C cancels the current run cleanly (it is saved, marked cancelled); the second quits."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, *_) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCancelling after this batch (Ctrl-C again to quit at once)...", file=sys.stderr)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    scenarios = SCENARIO_GROUPS.get(args.scenario, [args.scenario])
+    configs = [
+        TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma,
+                    seed=args.seed, device=args.device, workers=args.workers, fast=not args.tutorial_loop,
+                    cached_views=args.cached_views)
+        for scenario in scenarios
+    ]
+    print(f"Device: {pick_device(args.device)}")
+    scan = resolve_dataset(args)
+    ctrl_c = CtrlC()
+    records: list[RunRecord] = []
+    for config in configs:
+        if ctrl_c.pressed:
+            break
+        result = train_with_progress_bar(config, scan, args.weights, ctrl_c)
+        record = save_run(result, scan, args.runs_dir)
+        print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
+        records.append(record)
+    print_runs(records)
+    return 130 if ctrl_c.pressed else 0
+
+
+def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Path | None, ctrl_c: CtrlC) -> TrainResult:
+    batches = planned_batches(config, scan)
+    bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
+
+    def on_batch(progress: BatchProgress) -> None:
+        if not bars:
+            bars.append(tqdm(total=batches, desc=f"{config.scenario:>15}", unit="batch", dynamic_ncols=True))
+        bars[0].update(1)
+        if progress.phase == "features" and progress.batch == 1:
+            bars[0].set_postfix_str("computing the frozen backbone's features once")
+        if ctrl_c.pressed:
+            raise TrainingCancelled
+
+    def on_epoch(stats: EpochStats) -> None:
+        bars[0].set_postfix_str(f"epoch {stats.epoch}/{config.epochs} val acc {stats.val_acc:.3f}")
+
+    try:
+        return train(config, scan, weights, on_batch=on_batch, on_epoch=on_epoch)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def print_runs(records: list[RunRecord]) -> None:
+    print_table([SUMMARY_COLUMNS, *([record.summary()[column] for column in SUMMARY_COLUMNS] for record in records)])
+
+
+def print_table(rows: list[tuple | list]) -> None:
+    """Rows of cells as aligned columns, the first row a header."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    run = find_run(args.run, args.runs_dir)
+    predictor = load_predictor(run, pick_device(args.device))
+    print(f"Run: {run.id} ({run.scenario}, {run.backbone}, best val acc {run.best_val_acc:.4f})")
+    failed = 0
+    for image in args.images:
+        try:
+            prediction = predictor.predict(image)
+        except StudioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        others = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items()
+                           if name != prediction.top_class)
+        print(f"{image}: {prediction.top_class} {prediction.top_probability:.3f} ({others})")
+    return 1 if failed else 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    listing = list_runs(args.runs_dir)
+    for damaged in listing.damaged:
+        print(f"warning: skipped {damaged.path}: {damaged.reason}", file=sys.stderr)
+    if not listing.runs:
+        print("No runs yet. Train one with: python -m core train")
+        return 0
+    print_runs(listing.runs)
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    run = find_run(args.run, args.runs_dir)
+    result = export_run(run, args.format, args.out)
+    checked = (f"matches PyTorch on {result.pictures_checked} validation pictures "
+               f"(largest probability difference {result.max_difference:.1e})" if result.pictures_checked
+               else "not checked: the run's validation pictures were not found")
+    print(f"Wrote {result.path} in {result.seconds:.1f} s; {checked}.")
+    return 0
+
+
+def command_data(args: argparse.Namespace) -> int:
+    scan = resolve_dataset(args)
+    for split, per_class in scan.counts().items():
+        print(f"  {split}: " + ", ".join(f"{name} {count}" for name, count in per_class.items()))
+    return 0
+
+
+COMMANDS = {"train": command_train, "predict": command_predict, "runs": command_runs, "export": command_export,
+            "data": command_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (StudioError, ValueError) as exc:
+        hint = HINTS.get(getattr(exc, "setting", None))
+        print(f"error: {exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
+        return 1

@@ -1,0 +1,51 @@
+"""Where the work runs and in what precision: the device, mixed precision, and batches made ready for it."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torchvision.transforms import functional as F
+
+from core.errors import DEVICE, ConfigError
+from core.presets import IMAGENET_MEAN, IMAGENET_STD
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the device asked for, if this machine has it."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {requested!r}; choose auto, cpu, cuda or mps.", DEVICE) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA was asked for but this machine has no usable CUDA GPU; choose the device auto or cpu.",
+                          DEVICE)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("MPS was asked for but this machine has no Apple GPU; choose the device auto or cpu.", DEVICE)
+    return device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA; float32 elsewhere (bfloat16 autocast made CPU training many times slower)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on `device`, ready for the network: uint8 pictures get ToTensor's scaling and Normalize."""
+    batch = batch.to(device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        batch = F.normalize(batch.float().div_(255), IMAGENET_MEAN, IMAGENET_STD, inplace=True)
+    if channels_last and batch.dim() == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
