@@ -171,7 +171,8 @@ def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Pat
 
 
 def print_runs(records: list[RunRecord]) -> None:
-    print_table([SUMMARY_COLUMNS, *([record.summary()[column] for column in SUMMARY_COLUMNS] for record in records)])
+    rows = [record.summary() for record in records]
+    print_table([SUMMARY_COLUMNS, *([row[column] for column in SUMMARY_COLUMNS] for row in rows)])
 
 
 def print_table(rows: list[tuple | list]) -> None:

@@ -66,10 +66,10 @@ _explain_lock = threading.Lock()  # Captum hooks into the shared cached model: o
 def heat_map(run_folder: str, picture: bytes | str) -> Image.Image:
     """The Grad-CAM overlay of the run's predicted class for a picture (bytes, or a path as a string)."""
     run = read_run(Path(run_folder))
-    model = predictor(run)
+    loaded = predictor(run)
     with _explain_lock:
-        return grad_cam(model.model, run.backbone, picture if isinstance(picture, bytes) else Path(picture),
-                        device=model.device).overlay()
+        return grad_cam(loaded.model, run.backbone, picture if isinstance(picture, bytes) else Path(picture),
+                        device=loaded.device).overlay()
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
