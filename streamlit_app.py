@@ -10,7 +10,7 @@ from core.errors import StudioError
 from core.models import BACKBONES, SCENARIOS, find_local_weights, torchvision_cache_file
 from core.runs import default_runs_dir, list_runs
 from dashboard import state
-from dashboard.widgets import show_error
+from dashboard.widgets import private, show_error, shown_path
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="🐜", layout="wide")
 
@@ -38,7 +38,7 @@ with data_col:
     if (folder / "train").is_dir():
         scan = state.scan(folder)
         if scan.ok:
-            st.success(f"Found at `{folder}`: {len(scan.classes)} classes, "
+            st.success(f"Found{shown_path(folder, ' at ')}: {len(scan.classes)} classes, "
                        f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures.")
             st.dataframe(scan.counts(), width="content")
             if scan.skipped:
@@ -51,9 +51,9 @@ with data_col:
                 columns[index % 4].image(state.thumbnail(str(path)), caption=f"{path.parent.name}: {path.name}",
                                          width="stretch")
         else:
-            st.error(" ".join(scan.problems))
+            st.error(private(" ".join(scan.problems)))
     else:
-        st.warning(f"The tutorial's data set is not at `{folder}` yet.")
+        st.warning(f"The tutorial's data set is not{shown_path(folder, ' at ') or ' here'} yet.")
         if st.button("Download the data set (about 45 MB)", type="primary"):
             bar = st.progress(0.0, text="Downloading...")
 
@@ -69,8 +69,9 @@ with data_col:
             else:
                 bar.progress(1.0, text="Done.")
                 st.rerun()
-        st.info(f"Offline? Download {TUTORIAL_DATA_URL} elsewhere and unzip it so that `{folder}/train` exists, "
-                "or start the app with `STUDIO_DATA_ROOT` set to the folder that holds `hymenoptera_data`.")
+        st.info(private(f"Offline? Download {TUTORIAL_DATA_URL} elsewhere and unzip it so that `{folder}/train` "
+                        "exists, or start the app with `STUDIO_DATA_ROOT` set to the folder that holds "
+                        "`hymenoptera_data`."))
 
 with status_col:
     st.subheader("Pretrained weights")
@@ -78,14 +79,16 @@ with status_col:
         try:
             found = find_local_weights(backbone)
         except StudioError as exc:
-            st.error(f"**{backbone.title}**: {exc}")
+            st.error(private(f"**{backbone.title}**: {exc}"))
             continue
         if found:
             path, kind = found
-            st.write(f"✅ **{backbone.title}**: {'local file' if kind == 'file' else 'torchvision cache'} `{path}`")
+            st.write(f"✅ **{backbone.title}**: {'local file' if kind == 'file' else 'torchvision cache'}"
+                     f"{shown_path(path)}")
         else:
-            st.write(f"⬇️ **{backbone.title}**: downloaded by torchvision on first use, into "
-                     f"`{torchvision_cache_file(backbone)}` (or set `STUDIO_WEIGHTS` to a local file or folder).")
+            st.write(f"⬇️ **{backbone.title}**: downloaded by torchvision on first use"
+                     f"{shown_path(torchvision_cache_file(backbone), ', into ')} (or set `STUDIO_WEIGHTS` to a local "
+                     "file or folder).")
 
     st.subheader("Device")
     device = pick_device("auto")
@@ -100,6 +103,6 @@ with status_col:
 
     listing = list_runs()
     st.subheader("Runs")
-    st.write(f"{len(listing.runs)} saved run(s) in `{default_runs_dir()}`.")
+    st.write(f"{len(listing.runs)} saved run(s){shown_path(default_runs_dir(), ' in ')}.")
     for damaged in listing.damaged:
-        st.warning(f"Skipped a damaged run folder: {damaged.reason}")
+        st.warning(private(f"Skipped a damaged run folder: {damaged.reason}"))

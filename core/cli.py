@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,7 +18,7 @@ from core.errors import StudioError, TrainingCancelled
 from core.export import FORMATS, export_run
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
-from core.runs import RunRecord, find_run, list_runs, save_run
+from core.runs import RunRecord, check_runs_dir, find_run, list_runs, save_run
 from core.train import BatchProgress, EpochStats, TrainConfig, TrainResult, planned_batches, train
 
 SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
@@ -109,18 +112,56 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
     return scan
 
 
-class CtrlC:
-    """The first Ctrl-C cancels the current run cleanly (it is saved, marked cancelled); the second quits."""
+class StopSignals:
+    """Ctrl-C, SIGTERM (a container stop) and SIGHUP (a closed terminal) all cancel the current run cleanly: it
+    is saved, marked cancelled, with its best epoch. A second Ctrl-C quits at once, except while a run is being
+    saved: the save finishes first."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
-        self.pressed = False
-        signal.signal(signal.SIGINT, self._handle)
+        self.received: int | None = None
+        self._saving = False
+        self._quit_after_save = False
+        self._pid = os.getpid()
+        for number in self.SIGNALS:
+            signal.signal(number, self._handle)
 
-    def _handle(self, *_) -> None:
-        if self.pressed:
+    @property
+    def pressed(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or 0)
+
+    def _handle(self, number: int, _frame) -> None:
+        if os.getpid() != self._pid:
+            return  # a data-loader worker: the main process handles it
+        if self.received is None:
+            self.received = number
+            _say(f"\n{signal.Signals(number).name}: cancelling after this batch; the run is saved "
+                 "(Ctrl-C again to quit at once)...\n")
+        elif self._saving:
+            self._quit_after_save = True
+            _say("\nSaving the run first; quitting right after.\n")
+        elif number == signal.SIGINT:
             raise KeyboardInterrupt
-        self.pressed = True
-        print("\nCancelling after this batch (Ctrl-C again to quit at once)...", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """While a run is written, a second signal waits for the save to finish."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._quit_after_save:
+            raise KeyboardInterrupt
+
+
+def _say(text: str) -> None:
+    os.write(2, text.encode(errors="replace"))  # not print: a signal may arrive while print is writing
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -132,22 +173,32 @@ def command_train(args: argparse.Namespace) -> int:
                     cached_views=args.cached_views)
         for scenario in scenarios
     ]
+    stop = StopSignals()
     print(f"Device: {pick_device(args.device)}")
+    check_runs_dir(args.runs_dir, args.backbone)
     scan = resolve_dataset(args)
-    ctrl_c = CtrlC()
     records: list[RunRecord] = []
     for config in configs:
-        if ctrl_c.pressed:
+        if stop.pressed:
             break
-        result = train_with_progress_bar(config, scan, args.weights, ctrl_c)
-        record = save_run(result, scan, args.runs_dir)
-        print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
+        result = train_with_progress_bar(config, scan, args.weights, stop)
+        with stop.saving():
+            record = save_run(result, scan, args.runs_dir)
+            print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
+            if record.status == "diverged":
+                print(f"warning: the loss became NaN or infinite after {len(record.history)} finished epoch(s); "
+                      "the run keeps its best epoch. Try a smaller --lr.", file=sys.stderr)
+            if not record.trained:
+                print(f"note: no epoch finished, so run {record.id} cannot classify anything; it is never "
+                      "chosen as the latest run.", file=sys.stderr)
         records.append(record)
-    print_runs(records)
-    return 130 if ctrl_c.pressed else 0
+    if records:
+        print_runs(records)
+    return stop.exit_code if stop.pressed else 0
 
 
-def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Path | None, ctrl_c: CtrlC) -> TrainResult:
+def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Path | None,
+                            stop: StopSignals) -> TrainResult:
     batches = planned_batches(config, scan)
     bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
 
@@ -157,7 +208,7 @@ def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Pat
         bars[0].update(1)
         if progress.phase == "features" and progress.batch == 1:
             bars[0].set_postfix_str("computing the frozen backbone's features once")
-        if ctrl_c.pressed:
+        if stop.pressed:
             raise TrainingCancelled
 
     def on_epoch(stats: EpochStats) -> None:
@@ -205,6 +256,8 @@ def command_predict(args: argparse.Namespace) -> int:
 
 def command_runs(args: argparse.Namespace) -> int:
     listing = list_runs(args.runs_dir)
+    for recovered in listing.recovered:
+        print(f"note: recovered {recovered}, whose saving had been cut off", file=sys.stderr)
     for damaged in listing.damaged:
         print(f"warning: skipped {damaged.path}: {damaged.reason}", file=sys.stderr)
     if not listing.runs:
@@ -217,9 +270,17 @@ def command_runs(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     run = find_run(args.run, args.runs_dir)
     result = export_run(run, args.format, args.out)
-    checked = (f"matches PyTorch on {result.pictures_checked} validation pictures "
-               f"(largest probability difference {result.max_difference:.1e})" if result.pictures_checked
-               else "not checked: the run's validation pictures were not found")
+    skipped = len(result.skipped_pictures)
+    if result.pictures_checked:
+        checked = (f"matches PyTorch on {result.pictures_checked} validation pictures "
+                   f"(largest probability difference {result.max_difference:.1e})")
+        if skipped:
+            checked += f"; {skipped} skipped (missing or unreadable)"
+    elif skipped:
+        checked = (f"not checked on validation pictures: all {skipped} were missing or unreadable "
+                   "(checked on a plain grey picture only)")
+    else:
+        checked = "not checked: the run has no validation pictures (checked on a plain grey picture only)"
     print(f"Wrote {result.path} in {result.seconds:.1f} s; {checked}.")
     return 0
 
@@ -243,3 +304,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = HINTS.get(getattr(exc, "setting", None))
         print(f"error: {exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted; saved runs are kept, nothing half-written is left.", file=sys.stderr)
+        return 130

@@ -1,10 +1,15 @@
 """Data: where the data set lives, fetching the tutorial's set, checking a folder, transforms, loaders."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from core.archive import extract_zip
 from core.errors import DATA_ROOT, ArchiveError, DatasetError, ImageError
 from core.images import open_image
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
+from core.staging import Lock, abandoned, remove, staging_folder, staging_pattern
 
 TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 TUTORIAL_DATA_NAME = "hymenoptera_data"
@@ -264,26 +270,97 @@ def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None,
 
 # ---------------------------------------------------------------- a data set from a zip file
 
-def import_dataset_zip(zip_path: Path, uploads_dir: Path, name: str) -> tuple[Path, DatasetScan]:
-    """Check and unpack a zip holding train/ and val/ (at its top or inside one folder) into uploads_dir/NAME.
+IMPORT_STAGING = "import"  # an import works in a hidden locked folder `.import.xxxxxxxx` (core.staging)
+# Work folders of imports that were killed: this version's, and the unlocked `.import-xxxxxxxx` of older ones.
+IMPORT_LEFTOVERS = (staging_pattern(re.escape(IMPORT_STAGING)), re.compile(r"\.import-[a-z0-9_]{8}"))
+_NAME_TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR}
 
+
+def remove_abandoned_imports(folder: Path) -> int:
+    """Remove the work folders that killed imports left in `folder`; a live import's is never touched.
+    Returns how many were removed."""
+    removed = 0
+    for pattern in IMPORT_LEFTOVERS:
+        for path, _lock in abandoned(Path(folder), pattern):
+            remove(path)
+            removed += 1
+    return removed
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes held by the files under `folder` (links are not followed)."""
+    total = 0
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_size
+    return total
+
+
+def _check_quota(zip_path: Path, root: Path, quota_bytes: int) -> None:
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # extract_zip says what is wrong with it
+    used = folder_size(root)
+    if used + unpacked > quota_bytes:
+        mb = 2**20
+        raise ArchiveError(
+            f"{zip_path.name} unpacks to {unpacked / mb:.1f} MB, but uploads already take {used / mb:.1f} MB of the "
+            f"{quota_bytes / mb:.1f} MB allowed for all uploads together. Upload a smaller zip."
+        )
+
+
+def _move_into_place(source: Path, folder: Path, name: str) -> Path:
+    """Rename `source` to folder/NAME, or NAME-2, NAME-3...: the first name that is free, also when another
+    import takes it at the same moment (its rename then wins, and this one tries the next name)."""
+    for target in itertools.chain([folder / name], (folder / f"{name}-{n}" for n in itertools.count(2))):
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            os.rename(source, target)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) or exc.errno in _NAME_TAKEN:
+                continue
+            raise
+        return target
+
+
+def import_dataset_zip(zip_path: Path, uploads_dir: Path, name: str, *, root: Path | None = None,
+                       quota_bytes: int | None = None) -> tuple[Path, DatasetScan]:
+    """Check and unpack a zip holding train/ and val/ (at its top or inside one folder) into uploads_dir/NAME
+    (NAME-2, NAME-3... when the name is taken).
+
+    `root` holds every upload (by default uploads_dir, which must be inside it). The import works in a hidden
+    locked folder there, first removes those that killed imports left, and with `quota_bytes` refuses a zip
+    that would take everything under `root` past the quota (imports with a quota run one at a time).
     Nothing is left behind when the zip or the data set in it is unusable. Returns (folder, scan).
     """
+    zip_path, uploads_dir = Path(zip_path), Path(uploads_dir)
+    root = Path(root or uploads_dir)
     safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "dataset"
-    uploads_dir = Path(uploads_dir)
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    target, suffix = uploads_dir / safe_name, 2
-    while target.exists():
-        target, suffix = uploads_dir / f"{safe_name}-{suffix}", suffix + 1
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=uploads_dir) as work:
-        unpacked = extract_zip(Path(zip_path), Path(work) / "unpacked")
-        root = unpacked
-        visible = _visible_dirs(unpacked)
-        if not (unpacked / "train").is_dir() and len(visible) == 1:
-            root = visible[0]
-        scan = scan_dataset(root)
-        if not scan.ok:
-            raise DatasetError(f"The zip cannot be used: {' '.join(scan.problems)} "
-                               "It needs train/ and val/, with one folder per class in each.")
-        root.rename(target)
-    return target, scan_dataset(target)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        uploads_dir.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_imports(root)
+        with contextlib.ExitStack() as stack:
+            if quota_bytes is not None:
+                stack.callback(Lock(root).close)
+                _check_quota(zip_path, root, quota_bytes)
+            work = stack.enter_context(staging_folder(root, IMPORT_STAGING))
+            unpacked = extract_zip(zip_path, work / "unpacked")
+            data = unpacked
+            visible = _visible_dirs(unpacked)
+            if not (unpacked / "train").is_dir() and len(visible) == 1:
+                data = visible[0]
+            scan = scan_dataset(data)
+            if not scan.ok:
+                raise DatasetError(f"The zip cannot be used: {' '.join(scan.problems)} "
+                                   "It needs train/ and val/, with one folder per class in each.")
+            target = _move_into_place(data, uploads_dir, safe_name)
+        return target, scan_dataset(target)
+    except OSError as exc:
+        raise DatasetError(
+            f"Could not import {zip_path.name} into {uploads_dir} ({exc.strerror or exc}). Make room or fix the "
+            f"permissions there, or choose another data root ({DATA_ROOT_ENV}).", DATA_ROOT) from exc

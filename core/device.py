@@ -1,6 +1,7 @@
 """Where the work runs and in what precision: the device, mixed precision, and batches made ready for it."""
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 
 import torch
@@ -11,23 +12,38 @@ from core.presets import IMAGENET_MEAN, IMAGENET_STD
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the device asked for, if this machine has it."""
+    """For "auto": CUDA, then Apple MPS, then CPU. Otherwise the device asked for (cpu, cuda, cuda:N or mps),
+    if this machine has it."""
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device {requested!r}; choose auto, cpu, cuda or mps.", DEVICE) from exc
+    if not isinstance(requested, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", requested):
+        raise ConfigError(f"Unknown device {requested!r}; choose {_accepted_devices()}.", DEVICE)
+    device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("CUDA was asked for but this machine has no usable CUDA GPU; choose the device auto or cpu.",
                           DEVICE)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(f"{requested} was asked for but this machine has only {count} CUDA GPU"
+                          f"{'s' if count != 1 else ''}; choose {_accepted_devices()}.", DEVICE)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("MPS was asked for but this machine has no Apple GPU; choose the device auto or cpu.", DEVICE)
     return device
+
+
+def _accepted_devices() -> str:
+    """The devices this machine can run on, in words: what pick_device accepts here."""
+    accepted = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        accepted += ["cuda", "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"]
+    if torch.backends.mps.is_available():
+        accepted.append("mps")
+    return ", ".join(accepted[:-1]) + " or " + accepted[-1]
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -2,27 +2,35 @@
 preprocessing and a model card, in one zip that needs neither this project nor torchvision to use."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import re
 import tempfile
 import time
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.errors import ConfigError, StudioError
+from core.errors import ConfigError, ImageError, StudioError
 from core.images import open_image
 from core.models import get_backbone, get_scenario
 from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, load_model
+from core.staging import abandoned, remove, staging_file, staging_pattern, sync_folder
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4  # largest accepted difference of any probability between the bundle and PyTorch
+_BUNDLE_NAME = rf"[^/]+-(?:{'|'.join(FORMATS)})\.zip"  # RUN-ID-FORMAT.zip
+STAGED = staging_pattern(_BUNDLE_NAME)  # .RUN-ID-FORMAT.zip.xxxxxxxx.partial, from staging_file
+OLD_PARTIAL = re.compile(rf"{_BUNDLE_NAME}\.partial")  # RUN-ID-FORMAT.zip.partial, from older versions
+OLD_PARTIAL_AGE_S = 3600
 
 
 class Probabilities(nn.Module):
@@ -43,6 +51,7 @@ class ExportResult:
     seconds: float
     max_difference: float | None  # against PyTorch on validation pictures; None when none were found
     pictures_checked: int
+    skipped_pictures: list[Path] = field(default_factory=list)  # missing, unreadable or outside the data set
 
 
 def preprocessing() -> dict:
@@ -79,13 +88,55 @@ def _bundle_runner(fmt: str, model_bytes: bytes):
     return lambda batch: scripted(torch.from_numpy(batch)).detach().numpy()
 
 
-def _validation_batch(run: RunRecord, limit: int) -> np.ndarray | None:
-    files = [picture.path for picture in run.val_pictures()[:limit]]
-    tensors = [EVAL_TRANSFORM(open_image(f)) for f in files if f.is_file()]
-    return torch.stack(tensors).numpy() if tensors else None
+def _read_picture(path: Path, root: Path) -> torch.Tensor | None:
+    """The picture ready for the network; None when it is missing, unreadable, not a regular file or outside
+    `root` (run.json is only data: its paths are not trusted to stay in the data set)."""
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+    if not (path.is_relative_to(root) and path.is_file()):
+        return None
+    try:
+        return EVAL_TRANSFORM(open_image(path))
+    except ImageError:
+        return None
 
 
-def model_card(run: RunRecord, fmt: str) -> str:
+def _validation_batch(run: RunRecord, limit: int) -> tuple[np.ndarray | None, list[Path]]:
+    """Up to `limit` validation pictures as a batch, and the pictures passed over on the way."""
+    root = run.dataset.root.resolve()
+    tensors, skipped = [], []
+    for picture in run.val_pictures():
+        if len(tensors) == limit:
+            break
+        tensor = _read_picture(picture.path, root)
+        if tensor is None:
+            skipped.append(picture.path)
+        else:
+            tensors.append(tensor)
+    return (torch.stack(tensors).numpy() if tensors else None), skipped
+
+
+def check_parity(expected: np.ndarray, got: np.ndarray, run_id: str, fmt: str) -> float:
+    """The largest difference between the bundle's probabilities (`got`) and PyTorch's, or StudioError when
+    either holds NaN or infinity or they differ by more than TOLERANCE."""
+    if not np.isfinite(expected).all():
+        raise StudioError(f"Run {run_id} outputs NaN or infinity: its weights are damaged or training diverged. "
+                          f"No {fmt} bundle was written; train the run again (with a lower learning rate if it "
+                          "diverged).")
+    if not np.isfinite(got).all():
+        raise StudioError(f"The {fmt} export of run {run_id} outputs NaN or infinity where PyTorch does not; it was "
+                          "not written. Try the other format.")
+    difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not difference <= TOLERANCE:
+        raise StudioError(f"The {fmt} export of run {run_id} differs from PyTorch by {difference:.2e} (more than "
+                          f"{TOLERANCE}); it was not written. Try the other format.")
+    return difference
+
+
+def model_card(run: RunRecord, fmt: str, paths: bool = True) -> str:
+    """The bundle's MODEL_CARD.md; without `paths`, folders and files are named but their paths not shown."""
     scenario, backbone, source = get_scenario(run.scenario), get_backbone(run.backbone), run.weights_source
     counts, preset = run.dataset.counts, EVAL_TRANSFORM
     split_lines = "\n".join(
@@ -99,13 +150,13 @@ def model_card(run: RunRecord, fmt: str) -> str:
 - **Task**: classify a picture as one of {len(run.class_names)} classes: {', '.join(run.class_names)}.
 - **Backbone**: {backbone.title} (torchvision `{backbone.name}`), new last layer of {len(run.class_names)} outputs.
 - **Scenario**: {scenario.title} (`{scenario.name}`): {scenario.description}
-- **Starting weights**: {source.describe() if source.kind != 'none' else 'none (random initialisation)'}
+- **Starting weights**: {source.describe(paths) if source.kind != 'none' else 'none (random initialisation)'}
   {f'torchvision name `{source.torchvision_name}`; ' if source.torchvision_name else ''}sha256 `{source.sha256 or '-'}`
 - **Format**: {fmt} (`{FORMATS[fmt]}`); input and output in `bundle.json`.
 
 ## Data
 
-Data set: `{run.dataset.path}`
+Data set: `{run.dataset.path if paths else run.dataset.root.name}`
 
 | split | {' | '.join(run.class_names)} | total |
 |---|{'---|' * len(run.class_names)}---|
@@ -135,8 +186,49 @@ Trained on {run.dataset.total('train') or 'a few'} pictures: expect mistakes on 
 """
 
 
-def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32) -> ExportResult:
-    """Write RUN-ID-FORMAT.zip into out_dir and check it against PyTorch on validation pictures."""
+def _card_bytes(run: RunRecord, fmt: str, paths: bool) -> bytes:
+    # A class or folder name read from a file system of another encoding holds lone surrogates ("\udcff"),
+    # which UTF-8 cannot encode. Written as that escape, the card stays valid UTF-8 that any viewer opens, and
+    # the name reads exactly as json.dumps writes it in bundle.json.
+    return model_card(run, fmt, paths).encode("utf-8", "backslashreplace")
+
+
+def _remove_abandoned_partials(out_dir: Path) -> None:
+    """Partial bundles of exports that died: hidden locked ones, and older versions' unlocked ones once they
+    are an hour old (their writer cannot be told from a dead one by a lock)."""
+    for leftover, _lock in abandoned(out_dir, STAGED):
+        remove(leftover)
+    for leftover, _lock in abandoned(out_dir, OLD_PARTIAL):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > OLD_PARTIAL_AGE_S:
+                remove(leftover)
+
+
+def _write_bundle(target: Path, files: dict[str, bytes]) -> None:
+    """Write the zip under a unique hidden name beside `target`, then rename it into place: readers see the
+    whole bundle or none, and two exports of one run into one folder do not meet."""
+    with staging_file(target) as partial:
+        with open(partial, "wb") as stream:
+            with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+                for name, data in files.items():
+                    bundle.writestr(name, data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(partial, target)
+    sync_folder(target.parent)
+
+
+def _write_failure(exc: Exception) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a file is in the way of the folder"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32, paths: bool = True) -> ExportResult:
+    """Write RUN-ID-FORMAT.zip into out_dir and check it against PyTorch on validation pictures. Pictures that
+    are missing or unreadable are skipped and listed; with none left, it is checked on a plain grey picture
+    only, and max_difference is None. Without `paths` the model card shows no folder or file paths (a shared
+    server's bundles)."""
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}.")
     started = time.perf_counter()
@@ -148,26 +240,28 @@ def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32
         except Exception as exc:  # exporters raise many types; the user needs the reason
             raise StudioError(f"Exporting run {run.id} to {fmt} failed: {type(exc).__name__}: {exc}") from exc
         model_bytes = model_path.read_bytes()
-    max_difference, checked = None, 0
-    batch = _validation_batch(run, check_pictures)
-    if batch is not None:
-        with torch.no_grad():
-            expected = network(torch.from_numpy(batch)).numpy()
-        max_difference, checked = float(np.abs(_bundle_runner(fmt, model_bytes)(batch) - expected).max()), len(batch)
-        if max_difference > TOLERANCE:
-            raise StudioError(f"The {fmt} export of run {run.id} differs from PyTorch by {max_difference:.2e} "
-                              f"(more than {TOLERANCE}); it was not written.")
+    batch, skipped = _validation_batch(run, check_pictures)
+    checked = 0 if batch is None else len(batch)
+    if batch is None:  # zeros are the mean colour once normalised: still catches NaN and a broken export
+        batch = np.zeros((1, 3, EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size), dtype=np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(batch)).numpy()
+    difference = check_parity(expected, _bundle_runner(fmt, model_bytes)(batch), run.id, fmt)
+    max_difference = difference if checked else None
     metadata = {"run": run.id, "format": fmt, "model": FORMATS[fmt], "classes": run.class_names,
                 "preprocessing": preprocessing(), "scenario": run.scenario, "backbone": run.backbone,
                 "best_val_acc": run.best_val_acc, "checked_against_pytorch": {
                     "pictures": checked, "max_probability_difference": max_difference}}
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{run.id}-{fmt}.zip"
-    partial = target.with_suffix(".zip.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr(FORMATS[fmt], model_bytes)
-        bundle.writestr("bundle.json", json.dumps(metadata, indent=2))
-        bundle.writestr("MODEL_CARD.md", model_card(run, fmt))
-    partial.replace(target)
-    return ExportResult(target, fmt, time.perf_counter() - started, max_difference, checked)
+    files = {FORMATS[fmt]: model_bytes, "bundle.json": json.dumps(metadata, indent=2).encode(),
+             "MODEL_CARD.md": _card_bytes(run, fmt, paths)}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_partials(out_dir)
+        _write_bundle(target, files)
+    except (OSError, RuntimeError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        reason = _write_failure(exc)
+        raise StudioError(f"Cannot write the bundle {target.name} into {out_dir} ({reason}); nothing was left "
+                          "there. Choose another folder, or free space in this one if it is full.") from exc
+    return ExportResult(target, fmt, time.perf_counter() - started, max_difference, checked, skipped)

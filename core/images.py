@@ -52,6 +52,10 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
         raise ImageError(f"{label} is not a picture that can be read (JPEG, PNG, WebP, GIF, BMP or TIFF).") from exc
     except FileNotFoundError as exc:
         raise ImageError(f"{label} does not exist.") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{label} is a folder, not a picture. Give the picture files in it.") from exc
+    except PermissionError as exc:
+        raise ImageError(f"{label} cannot be read: permission denied.") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).") from exc
 

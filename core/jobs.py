@@ -1,21 +1,29 @@
 """A background training job: one at a time per process, readable from any thread while it runs.
 
 The dashboard keeps one TrainingJobs object for the whole server, so every browser tab sees the
-same job, and a second Start while one runs is refused with the reason.
+same job, and a second Start while one runs is refused with the reason. A shared server gives the
+manager limits (epochs, pictures, minutes) that every job is held to, and names each job's owner:
+only the owner may cancel a job that has one.
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import math
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data import load_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from core.data import SPLITS, load_dataset
 from core.errors import JobRefused, StudioError, TrainingCancelled
-from core.runs import save_run
+from core.runs import check_runs_dir, save_run
 from core.train import BatchProgress, EpochStats, TrainConfig, train
+
+SAVE_BEFORE_EXIT_S = 120  # the longest a stopping server waits for the current batch and the save
 
 
 @dataclass
@@ -24,6 +32,40 @@ class JobRequest:
     configs: list[TrainConfig]
     runs_dir: Path | None = None
     weights: str | Path | None = None
+    deadline: float | None = None  # time.time() past which the job is cancelled, keeping its work
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one job may ask for; None means no limit. A shared dashboard sets them for every visitor."""
+
+    max_epochs: int | None = None  # per scenario
+    max_pictures: int | None = None  # picture files in train/ and val/ together
+    max_minutes: float | None = None  # wall clock per job; past it the job is cancelled as if Cancel was pressed
+
+    def check(self, request: JobRequest) -> None:
+        """Raise JobRefused when `request` asks for more than the limits allow."""
+        too_long = [c for c in request.configs if self.max_epochs is not None and c.epochs > self.max_epochs]
+        if too_long:
+            raise JobRefused(f"{too_long[0].epochs} epochs is more than this studio allows: at most "
+                             f"{self.max_epochs} epochs per scenario. Choose {self.max_epochs} or fewer.")
+        if self.max_pictures is not None:
+            count = count_pictures(request.data_dir, stop_after=self.max_pictures)
+            if count > self.max_pictures:
+                raise JobRefused(f"The data set has more than {self.max_pictures} pictures in train/ and val/; "
+                                 f"this studio trains on at most {self.max_pictures}. Choose a smaller data set.")
+
+
+def count_pictures(data_dir: Path, stop_after: int | None = None) -> int:
+    """Picture files (by their extension) in data_dir's train/ and val/, counted up to one past `stop_after`."""
+    count = 0
+    for split in SPLITS:
+        for path in Path(data_dir, split).rglob("*"):
+            if path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".") and path.is_file():
+                count += 1
+                if stop_after is not None and count > stop_after:
+                    return count
+    return count
 
 
 @dataclass
@@ -51,6 +93,13 @@ class JobSnapshot:
     message: str = ""
     setting: str | None = None  # of a failed job's StudioError: the setting that would fix it
     cancel_requested: bool = False
+    owner: str | None = None  # who may cancel it; None: anyone
+    deadline: float | None = None  # time.time() past which it is cancelled
+    time_limited: bool = False  # cancelled because it reached its deadline
+
+    @property
+    def minutes_allowed(self) -> float | None:
+        return None if self.deadline is None else (self.deadline - self.started) / 60
 
     @property
     def elapsed(self) -> float:
@@ -68,21 +117,26 @@ class JobSnapshot:
 
 
 class TrainingJobs:
-    def __init__(self) -> None:
+    def __init__(self, limits: JobLimits | None = None) -> None:
+        self.limits = limits or JobLimits()
         self._lock = threading.Lock()
         self._job: JobSnapshot | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._count = 0
+        atexit.register(self._save_before_exit)
 
     def snapshot(self) -> JobSnapshot | None:
         with self._lock:
             return copy.deepcopy(self._job)
 
-    def start(self, request: JobRequest) -> int:
-        """Start training in the background and return the job id, or raise JobRefused."""
+    def start(self, request: JobRequest, owner: str | None = None) -> int:
+        """Start training in the background and return the job id, or raise JobRefused (a job is running, or
+        the request goes past the limits). Only `owner` may cancel the job when it is given."""
         if not request.configs:
             raise StudioError("Choose at least one scenario to train.")
+        self.limits.check(request)
+        check_runs_dir(request.runs_dir, request.configs[0].backbone)
         with self._lock:
             if self._job and self._job.running:
                 job = self._job
@@ -93,17 +147,25 @@ class TrainingJobs:
                 )
             self._count += 1
             self._cancel.clear()
+            started = time.time()
+            limit = started + self.limits.max_minutes * 60 if self.limits.max_minutes is not None else math.inf
+            deadline = min(request.deadline or math.inf, limit)
             self._job = JobSnapshot(
-                job_id=self._count, state="running", started=time.time(), backbone=request.configs[0].backbone,
+                job_id=self._count, state="running", started=started, backbone=request.configs[0].backbone,
                 data_dir=str(request.data_dir), scenarios=[ScenarioState(c.scenario) for c in request.configs],
+                owner=owner, deadline=None if deadline == math.inf else deadline,
             )
             self._thread = threading.Thread(target=self._run, args=(request,), name="training-job", daemon=True)
             self._thread.start()
             return self._count
 
-    def cancel(self) -> None:
+    def cancel(self, owner: str | None = None) -> None:
+        """Stop the running job after its current batch; it keeps its work. A job with an owner may only be
+        cancelled by that owner: anyone else gets JobRefused."""
         with self._lock:
             if self._job and self._job.running:
+                if self._job.owner is not None and owner != self._job.owner:
+                    raise JobRefused(f"Job {self._job.job_id} was started by someone else; only they can cancel it.")
                 self._job.cancel_requested = True
                 self._cancel.set()
 
@@ -112,6 +174,13 @@ class TrainingJobs:
         if thread:
             thread.join(timeout)
         return self.snapshot()
+
+    def _save_before_exit(self) -> None:
+        """When the process ends normally (the dashboard's server stopped by Ctrl-C or SIGTERM), a running job
+        is cancelled and its run saved, as Cancel does, before the interpreter stops its thread."""
+        if self._job and self._job.running:
+            self._cancel.set()
+            self.wait(SAVE_BEFORE_EXIT_S)
 
     # ------------------------------------------------------------ the worker thread
 
@@ -156,6 +225,10 @@ class TrainingJobs:
                 setattr(self._job.scenarios[index], name, value)
 
     def _on_batch(self, progress: BatchProgress, index: int, count: int) -> None:
+        with self._lock:
+            if self._job.deadline is not None and time.time() >= self._job.deadline and not self._cancel.is_set():
+                self._job.time_limited = self._job.cancel_requested = True
+                self._cancel.set()
         if self._cancel.is_set():
             raise TrainingCancelled
         within_epoch = progress.batch / progress.batches if progress.phase == "train" else 1.0

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -95,23 +96,44 @@ class WeightsSource:
     """Where a model's starting weights came from."""
 
     kind: str  # "file", "torchvision-cache", "torchvision-download" or "none"
-    torchvision_name: str | None = None
+    torchvision_name: str | None = None  # set only for a file whose hash matches torchvision's published one
     path: str | None = None
     sha256: str | None = None
+    # the torchvision weights whose file name this file carries but whose published hash it does not match
+    hash_differs_from: str | None = None
 
-    def describe(self) -> str:
+    def describe(self, full_path: bool = True) -> str:
+        """Where the weights came from, in words; with only the file's name when `full_path` is False."""
         if self.kind == "none":
             return "random initialisation (no pretrained weights)"
         where = {"file": "local file", "torchvision-cache": "torchvision cache", "torchvision-download": "downloaded"}
-        return f"{where[self.kind]} {self.path} (sha256 {self.sha256[:12]}…)"
+        path = self.path if full_path else Path(self.path or "").name
+        described = f"{where[self.kind]} {path} (sha256 {self.sha256[:12]}…)"
+        if self.kind == "file" and self.torchvision_name:
+            described += f", torchvision's published {self.torchvision_name}"
+        if self.hash_differs_from:
+            described += f", not torchvision's published {self.hash_differs_from} file: its hash differs"
+        return described
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def torchvision_file_name(backbone: Backbone) -> str:
+    """The file name torchvision downloads this backbone's ImageNet weights to, e.g. resnet18-f37072fd.pth."""
+    return Path(urlparse(backbone.imagenet_weights.url).path).name
+
+
 def torchvision_cache_file(backbone: Backbone) -> Path:
     """Where torchvision keeps (or would download) this backbone's ImageNet weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(backbone.imagenet_weights.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / torchvision_file_name(backbone)
+
+
+def matches_published_hash(backbone: Backbone, sha256: str) -> bool:
+    """torch.hub's check_hash rule: torchvision's file name is NAME-<prefix>.pth and the file's sha256 starts
+    with that prefix."""
+    match = torch.hub.HASH_REGEX.search(torchvision_file_name(backbone))
+    return bool(match and match.group(1)) and sha256.startswith(match.group(1))
 
 
 def _weights_in_folder(folder: Path, backbone: Backbone) -> Path | None:
@@ -125,7 +147,12 @@ def _names_another_backbone(path: Path, backbone: Backbone) -> bool:
 
 def find_local_weights(backbone: Backbone, weights: str | Path | None = None) -> tuple[Path, str] | None:
     """The local file to use, in this order: `weights` (a file or a folder), $STUDIO_WEIGHTS (likewise),
-    torchvision's cache. Returns (path, kind) or None when a download is needed."""
+    torchvision's cache. Returns (path, kind) or None when a download is needed.
+
+    A `weights` folder without a file for this backbone is an error; a $STUDIO_WEIGHTS folder may hold other
+    backbones' files only, and the lookup then goes on to torchvision's cache. A "torchvision-cache" file is
+    only where torchvision keeps its weights: whether it is torchvision's published file is decided from its
+    hash when it is read (build_model)."""
     for choice, label in ((weights, "The weights path"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if not choice:
             continue
@@ -139,22 +166,13 @@ def find_local_weights(backbone: Backbone, weights: str | Path | None = None) ->
         found = _weights_in_folder(path, backbone)
         if found:
             return found, "file"
+        if label != WEIGHTS_ENV:
+            raise WeightsError(
+                f"The weights folder {path} holds no {backbone.name} file (looked for {backbone.name}.pth and "
+                f"{backbone.name}-*.pth). Put the file there, or give the weights file itself."
+            )
     cached = torchvision_cache_file(backbone)
     return (cached, "torchvision-cache") if cached.is_file() else None
-
-
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    info = path.stat()
-    return _sha256(str(path.resolve()), info.st_size, info.st_mtime_ns)
 
 
 def _download_weights(backbone: Backbone) -> Path:
@@ -170,16 +188,69 @@ def _download_weights(backbone: Backbone) -> Path:
     return torchvision_cache_file(backbone)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _record_source(backbone: Backbone, path: Path, kind: str, sha256: str) -> WeightsSource:
+    """What to record about a weights file that was read: torchvision's own only if its name and hash say so."""
+    named_like_torchvision = path.name == torchvision_file_name(backbone)
+    if named_like_torchvision and matches_published_hash(backbone, sha256):
+        return WeightsSource(kind, str(backbone.imagenet_weights), str(path), sha256)
+    differs_from = str(backbone.imagenet_weights) if named_like_torchvision else None
+    return WeightsSource("file", None, str(path), sha256, hash_differs_from=differs_from)
+
+
+# torch.save writes a zip archive, or (before PyTorch 1.6, and still on request) a pickle.
+_ZIP_START, _PICKLE_START = b"PK\x03\x04", b"\x80"
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The state_dict in a weights file (a plain one, or wrapped as {"state_dict": ...}) and the sha256 of
+    the very bytes it was loaded from. Only tensors are loaded (weights_only); anything else is a WeightsError
+    with a one-line message."""
+    data = _read_bytes(Path(path))
+    return _load_state_dict(data, path), hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder, not a weights file. Give the .pth file itself.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or unsafe file
-        raise WeightsError(f"{path} is not a readable PyTorch weights file ({exc}).") from exc
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WeightsError(f"{path} does not exist. Give a .pth weights file.") from None
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}).") from exc
+    if not data:
+        raise WeightsError(f"{path} is empty (0 bytes), not a weights file. Copy or download it again.")
+    return data
+
+
+def _load_state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    if not data.startswith((_ZIP_START, _PICKLE_START)):
+        raise WeightsError(
+            f"{path} is not a PyTorch weights file (torch.save did not write it). Give a .pth file of a state_dict."
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Weights only" not in str(exc):
+            raise _damaged(path) from exc
+        raise WeightsError(
+            f"{path} is not a plain weights file: it holds Python objects besides tensors, so it will not be "
+            "loaded. Give a file of a state_dict, as written by torch.save(model.state_dict(), path)."
+        ) from exc
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise _damaged(path) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
     return state
+
+
+def _damaged(path: Path) -> WeightsError:
+    return WeightsError(
+        f"{path} is a damaged or incomplete PyTorch file (cut short while copying or downloading?). "
+        "Copy or download it again."
+    )
 
 
 def load_backbone_weights(model: nn.Module, backbone: Backbone, state: dict[str, torch.Tensor], origin: Path) -> None:
@@ -234,9 +305,9 @@ def build_model(
     if scenario.pretrained:
         found = find_local_weights(backbone, weights)
         path, kind = found if found else (_download_weights(backbone), "torchvision-download")
-        load_backbone_weights(model, backbone, _read_state_dict(path), path)
-        torchvision_name = str(backbone.imagenet_weights) if kind != "file" else None
-        source = WeightsSource(kind, torchvision_name, str(path), sha256_of(path))
+        state, sha256 = read_state_dict(path)
+        load_backbone_weights(model, backbone, state, path)
+        source = _record_source(backbone, path, kind, sha256)
     if not scenario.train_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False

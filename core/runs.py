@@ -2,26 +2,31 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from core import staging
 from core.data import DatasetScan, SkippedFile
-from core.errors import RUNS_DIR, RunError
-from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture
+from core.errors import RUNS_DIR, RunError, StudioError
+from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
 from core.train import EpochStats, TrainConfig, TrainResult
 
 RUNS_DIR_ENV = "STUDIO_RUNS_DIR"
 RUN_FORMAT = 1
 METADATA_FILE = "run.json"
 WEIGHTS_FILE = "model.pt"
+STATUSES = ("completed", "cancelled", "diverged")
+# Staging folders of save_run: ".RUN-ID.xxxxxxxx", where a run ID starts with its date and time.
+STAGING = staging.staging_pattern(r"(?P<id>\d{8}-\d{6}-[^/]+)")
+WRITE_CHECK = "write-check"
 
 
 def default_runs_dir() -> Path:
@@ -90,8 +95,11 @@ class ValPredictions:
         return counts
 
     def pictures(self, root: Path, mistakes_first: bool = False) -> list[ValPrediction]:
-        items = [ValPrediction(Path(root) / file, label, predicted)
-                 for file, label, predicted in zip(self.files, self.labels, self.predictions)]
+        """The pictures under `root`; an entry that would lead outside it (absolute, `..`, a link) is left out."""
+        root = Path(root).resolve()
+        items = [ValPrediction(path, label, predicted)
+                 for file, label, predicted in zip(self.files, self.labels, self.predictions)
+                 if (path := (root / file).resolve()).is_relative_to(root) and path != root]
         return sorted(items, key=lambda item: item.correct) if mistakes_first else items
 
 
@@ -114,6 +122,7 @@ class RunRecord:
     device: str
     seconds: float
     val_predictions: ValPredictions | None = None  # None when no epoch finished
+    weights_bytes: int | None = None  # the size of model.pt as saved; None in runs saved before it was recorded
     path: Path | None = None
 
     @property
@@ -127,6 +136,11 @@ class RunRecord:
     @property
     def final(self) -> EpochStats | None:
         return self.history[-1] if self.history else None
+
+    @property
+    def trained(self) -> bool:
+        """Whether at least one epoch finished: a run stopped before that has an untrained last layer."""
+        return self.best_epoch is not None
 
     @property
     def weights_path(self) -> Path:
@@ -161,15 +175,72 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict, path: Path | None = None) -> RunRecord:
+        """The record in `data`, checked field by field; ValueError or TypeError says what is wrong."""
+        if not isinstance(data, dict):
+            raise TypeError("it does not hold a JSON object")
+        if isinstance(data.get("format"), int) and data["format"] > RUN_FORMAT:
+            raise NewerFormat(data["format"])
         if data.get("format") != RUN_FORMAT:
             raise ValueError(f"unknown run format {data.get('format')!r}")
-        fields = {k: v for k, v in data.items() if k != "format"}
-        fields["config"] = TrainConfig(**data["config"])
-        fields["dataset"] = DatasetSummary.from_dict(data["dataset"])
-        fields["history"] = [EpochStats(**epoch) for epoch in data["history"]]
-        fields["weights_source"] = WeightsSource(**data["weights_source"])
-        fields["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
-        return cls(**fields, path=path)
+        known = {f.name for f in fields(cls)} - {"path"}
+        fields_ = {k: v for k, v in data.items() if k in known}
+        fields_["config"] = TrainConfig(**_expect(data, "config", dict))
+        fields_["dataset"] = DatasetSummary.from_dict(_expect(data, "dataset", dict))
+        fields_["history"] = [EpochStats(**epoch) for epoch in _expect(data, "history", list)]
+        fields_["weights_source"] = WeightsSource(**_expect(data, "weights_source", dict))
+        fields_["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
+        record = cls(**fields_, path=path)
+        record.check()
+        return record
+
+    def check(self) -> None:
+        """Raise ValueError or TypeError when a field holds what no saved run holds."""
+        _expect(self.__dict__, "id", str)
+        _expect(self.__dict__, "created", str)
+        _expect(self.__dict__, "device", str)
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        names = _expect(self.__dict__, "class_names", list)
+        if len(names) < 2 or not all(isinstance(name, str) for name in names):
+            raise ValueError("class_names must list at least two names")
+        for name in ("trainable_params", "total_params"):
+            _expect(self.__dict__, name, int)
+        if self.best_epoch is not None and not 1 <= _expect(self.__dict__, "best_epoch", int) <= len(self.history):
+            raise ValueError(f"best_epoch {self.best_epoch} is not one of the {len(self.history)} epochs")
+        _finite(self.best_val_acc, "best_val_acc")
+        _finite(self.seconds, "seconds")
+        for epoch in self.history:
+            for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"):
+                _finite(getattr(epoch, name), f"history {name}")
+        if self.weights_bytes is not None:
+            _expect(self.__dict__, "weights_bytes", int)
+        if self.val_predictions:
+            predictions = self.val_predictions
+            if not len(predictions.files) == len(predictions.labels) == len(predictions.predictions):
+                raise ValueError("val_predictions' lists differ in length")
+            if not all(isinstance(file, str) for file in predictions.files):
+                raise TypeError("val_predictions.files must be names")
+            classes = predictions.labels + predictions.predictions
+            if not all(isinstance(i, int) and 0 <= i < len(names) for i in classes):
+                raise ValueError("val_predictions hold a class number out of range")
+
+
+class NewerFormat(ValueError):
+    def __init__(self, found: int):
+        super().__init__(f"it was saved by a newer version of the studio (run format {found}; this one reads "
+                         f"format {RUN_FORMAT}). Update the studio to use it.")
+
+
+def _expect(data: dict, name: str, kind: type):
+    value = data.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name} must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _finite(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +253,7 @@ class DamagedRun:
 class RunListing:
     runs: list[RunRecord]
     damaged: list[DamagedRun]
+    recovered: list[Path] = field(default_factory=list)  # runs whose saving was cut off, now in place
 
 
 def _new_run_id(config: TrainConfig, now: datetime) -> str:
@@ -193,6 +265,27 @@ def _write_file(path: Path, data: bytes) -> None:
         stream.write(data)
         stream.flush()
         os.fsync(stream.fileno())
+
+
+def check_runs_dir(runs_dir: Path | None = None, backbone: str | None = None) -> Path:
+    """Raise RunError now, before any training, when a run could not be saved into `runs_dir`: it cannot be
+    made, is not a folder, cannot be written, or (given the backbone) has too little room for the weights."""
+    runs_dir = Path(runs_dir or default_runs_dir())
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with staging.staging_folder(runs_dir, WRITE_CHECK) as probe:
+            _write_file(probe / "probe", b"ok")
+        free = shutil.disk_usage(runs_dir).free
+    except OSError as exc:
+        raise RunError(f"Runs cannot be saved into {runs_dir} ({exc.strerror or exc}). Choose a folder that can be "
+                       f"written to ({RUNS_DIR_ENV}); nothing was trained.", RUNS_DIR) from exc
+    if backbone:
+        needed = 2 * 4 * sum(p.numel() for p in build_architecture(backbone, 2).parameters())  # float32, twice
+        if free < needed:
+            raise RunError(f"Only {free / 2**20:.0f} MB are free in {runs_dir}; a {backbone} run needs about "
+                           f"{needed / 2**20:.0f} MB. Free some space or choose another runs folder "
+                           f"({RUNS_DIR_ENV}); nothing was trained.", RUNS_DIR)
+    return runs_dir
 
 
 def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = None) -> RunRecord:
@@ -221,51 +314,97 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
             predictions=evaluation.predictions,
         ) if evaluation else None,
     )
+    final = runs_dir / record.id
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{record.id}.", dir=runs_dir))
-    except OSError as exc:
-        raise RunError(f"Cannot write runs into {runs_dir} ({exc}). Choose another runs folder ({RUNS_DIR_ENV}).",
-                       RUNS_DIR) from exc
-    try:
-        state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-        weights_tmp = staging / WEIGHTS_FILE
-        torch.save(state, weights_tmp)
-        with open(weights_tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        _write_file(staging / METADATA_FILE, json.dumps(record.to_dict(), indent=2).encode())
-        final = runs_dir / record.id
-        staging.rename(final)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RunError(f"Could not save the run into {runs_dir} ({exc}); nothing was left half-written.",
-                       RUNS_DIR) from exc
+        recover_runs(runs_dir)
+        with staging.staging_folder(runs_dir, record.id) as folder:
+            state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+            torch.save(state, folder / WEIGHTS_FILE)
+            with open(folder / WEIGHTS_FILE, "rb+") as stream:
+                os.fsync(stream.fileno())
+            record.weights_bytes = (folder / WEIGHTS_FILE).stat().st_size
+            metadata = json.dumps(record.to_dict(), indent=2, allow_nan=False)
+            _write_file(folder / METADATA_FILE, metadata.encode())
+            folder.rename(final)
+        staging.sync_folder(runs_dir)
+    except (OSError, RuntimeError, ValueError) as exc:  # torch.save raises RuntimeError when the disk is full
+        reason = _save_failure(exc, runs_dir, 4 * record.total_params)
+        raise RunError(f"Could not save the run into {runs_dir} ({reason}); nothing was left half-written. Free "
+                       f"some space or choose another runs folder ({RUNS_DIR_ENV}).", RUNS_DIR) from exc
     record.path = final
     return record
+
+
+def _save_failure(exc: Exception, runs_dir: Path, weights_bytes: int) -> str:
+    """Why a save failed, in words: torch's own message for a full disk is about stream positions."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(runs_dir).free
+    except OSError:
+        free = None
+    if free is not None and free < weights_bytes * 1.1:
+        return f"the disk is full: {free / 2**20:.0f} MB free, the weights need about {weights_bytes / 2**20:.0f} MB"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def read_run(folder: Path) -> RunRecord:
     """Read one run folder, or raise RunError saying what is wrong with it."""
     folder = Path(folder)
     try:
-        data = json.loads((folder / METADATA_FILE).read_text())
-        data["id"] = folder.name  # the folder name is the id, also for a copied or renamed run
+        data = json.loads((folder / METADATA_FILE).read_text(), parse_constant=_refuse_constant)
+        if isinstance(data, dict):
+            data["id"] = folder.name  # the folder name is the id, also for a copied or renamed run
         record = RunRecord.from_dict(data, path=folder)
     except FileNotFoundError:
         raise RunError(f"{folder} has no {METADATA_FILE}; it is not a saved run.") from None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except NewerFormat as exc:
+        raise RunError(f"{folder.name} cannot be read: {exc}") from exc
+    except (OSError, ValueError, TypeError, KeyError, StudioError) as exc:
         raise RunError(f"{folder / METADATA_FILE} is damaged ({type(exc).__name__}: {exc}).") from exc
-    if not (folder / WEIGHTS_FILE).is_file():
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
         raise RunError(f"{folder} has no {WEIGHTS_FILE}; its weights are lost.")
+    size = weights.stat().st_size
+    if record.weights_bytes is not None and size != record.weights_bytes:
+        raise RunError(f"{weights} is damaged: it holds {size:,} bytes where {record.weights_bytes:,} were saved.")
     return record
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def recover_runs(runs_dir: Path) -> list[Path]:
+    """Finish what a save cut off (by kill -9, a power cut) left in `runs_dir`: a staging folder that holds a
+    complete run is moved into place, anything else of a dead writer is removed. Returns the recovered runs."""
+    for leftover, _lock in staging.abandoned(runs_dir, staging.staging_pattern(WRITE_CHECK)):
+        staging.remove(leftover)
+    recovered = []
+    for leftover, _lock in staging.abandoned(runs_dir, STAGING):
+        final = runs_dir / STAGING.fullmatch(leftover.name)["id"]
+        try:
+            read_run(leftover)
+            if final.exists():
+                raise RunError("already in place")
+            leftover.rename(final)
+        except (RunError, OSError):
+            staging.remove(leftover)
+            continue
+        staging.sync_folder(runs_dir)
+        recovered.append(final)
+    return recovered
+
+
 def list_runs(runs_dir: Path | None = None) -> RunListing:
-    """Every readable run, newest first; damaged folders are reported, never fatal."""
+    """Every readable run, newest first; damaged folders are reported, never fatal. Runs whose saving was
+    cut off are recovered first."""
     runs_dir = Path(runs_dir or default_runs_dir())
     listing = RunListing([], [])
     if not runs_dir.is_dir():
         return listing
+    listing.recovered = recover_runs(runs_dir)
     for folder in sorted(runs_dir.iterdir()):
         if not folder.is_dir() or folder.name.startswith("."):
             continue
@@ -278,14 +417,15 @@ def list_runs(runs_dir: Path | None = None) -> RunListing:
 
 
 def latest_run(runs: list[RunRecord], scenario: str | None = None) -> RunRecord | None:
-    """The newest of `runs` (newest first, as list_runs gives them), of `scenario` if one is given."""
-    return next((run for run in runs if scenario is None or run.scenario == scenario), None)
+    """The newest trained run of `runs` (newest first, as list_runs gives them), of `scenario` if one is given.
+    A run stopped before its first epoch finished is never the latest: it has nothing to predict with."""
+    return next((run for run in runs if run.trained and (scenario is None or run.scenario == scenario)), None)
 
 
 def default_runs(runs: list[RunRecord], scenarios: tuple[str, ...] = TUTORIAL_SCENARIOS) -> list[RunRecord]:
     """The runs shown when the user has chosen none: the latest of each scenario, else the two newest."""
     chosen = [run for scenario in scenarios if (run := latest_run(runs, scenario))]
-    return chosen or runs[:2]
+    return chosen or [run for run in runs if run.trained][:2]
 
 
 def find_run(reference: str, runs_dir: Path | None = None) -> RunRecord:
@@ -309,10 +449,16 @@ def find_run(reference: str, runs_dir: Path | None = None) -> RunRecord:
 
 def load_model(run: RunRecord, device: torch.device | str = "cpu") -> nn.Module:
     """The run's trained network in eval mode on `device` (weights read with weights_only=True)."""
+    if not run.trained:
+        raise RunError(f"Run {run.id} was {run.status} before its first epoch finished: its new last layer was never "
+                       "trained, so it cannot classify anything. Choose another run, or train again.")
     model = build_architecture(run.backbone, len(run.class_names))
     try:
-        state = torch.load(run.weights_path, map_location="cpu", weights_only=True)
+        state, _ = read_state_dict(run.weights_path)
         model.load_state_dict(state)
-    except Exception as exc:  # damaged file, wrong keys, unsafe pickle
-        raise RunError(f"The weights of run {run.id} cannot be loaded ({exc}).") from exc
+    except (StudioError, RuntimeError) as exc:  # a damaged or unsafe file, or keys of another network
+        raise RunError(f"The weights of run {run.id} cannot be loaded: {str(exc).splitlines()[0]}") from exc
+    if not all(torch.isfinite(value).all() for value in model.state_dict().values() if value.is_floating_point()):
+        raise RunError(f"The weights of run {run.id} hold NaN or infinite numbers: training diverged. Train again "
+                       "with a smaller learning rate.")
     return model.to(device).eval()

@@ -21,6 +21,8 @@ from core.device import amp_dtype, autocast, pick_device, to_input
 from core.errors import ConfigError, TrainingCancelled
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
 
+MAX_LR = 100.0  # far beyond any useful rate; SGD fails outright once lr passes float32's range
+
 
 @dataclass
 class TrainConfig:
@@ -44,10 +46,21 @@ class TrainConfig:
         get_backbone(self.backbone)
         get_scenario(self.scenario)
         for name in ("epochs", "batch_size", "step_size", "cached_views"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)}).")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive (got {self.lr}).")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be a whole number (got {value!r}).")
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1 (got {value}).")
+        for name in ("seed", "workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{name} must be a whole number, at least 0 (got {value!r}).")
+        for name in ("lr", "momentum", "gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number (got {value!r}).")
+        if not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"lr must be positive and at most {MAX_LR:g} (got {self.lr!r}).")
         if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
             raise ConfigError("momentum must be in [0, 1) and gamma in (0, 1].")
 
@@ -90,7 +103,7 @@ class TrainResult:
     class_names: list[str]
     device: str
     history: list[EpochStats] = field(default_factory=list)
-    status: str = "completed"  # or "cancelled"
+    status: str = "completed"  # or "cancelled", or "diverged" (the loss became NaN or infinite)
     best_epoch: int | None = None
     best_val_acc: float = 0.0
     best_eval: EvalResult | None = None  # validation predictions of the restored (best) weights
@@ -189,6 +202,9 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
             scheduler.step()
             val = evaluate(model, loaders["val"], criterion, device, progress=progress, channels_last=channels_last,
                            dtype=dtype)
+            if not (math.isfinite(train_loss) and math.isfinite(val.loss)):
+                result.status = "diverged"  # the weights are NaN or infinite from here on: keep the best so far
+                break
             stats = EpochStats(epoch, train_loss, train_acc, val.loss, val.acc, time.perf_counter() - epoch_started, lr)
             result.history.append(stats)
             if val.acc > result.best_val_acc or result.best_epoch is None:

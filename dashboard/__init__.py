@@ -1,2 +1,3 @@
-"""Streamlit-side code the pages share: cached state (state.py), Plotly figures (charts.py) and widgets.
+"""Streamlit-side code the pages share: settings (settings.py), cached and per-session state (state.py),
+Plotly figures (charts.py) and widgets.
 The work is in core."""

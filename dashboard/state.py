@@ -1,8 +1,10 @@
-"""What the pages keep between reruns, all through Streamlit's caches: the job manager, loaded models,
-data-set scans, heat maps and export bundles. Each is keyed on what identifies it: a run by its folder,
-a data set by its folder and what the folder holds."""
+"""What the pages keep between reruns, all through Streamlit's caches: the settings, the job manager, loaded
+models, data-set scans, heat maps and export bundles. Each is keyed on what identifies it: a run by its folder,
+a data set by its folder and what the folder holds. And what each browser session keeps: its visitor token,
+which names its uploads in shared mode and owns the jobs it starts."""
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -11,7 +13,14 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from core.data import DatasetScan, scan_dataset
+from core.data import (
+    DatasetScan,
+    known_datasets,
+    remove_abandoned_imports,
+    scan_dataset,
+    tutorial_data_dir,
+    uploads_dir,
+)
 from core.device import pick_device
 from core.explain import grad_cam
 from core.export import export_run
@@ -19,12 +28,61 @@ from core.images import open_image
 from core.jobs import TrainingJobs
 from core.predict import Predictor, load_predictor
 from core.runs import RunRecord, read_run
+from dashboard.settings import Settings, read_settings
+
+SESSIONS_FOLDER = ".sessions"  # under the uploads folder, in shared mode: one folder per browser session
+
+
+@st.cache_resource
+def settings() -> Settings:
+    """The dashboard's settings (dashboard/settings.py), read once when the server starts."""
+    found = read_settings()
+    if found.shared:
+        st.set_option("client.showErrorDetails", "type")  # a traceback would show server paths
+    return found
 
 
 @st.cache_resource
 def training_jobs() -> TrainingJobs:
-    """One job manager for the whole server: every tab and page sees the same job."""
-    return TrainingJobs()
+    """One job manager for the whole server, holding every job to the settings' limits: every tab and page
+    sees the same job."""
+    return TrainingJobs(settings().limits)
+
+
+def visitor() -> str:
+    """This browser session's secret token (a reload starts a new session, with a new token)."""
+    return st.session_state.setdefault("visitor", secrets.token_hex(16))
+
+
+def owner() -> str | None:
+    """Who may cancel the jobs this session starts: in shared mode this session only, otherwise anyone."""
+    return visitor() if settings().shared else None
+
+
+def my_uploads() -> Path:
+    """Where this session's zips are unpacked: its own folder in shared mode, the uploads folder otherwise."""
+    return uploads_dir() / SESSIONS_FOLDER / visitor() if settings().shared else uploads_dir()
+
+
+def datasets() -> dict[str, Path]:
+    """Label -> folder of the data sets this session may train on: the tutorial's and the uploaded ones (in
+    shared mode, this session's uploads only). Clears away what killed imports left in the uploads folder."""
+    remove_abandoned_imports(uploads_dir())
+    found = known_datasets()
+    if not settings().shared:
+        return found
+    mine = my_uploads()
+    uploaded = sorted(p for p in mine.iterdir() if p.is_dir() and not p.name.startswith(".")) if mine.is_dir() else []
+    return {label: folder for label, folder in found.items() if folder == tutorial_data_dir()} | {
+        f"Uploaded: {folder.name}": folder for folder in uploaded}
+
+
+def visible(runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs this session may see: in shared mode those trained on the data sets it may train on."""
+    if not settings().shared:
+        return runs
+    allowed = {folder.resolve() for folder in datasets().values()}
+    return [run for run in runs if run.dataset.root.resolve() in allowed]
 
 
 @st.cache_resource(max_entries=8)
@@ -76,4 +134,5 @@ def heat_map(run_folder: str, picture: bytes | str) -> Image.Image:
 def bundle(run_folder: str, fmt: str) -> bytes:
     """A run exported as a zip bundle (checked against PyTorch as it is made)."""
     with tempfile.TemporaryDirectory() as work:
-        return export_run(read_run(Path(run_folder)), fmt, Path(work)).path.read_bytes()
+        run = read_run(Path(run_folder))
+        return export_run(run, fmt, Path(work), paths=not settings().shared).path.read_bytes()

@@ -1,14 +1,19 @@
 """Widgets and labels that more than one page uses."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import streamlit as st
 from PIL import Image
 
 from core import errors
+from core.data import default_data_root, uploads_dir
 from core.errors import StudioError
 from core.images import open_image
+from core.jobs import JobLimits
 from core.presets import EVAL_TRANSFORM
-from core.runs import RunRecord, default_runs, list_runs
+from core.runs import RunRecord, default_runs, default_runs_dir, list_runs
 from dashboard import state
 
 MAX_PHOTO_MB = 20
@@ -24,10 +29,45 @@ HINTS = {
 }
 
 
+# An absolute path, not inside a word or a URL, without the full stop that may end its sentence.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s`'\"(),;]*[^\s`'\"(),;.:]")
+_PATH_ENDS = r"(?=[/\s`'\"(),;:]|\.(?!\w)|$)"
+HIDDEN_PATH = "[server path]"
+
+
+def private(text: str) -> str:
+    """`text` as a visitor may see it: in shared mode with no server path in it (a data set's folder becomes
+    its name, the settings' folders say what they are, any other path becomes [server path]); else as it is."""
+    if not state.settings().shared:
+        return text
+    names = {default_data_root(): "the data folder", uploads_dir(): "the uploads folder",
+             state.my_uploads(): "your uploads", default_runs_dir(): "the runs folder"}
+    names |= {folder: folder.name for folder in state.datasets().values()}
+    forms = {form: name for folder, name in names.items()
+             for form in {str(folder), str(folder.absolute()), str(folder.resolve())} if "/" in form}
+    for form in sorted(forms, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w./-]){re.escape(form)}{_PATH_ENDS}", lambda _, name=forms[form]: name, text)
+    return _ABSOLUTE_PATH.sub(HIDDEN_PATH, text)
+
+
+def shown_path(path: Path | str, before: str = " ") -> str:
+    """`before` and the path in backticks, for a page to show; nothing in shared mode."""
+    return "" if state.settings().shared else f"{before}`{path}`"
+
+
+def limits_text(limits: JobLimits) -> str:
+    """The limits a job is held to, as a sentence; empty when there are none."""
+    parts = [f"at most {value:g} {unit}" for value, unit in ((limits.max_epochs, "epochs per scenario"),
+             (limits.max_pictures, "pictures in train/ and val/"), (limits.max_minutes, "minutes per job"))
+             if value is not None]
+    return f"Limits on this studio: {', '.join(parts)}." if parts else ""
+
+
 def error_message(message: str, setting: str | None) -> str:
-    """A library error in the dashboard's terms: what went wrong, then what to do here."""
+    """A library error in the dashboard's terms: what went wrong, then what to do here (without server paths
+    in shared mode)."""
     hint = HINTS.get(setting)
-    return f"{message} {hint}" if hint else message
+    return private(f"{message} {hint}" if hint else message)
 
 
 def show_error(exc: StudioError | ValueError) -> None:
@@ -35,25 +75,42 @@ def show_error(exc: StudioError | ValueError) -> None:
 
 
 def run_label(run: RunRecord, details: bool = True) -> str:
-    """How a run is named on the pages; `details` adds its best accuracy and a cancelled mark."""
+    """How a run is named on the pages; `details` adds its best accuracy, or that no epoch finished, and its
+    status when it did not complete."""
     label = f"{run.scenario} · {run.backbone} · {run.created.replace('T', ' ')[:16]}"
     if not details:
         return label
-    return label + f" · best {run.best_val_acc:.3f}" + (" (cancelled)" if run.status == "cancelled" else "")
+    label += f" · best {run.best_val_acc:.3f}" if run.trained else " · no epoch finished"
+    return label + (f" ({run.status})" if run.status != "completed" else "")
+
+
+def run_labels(runs: list[RunRecord], details: bool = False) -> dict[str, str]:
+    """run_label by run id, one different label per run: runs that would share one get the end of their id."""
+    labels = {run.id: run_label(run, details) for run in runs}
+    repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {run_id: f"{label} · {run_id[-4:]}" if label in repeated else label for run_id, label in labels.items()}
 
 
 def pick_runs(label: str, none_yet: str) -> list[RunRecord]:
-    """Saved runs to show, the latest finetune and frozen ones chosen by default; stops the page if none exist."""
+    """Saved runs to show, the latest finetune and frozen ones chosen by default; stops the page if none exist.
+    In shared mode only the runs of the data sets this session may train on are offered."""
     listing = list_runs()
     for damaged in listing.damaged:
-        st.warning(f"Skipped a damaged run folder: {damaged.reason}")
-    if not listing.runs:
+        st.warning(private(f"Skipped a damaged run folder: {damaged.reason}"))
+    runs = state.visible(listing.runs)
+    if not runs:
         st.info(none_yet)
         st.stop()
-    by_id = {run.id: run for run in listing.runs}
-    chosen = st.multiselect(label, list(by_id), default=[r.id for r in default_runs(listing.runs)],
-                            format_func=lambda run_id: run_label(by_id[run_id]), key="runs")
+    by_id, labels = {run.id: run for run in runs}, run_labels(runs, details=True)
+    chosen = st.multiselect(label, list(by_id), default=[r.id for r in default_runs(runs)],
+                            format_func=labels.get, key="runs")
     return [by_id[run_id] for run_id in chosen]
+
+
+def summary_row(run: RunRecord, label: str) -> dict[str, str]:
+    """The run's summary row (core.runs) under its label, without server paths in shared mode."""
+    return {name: private(value) if isinstance(value, str) else value
+            for name, value in {**run.summary(), "run": label}.items()}
 
 
 def side_by_side(runs: list[RunRecord], most: int = 3):
@@ -63,6 +120,9 @@ def side_by_side(runs: list[RunRecord], most: int = 3):
 
 def download_bundles(run: RunRecord, key: str) -> None:
     """ONNX and TorchScript download buttons; the bundle is made when the button is pressed."""
+    if not run.trained:
+        st.caption("No epoch finished, so its last layer was never trained: there is no model to take away.")
+        return
     for column, (fmt, title) in zip(st.columns(2), (("onnx", "ONNX"), ("torchscript", "TorchScript"))):
         column.download_button(
             f"{title} bundle", data=lambda fmt=fmt: state.bundle(str(run.path), fmt),

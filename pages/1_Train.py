@@ -3,25 +3,28 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import known_datasets
-from core.errors import StudioError
+from core.errors import JobRefused, StudioError
 from core.jobs import JobRequest
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.runs import default_runs_dir
 from core.train import TrainConfig
 from dashboard import charts, state
-from dashboard.widgets import error_message, show_error
+from dashboard.widgets import error_message, limits_text, show_error
 
 st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
 st.title("Train")
 
+settings = state.settings()  # in shared mode: no server paths typed in, and limits on each job
 jobs = state.training_jobs()
 defaults = TrainConfig()
+most_epochs = settings.limits.max_epochs or 500
 
 with st.form("train"):
-    datasets = known_datasets()
-    dataset_label = st.selectbox("Data set", [*datasets, "Another folder..."], key="dataset")
-    other_folder = st.text_input("Folder with train/ and val/ (for 'Another folder...')", "", key="folder")
+    datasets = state.datasets()
+    dataset_label = st.selectbox("Data set", [*datasets] if settings.shared else [*datasets, "Another folder..."],
+                                 key="dataset")
+    other_folder = "" if settings.shared else st.text_input("Folder with train/ and val/ (for 'Another folder...')",
+                                                            "", key="folder")
     left, right = st.columns(2)
     backbone = left.selectbox("Backbone", list(BACKBONES), format_func=lambda name: BACKBONES[name].title,
                               key="backbone")
@@ -29,7 +32,7 @@ with st.form("train"):
                                   format_func=lambda name: SCENARIOS[name].title, key="scenarios")
     with st.expander("Recipe (the tutorial's values)"):
         a, b, c, d = st.columns(4)
-        epochs = a.number_input("Epochs", 1, 500, defaults.epochs, key="epochs")
+        epochs = a.number_input("Epochs", 1, most_epochs, min(defaults.epochs, most_epochs), key="epochs")
         batch_size = b.number_input("Batch size", 1, 512, defaults.batch_size, key="batch_size")
         lr = c.number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.4f", key="lr")
         momentum = d.number_input("Momentum", 0.0, 0.99, defaults.momentum, key="momentum")
@@ -37,6 +40,8 @@ with st.form("train"):
         gamma = b.number_input("LR factor", 0.01, 1.0, defaults.gamma, key="gamma")
         seed = c.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="seed")
     start = st.form_submit_button("Start training", type="primary", key="start")
+if limits := limits_text(settings.limits):
+    st.caption(limits)
 
 if start:
     folder = Path(other_folder).expanduser() if dataset_label == "Another folder..." else datasets[dataset_label]
@@ -45,7 +50,7 @@ if start:
                                momentum=momentum, step_size=int(step_size), gamma=gamma, seed=int(seed))
                    for s in scenarios]
         state.scan(folder).raise_if_invalid()
-        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=default_runs_dir()))
+        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=default_runs_dir()), owner=state.owner())
     except (StudioError, ValueError) as exc:
         show_error(exc)
 
@@ -75,14 +80,21 @@ def job_panel() -> None:
         st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
                                        f"{where} · {_minutes(job.elapsed)} so far{eta}")
         if job.cancel_requested:
-            st.warning("Cancelling after the current batch...")
+            st.warning("Stopping: the time limit is reached..." if job.time_limited
+                       else "Cancelling after the current batch...")
+        elif job.owner not in (None, state.owner()):
+            st.caption("Started by another visitor; only they can cancel it.")
         elif st.button("Cancel", key="cancel"):
-            jobs.cancel()
+            try:
+                jobs.cancel(owner=state.owner())
+            except JobRefused as exc:
+                show_error(exc)
     elif job.state == "completed":
         st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}. "
                    "See it on the Compare page.")
     elif job.state == "cancelled":
-        st.warning(f"Job {job.job_id} was cancelled; what it had trained was saved, marked cancelled.")
+        why = f"reached its time limit ({_minutes(job.minutes_allowed * 60)})" if job.time_limited else "was cancelled"
+        st.warning(f"Job {job.job_id} {why}; what it had trained was saved, marked cancelled.")
     else:
         st.error(f"Job {job.job_id} failed: {error_message(job.message, job.setting)}")
 

@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.errors import ImageError
 from dashboard import charts, state
-from dashboard.widgets import download_bundles, pick_runs, run_label, side_by_side
+from dashboard.widgets import download_bundles, pick_runs, run_labels, side_by_side, summary_row
 
 st.set_page_config(page_title="Compare · Transfer Learning Studio", page_icon="📊", layout="wide")
 st.title("Compare")
@@ -14,10 +14,10 @@ if not runs:
     st.info("Pick one or more runs.")
     st.stop()
 
-labels = {run.id: run_label(run, details=False) for run in runs}
+labels = run_labels(runs)
 
 st.subheader("Summary")
-st.dataframe([{**run.summary(), "run": labels[run.id]} for run in runs], hide_index=True)
+st.dataframe([summary_row(run, labels[run.id]) for run in runs], hide_index=True)
 st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial. "
            "Final: the last epoch trained.")
 
@@ -27,7 +27,7 @@ right.plotly_chart(charts.overlay(runs, "val_loss", "Validation loss", labels))
 
 st.subheader("Train against validation")
 for column, run in side_by_side(runs):
-    column.plotly_chart(charts.train_against_val(run, labels[run.id]))
+    column.plotly_chart(charts.train_against_val(run, labels[run.id]), key=f"history-{run.id}")
 
 left, right = st.columns(2)
 left.plotly_chart(charts.seconds_per_epoch(runs, labels))
@@ -35,7 +35,7 @@ right.plotly_chart(charts.parameters(runs, labels))
 
 st.subheader("Confusion matrices (validation set, kept weights)")
 for column, run in side_by_side(runs):
-    column.plotly_chart(charts.confusion_matrix(run, labels[run.id]))
+    column.plotly_chart(charts.confusion_matrix(run, labels[run.id]), key=f"confusion-{run.id}")
 
 st.subheader("Take a model away")
 for column, run in side_by_side(runs):

@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.errors import StudioError
 from dashboard import charts, state
-from dashboard.widgets import download_bundles, photo_input, pick_runs, run_label
+from dashboard.widgets import download_bundles, photo_input, pick_runs, run_label, show_error
 
 st.set_page_config(page_title="Classify · Transfer Learning Studio", page_icon="🔍", layout="wide")
 st.title("Classify")
@@ -21,7 +21,7 @@ for column, run in zip(results_col.columns(max(len(runs), 1)), runs):
         try:
             prediction = state.predictor(run).predict(picture)
         except StudioError as exc:
-            st.error(str(exc))
+            show_error(exc)
             continue
         st.metric(f"{run.scenario} · {run.backbone}", prediction.top_class, f"{prediction.top_probability:.1%}",
                   delta_color="off", delta_arrow="off", delta_description="probability", border=True)

@@ -1,4 +1,6 @@
-"""Your own data: an ImageFolder-style set from a folder on this machine or from an uploaded zip."""
+"""Your own data: an ImageFolder-style set from a folder on this machine or from an uploaded zip.
+
+In shared mode only the zip: it is unpacked into this browser session's own folder, within the upload quota."""
 import tempfile
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import streamlit as st
 from core.data import DatasetScan, import_dataset_zip, uploads_dir
 from core.errors import StudioError
 from dashboard import state
+from dashboard.widgets import private, show_error
 
 st.set_page_config(page_title="Your own data · Transfer Learning Studio", page_icon="🗂️", layout="wide")
 st.title("Your own data")
@@ -15,45 +18,53 @@ st.markdown(
     "folder per class (at least two classes, the same in both), for example `train/cats/*.jpg`, "
     "`train/dogs/*.jpg`, `val/cats/*.jpg`, `val/dogs/*.jpg`."
 )
+settings = state.settings()
 
 
 def show_scan(scan: DatasetScan) -> None:
     if not scan.ok:
-        st.error(f"`{scan.root}` cannot be used: " + " ".join(scan.problems))
+        st.error(private(f"`{scan.root}` cannot be used: " + " ".join(scan.problems)))
         return
-    st.success(f"`{scan.root}`: {len(scan.classes)} classes ({', '.join(scan.classes)}), "
-               f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures. "
-               "Choose it on the Train page.")
+    st.success(private(f"`{scan.root}`: {len(scan.classes)} classes ({', '.join(scan.classes)}), "
+                       f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures. "
+                       "Choose it on the Train page."))
     st.dataframe(scan.counts())
     if scan.skipped:
         st.warning(f"{len(scan.skipped)} file(s) will be skipped because they are not readable pictures:")
         st.dataframe({"file": [str(s.path.relative_to(scan.root)) for s in scan.skipped],
-                      "reason": [s.reason for s in scan.skipped]}, hide_index=True)
+                      "reason": [private(s.reason) for s in scan.skipped]}, hide_index=True)
 
 
-folder_tab, zip_tab = st.tabs(["A folder on this machine", "Upload a zip"])
-
-with folder_tab:
-    path = st.text_input("Folder", placeholder="/home/me/pictures/my_set")
-    if path:
-        show_scan(state.scan(Path(path).expanduser()))
-        st.caption("On the Train page choose 'Another folder...' and paste this path.")
+if settings.shared:  # visitors see no server folders: uploads only
+    zip_tab = st.container()
+else:
+    folder_tab, zip_tab = st.tabs(["A folder on this machine", "Upload a zip"])
+    with folder_tab:
+        path = st.text_input("Folder", placeholder="/home/me/pictures/my_set")
+        if path:
+            show_scan(state.scan(Path(path).expanduser()))
+            st.caption("On the Train page choose 'Another folder...' and paste this path.")
 
 with zip_tab:
     upload = st.file_uploader("Zip file with train/ and val/", type=["zip"])
+    if settings.shared:
+        quota = f" All visitors' uploads share {settings.upload_quota_mb:g} MB." if settings.upload_quota_mb else ""
+        st.caption("Your uploads are yours: other visitors do not see them, and they are offered to you for this "
+                   f"browser session (reloading the page starts a new one).{quota}")
     if upload is not None:
         key = f"imported-{upload.file_id}"
         if key not in st.session_state:
             with tempfile.TemporaryDirectory() as work, st.spinner("Checking and unpacking..."):
-                zip_path = Path(work) / "upload.zip"
+                zip_path = Path(work) / (Path(upload.name).name or "upload.zip")
                 zip_path.write_bytes(upload.getvalue())
                 try:
-                    folder, _ = import_dataset_zip(zip_path, uploads_dir(), Path(upload.name).stem)
+                    folder, _ = import_dataset_zip(zip_path, state.my_uploads(), Path(upload.name).stem,
+                                                   root=uploads_dir(), quota_bytes=settings.upload_quota_bytes)
                     st.session_state[key] = str(folder)
                 except StudioError as exc:
                     st.session_state[key] = exc
         outcome = st.session_state[key]
         if isinstance(outcome, StudioError):
-            st.error(str(outcome))
+            show_error(outcome)
         else:
             show_scan(state.scan(Path(outcome)))

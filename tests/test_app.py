@@ -1,5 +1,7 @@
 """Every dashboard page through streamlit.testing: no data, data without runs, finished runs, a live job."""
 import io
+import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -9,8 +11,13 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import core.predict
+from core.data import scan_dataset
+from core.errors import ConfigError
+from core.jobs import JobLimits
 from core.runs import list_runs
 from dashboard import state, widgets
+from dashboard.settings import Settings, read_settings
+from dashboard.widgets import run_label
 from tests.conftest import make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,10 +33,14 @@ def app_env(tmp_path, monkeypatch, random_weights_dir):
     monkeypatch.setenv("STUDIO_WEIGHTS", str(random_weights_dir))
     st.cache_data.clear()
     st.cache_resource.clear()
+    error_details = st.get_option("client.showErrorDetails")
     yield tmp_path
-    state.training_jobs().cancel()
-    state.training_jobs().wait(60)
+    jobs = state.training_jobs()
+    job = jobs.snapshot()
+    jobs.cancel(owner=job.owner if job else None)
+    jobs.wait(60)
     st.cache_resource.clear()
+    st.set_option("client.showErrorDetails", error_details)  # shared mode hides tracebacks
 
 
 @pytest.fixture
@@ -248,3 +259,203 @@ def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
     with_heat = [image.proto.imgs[0] for image in app.image]
     assert [picture.caption for picture in with_heat] == plain and len(plain) == 8
     assert not plain_urls & {picture.url for picture in with_heat}  # other pictures: the overlays
+
+
+# ---------------------------------------------------------------- shared mode (STUDIO_SHARED=1)
+
+@pytest.fixture
+def shared(app_env, monkeypatch):
+    monkeypatch.setenv("STUDIO_SHARED", "1")
+    return app_env
+
+
+def shown_text(app: AppTest) -> str:
+    """Everything a visitor can read on the page: text, messages, tables, and the choices of every widget."""
+    texts = [e.value for kind in ("title", "subheader", "markdown", "caption", "success", "info", "warning", "error")
+             for e in getattr(app, kind)]
+    texts += [e.value.to_string() for e in app.dataframe]
+    texts += [str(option) for widget in (*app.selectbox, *app.multiselect) for option in widget.options]
+    texts += [e.label for e in (*app.text_input, *app.button, *app.file_uploader)]
+    texts += [picture.caption for image in app.image for picture in image.proto.imgs]
+    return "\n".join(texts)
+
+
+def assert_no_server_path(app: AppTest, tmp_path_factory) -> None:
+    text = shown_text(app)
+    for path in (tmp_path_factory.getbasetemp(), PROJECT, Path.home()):
+        assert str(path) not in text, text
+    assert not re.search(r"(?<![\w.:/])/(tmp|home|root|work|usr|var)\b", text), text
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("state", ["app_env", "with_data", "with_runs"])
+def test_shared_mode_shows_no_server_path_on_any_page(page, state, shared, request, tmp_path_factory):
+    request.getfixturevalue(state)
+    app = open_page(page)
+    assert_healthy(app)
+    assert_no_server_path(app, tmp_path_factory)
+
+
+def test_shared_mode_has_no_folder_tab_no_folder_input_and_no_paths_on_home(shared, with_data, tmp_path_factory):
+    own_data = open_page("pages/4_Your_own_data.py")
+    assert [tab.label for tab in own_data.tabs] == [] and not own_data.text_input
+    assert own_data.file_uploader[0].label == "Zip file with train/ and val/"
+    train = open_page("pages/1_Train.py")
+    assert train.selectbox(key="dataset").options == ["Tutorial: ants and bees (hymenoptera_data)"]
+    assert not train.text_input and "Limits on this studio: at most 25 epochs" in train.caption[0].value
+    home = open_page("streamlit_app.py")
+    assert home.success[0].value.startswith("Found: 2 classes, 16 training and 8 validation pictures")
+    text = shown_text(home)
+    assert "ResNet-18**: local file" in text and "resnet18-f37072fd.pth" not in text and "saved run(s)." in text
+    assert_no_server_path(home, tmp_path_factory)
+
+
+def test_outside_shared_mode_the_folder_tab_and_paths_stay(with_data):
+    own_data = open_page("pages/4_Your_own_data.py")
+    assert [tab.label for tab in own_data.tabs] == ["A folder on this machine", "Upload a zip"]
+    assert "Another folder..." in open_page("pages/1_Train.py").selectbox(key="dataset").options
+    assert "Found at `" in open_page("streamlit_app.py").success[0].value
+
+
+def upload_colours(app: AppTest, tiny_dataset: Path) -> AppTest:
+    app.file_uploader[0].set_value(("colours.zip", zip_bytes(tiny_dataset, "colours/"), "application/zip"))
+    return app.run()
+
+
+def test_shared_mode_keeps_uploads_per_session(shared, with_data, tiny_dataset, tmp_path_factory):
+    alice = open_page("streamlit_app.py").switch_page("pages/4_Your_own_data.py").run()  # one session, page to page
+    alice = upload_colours(alice, tiny_dataset)
+    assert_healthy(alice)
+    assert alice.success[0].value.startswith("`colours`: 2 classes (blue, red), 16 training and 8 validation")
+    assert_no_server_path(alice, tmp_path_factory)
+    uploads = with_data / "data/uploads"
+    folder = uploads / ".sessions" / alice.session_state["visitor"] / "colours"
+    assert scan_dataset(folder).counts()["val"] == {"blue": 4, "red": 4}
+    assert [p.name for p in uploads.iterdir()] == [".sessions"]  # nothing in the folder every session lists
+    alice.switch_page("pages/1_Train.py").run()
+    assert alice.selectbox(key="dataset").options[-1] == "Uploaded: colours"
+    bob = open_page("pages/1_Train.py")
+    assert bob.selectbox(key="dataset").options == ["Tutorial: ants and bees (hymenoptera_data)"]
+    assert bob.session_state["visitor"] != alice.session_state["visitor"]
+
+
+def test_shared_mode_refuses_an_upload_past_the_quota(shared, with_data, tiny_dataset, monkeypatch):
+    size = sum(p.stat().st_size for p in tiny_dataset.rglob("*") if p.is_file())
+    monkeypatch.setenv("STUDIO_UPLOAD_QUOTA_MB", str(1.5 * size / 2**20))
+    assert_healthy(upload_colours(open_page("pages/4_Your_own_data.py"), tiny_dataset))
+    bob = upload_colours(open_page("pages/4_Your_own_data.py"), tiny_dataset)
+    assert_healthy(bob)
+    error = bob.error[0].value
+    assert error.startswith("colours.zip unpacks to 0.") and "but uploads already take 0." in error
+    assert "allowed for all uploads together. Upload a smaller zip." in error and not bob.success
+    assert not (with_data / "data/uploads/.sessions" / bob.session_state["visitor"] / "colours").exists()
+
+
+def test_shared_mode_caps_epochs_and_refuses_a_data_set_past_the_pictures_limit(shared, with_data, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_EPOCHS", "3")
+    monkeypatch.setenv("STUDIO_MAX_PICTURES", "20")  # the tiny set has 24
+    app = open_page("pages/1_Train.py")
+    assert app.number_input(key="epochs").max == 3 and app.number_input(key="epochs").value == 3
+    app.number_input(key="epochs").set_value(5)
+    assert app.run().number_input(key="epochs").value == 3
+    app = app.button(key="start").click().run()
+    assert app.error[0].value == ("The data set has more than 20 pictures in train/ and val/; this studio trains on "
+                                  "at most 20. Choose a smaller data set.")
+    assert state.training_jobs().snapshot() is None  # the epochs limit itself is refused in tests/test_jobs.py
+
+
+def test_shared_mode_lets_only_the_starting_session_cancel(shared, with_data, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_EPOCHS", "0")  # no limit: the job must still run when the other tab looks
+    alice = start_training(open_page("pages/1_Train.py"), epochs=400)
+    assert_healthy(alice)
+    deadline = time.time() + 60
+    while not state.training_jobs().snapshot().scenarios[0].history and time.time() < deadline:
+        time.sleep(0.2)
+    bob = open_page("pages/1_Train.py")
+    assert not [b for b in bob.button if b.label == "Cancel"]
+    assert "Started by another visitor; only they can cancel it." in [c.value for c in bob.caption]
+    alice = alice.run()
+    alice.button(key="cancel").click().run()
+    job = state.training_jobs().wait(60)
+    assert job.state == "cancelled" and not job.time_limited
+
+
+def test_shared_mode_stops_a_job_at_the_time_limit_and_says_so(shared, with_data, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_MINUTES", "0.05")
+    app = open_page("pages/1_Train.py")
+    app.selectbox(key="backbone").set_value("mobilenet_v2")
+    app.multiselect(key="scenarios").set_value(["finetune", "frozen"])  # 25 epochs of finetune take longer
+    app.button(key="start").click().run()
+    job = state.training_jobs().wait(60)
+    assert job.state == "cancelled" and job.time_limited
+    assert [scenario.status for scenario in job.scenarios] == ["cancelled", "skipped"]
+    warning = open_page("pages/1_Train.py").warning[0].value
+    assert warning.startswith(f"Job {job.job_id} reached its time limit (3 s); what it had trained was saved")
+    assert list_runs().runs[0].status == "cancelled"
+
+
+def test_shared_mode_names_data_sets_instead_of_their_folders(shared, with_data):
+    app = open_page("pages/1_Train.py")  # a session, to read its settings and folders
+    assert_healthy(app)
+    data_set = with_data / "data/hymenoptera_data"
+    message = (f"the folder {data_set} does not exist. {data_set}/train/x.jpg; runs in {with_data / 'runs'}/a. "
+               "See https://download.pytorch.org/tutorial/hymenoptera_data.zip: train/ and val/, epoch 1/25, "
+               "'/etc/passwd' (/srv/x.)")
+    assert widgets.private(message) == (
+        "the folder hymenoptera_data does not exist. hymenoptera_data/train/x.jpg; runs in the runs folder/a. "
+        "See https://download.pytorch.org/tutorial/hymenoptera_data.zip: train/ and val/, epoch 1/25, "
+        "'[server path]' ([server path].)")
+
+
+def test_shared_mode_offers_only_the_runs_of_this_visitors_data_sets(with_runs, tiny_run, monkeypatch):
+    other = with_runs / "runs" / f"{tiny_run.id[:-4]}beef"  # the same run, trained on another visitor's upload
+    shutil.copytree(tiny_run.path, other)
+    record = json.loads((other / "run.json").read_text())
+    record["dataset"]["path"] = str(with_runs / "data/uploads/.sessions/someone/colours")
+    (other / "run.json").write_text(json.dumps(record))
+    assert len(open_page("pages/2_Compare.py").multiselect[0].options) == 2
+    monkeypatch.setenv("STUDIO_SHARED", "1")
+    st.cache_resource.clear()
+    for page in ("pages/2_Compare.py", "pages/3_Classify.py"):
+        assert open_page(page).multiselect[0].options == [run_label(tiny_run)]
+
+
+def test_settings_are_read_from_the_environment():
+    assert read_settings({}) == Settings()
+    shared = read_settings({"STUDIO_SHARED": "1", "STUDIO_MAX_MINUTES": "0.5", "STUDIO_MAX_PICTURES": "0"})
+    assert shared.shared and shared.upload_quota_mb == 2048 and shared.upload_quota_bytes == 2048 * 2**20
+    assert shared.limits == JobLimits(max_epochs=25, max_pictures=None, max_minutes=0.5)
+    assert read_settings({"STUDIO_MAX_EPOCHS": "3"}).limits == JobLimits(max_epochs=3)  # a limit on its own
+    with pytest.raises(ConfigError, match="STUDIO_MAX_EPOCHS must be a whole number, 0 for no limit"):
+        read_settings({"STUDIO_MAX_EPOCHS": "lots"})
+
+
+def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(with_runs, tiny_run):
+    untrained = with_runs / "runs" / "20990101-000000-frozen-mobilenet_v2-0ep0"
+    shutil.copytree(tiny_run.path, untrained)
+    data = json.loads((untrained / "run.json").read_text())
+    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={},
+                created="2099-01-01T00:00:00+00:00")
+    (untrained / "run.json").write_text(json.dumps(data))
+    app = open_page("pages/2_Compare.py")
+    assert app.multiselect[0].value == [tiny_run.id]  # the newest run, but not a default
+    app.multiselect[0].set_value([tiny_run.id, untrained.name])
+    app = app.run()
+    assert_healthy(app)
+    assert len(app.get("download_button")) == 2  # the trained run's two, none for the untrained one
+    assert any("no model to take away" in caption.value for caption in app.caption)
+    label = run_label(next(run for run in list_runs().runs if run.id == untrained.name))
+    assert label.endswith("no epoch finished (cancelled)")
+    classify = open_page("pages/3_Classify.py")
+    assert classify.multiselect[0].value == [tiny_run.id]
+
+
+def test_compare_tells_apart_two_runs_of_one_scenario_and_minute(with_runs, tiny_run):
+    twin = tiny_run.id[:-4] + "beef"
+    shutil.copytree(tiny_run.path, with_runs / "runs" / twin)
+    app = open_page("pages/2_Compare.py")
+    app.multiselect[0].set_value([tiny_run.id, twin])
+    app = app.run()
+    assert_healthy(app)  # charts of identical runs used to collide: StreamlitDuplicateElementId
+    names = [row for row in app.dataframe[0].value["run"]]
+    assert len(set(names)) == 2 and names[1].endswith("· beef")

@@ -1,10 +1,14 @@
 """End to end in a real browser: `streamlit run` on a free localhost port, driven by headless Chromium.
 
 Needs Debian's `chromium` (installed by .ci/run). Screenshots of every page are saved in
-test-artifacts/screenshots (or $STUDIO_SCREENSHOTS_DIR); the README shows them.
+test-artifacts/screenshots (or $STUDIO_SCREENSHOTS_DIR); the README shows them. A second server, in shared mode
+(STUDIO_SHARED=1), is checked for server paths on the pages a visitor reads first.
 """
+import contextlib
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from core.data import scan_dataset
-from core.runs import save_run
+from core.jobs import SAVE_BEFORE_EXIT_S
+from core.runs import list_runs, save_run
 from core.train import TrainConfig, train
 from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS
 
@@ -46,12 +51,12 @@ def app_home(tmp_path_factory, tiny_dataset, random_weights_dir):
     return home, weights, scan
 
 
-@pytest.fixture(scope="module")
-def server(app_home):
-    home, weights, _ = app_home
+@contextlib.contextmanager
+def streamlit_server(home: Path, weights: Path, **settings: str):
+    """`streamlit run` on a free localhost port with the studio's settings; yields its URL."""
     port = free_port()
     env = {**os.environ, "STUDIO_DATA_ROOT": str(home / "data"), "STUDIO_RUNS_DIR": str(home / "runs"),
-           "STUDIO_WEIGHTS": str(weights), "STUDIO_NETGUARD_LOG": str(home / "network-attempts.log")}
+           "STUDIO_WEIGHTS": str(weights), "STUDIO_NETGUARD_LOG": str(home / "network-attempts.log"), **settings}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
@@ -67,13 +72,22 @@ def server(app_home):
     else:
         process.kill()
         pytest.fail("streamlit did not start:\n" + process.stdout.read())
-    yield url
-    process.terminate()
-    output = process.communicate(timeout=30)[0]
+    try:
+        yield url
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
     attempts = home / "network-attempts.log"
     tried = attempts.read_text() if attempts.exists() else ""
     assert not tried, f"the app tried to reach the network:\n{tried}"
     assert "Traceback" not in output, output
+
+
+@pytest.fixture(scope="module")
+def server(app_home):
+    home, weights, _ = app_home
+    with streamlit_server(home, weights) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +150,59 @@ def test_a_photo_uploaded_on_classify_is_classified(server, browser, app_home):
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "classify-result.png"), full_page=True)
     page.close()
+
+
+def test_shared_mode_shows_no_server_path_in_the_browser(app_home, browser):
+    home, weights, _ = app_home
+    server_paths = {str(path) for path in (home, weights, PROJECT, Path.home(), REAL_DATA_DIR) if path}
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    with streamlit_server(home, weights, STUDIO_SHARED="1") as url:
+        for name in ("home", "train", "your-own-data"):
+            page.goto(f"{url}/{PAGES[name]}")
+            settle(page)
+            text = page.locator("[data-testid='stApp']").inner_text()
+            assert page.locator("[data-testid='stException']").count() == 0, name
+            assert not [path for path in server_paths if path in text], (name, text)
+            assert not re.search(r"(?<![\w.:/])/(tmp|home|root|work|usr|var|srv|opt)\b", text), (name, text)
+            assert "A folder on this machine" not in text and "Folder with train/ and val/" not in text, name
+            if name == "home":
+                assert "Found: " in text and "local file" in text, text
+            if name == "train":
+                assert "Limits on this studio: at most 25 epochs per scenario" in text, text
+    page.close()
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_stopping_the_server_mid_job_saves_the_run_marked_cancelled(tmp_path, tiny_dataset, random_weights_dir,
+                                                                    browser, number):
+    """As ./run_app.sh starts it (scripts/serve.py): SIGTERM is a container stop, SIGHUP a closed terminal."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/hymenoptera_data").symlink_to(tiny_dataset)
+    port = free_port()
+    env = {**os.environ, "STUDIO_DATA_ROOT": str(tmp_path / "data"), "STUDIO_RUNS_DIR": str(tmp_path / "runs"),
+           "STUDIO_WEIGHTS": str(random_weights_dir), "STUDIO_NETGUARD_LOG": str(tmp_path / "network.log")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.serve", "--server.headless", "true", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"], cwd=PROJECT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            time.sleep(0.5)
+        page.goto(f"http://127.0.0.1:{port}/Train")
+        settle(page)
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text(re.compile(r"epoch [2-9]/25")).first.wait_for(timeout=240_000)
+        page.close()
+        process.send_signal(number)
+        output = process.communicate(timeout=SAVE_BEFORE_EXIT_S + 60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in output, output
+    [run] = list_runs(tmp_path / "runs").runs
+    assert (run.scenario, run.status) == ("finetune", "cancelled") and 1 <= len(run.history) < 25, output

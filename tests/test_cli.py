@@ -1,5 +1,7 @@
 """The command line as a user runs it: python -m core ..."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +112,54 @@ def test_an_unknown_run_points_to_the_list_of_runs(tmp_path, tiny_dataset):
     result = cli("predict", picture, "--run", "nothing-like-this", "--runs-dir", tmp_path)
     assert result.returncode == 1 and "No run 'nothing-like-this'" in result.stderr
     assert "python -m core runs" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_learning_rate_that_is_not_a_finite_number_is_refused(value, tmp_path):
+    result = cli("train", f"--lr={value}", "--data", tmp_path, "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 1 and "lr must be a finite number" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_runs_folder_that_cannot_be_written_is_refused_before_training(tmp_path, tiny_dataset):
+    (tmp_path / "runs").write_text("a file, not a folder")
+    result = cli("train", "--scenario", "scratch", "--backbone", "mobilenet_v2", "--epochs", "1", "--data",
+                 tiny_dataset, "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Runs cannot be saved into" in result.stderr and "nothing was trained" in result.stderr
+    assert "--runs-dir FOLDER" in result.stderr and "Data:" not in result.stdout  # before the data, before training
+
+
+def test_a_folder_given_as_a_picture_is_named_as_a_folder(tiny_run, tiny_dataset):
+    result = cli("predict", tiny_dataset / "val", "--run", tiny_run.path)
+    assert result.returncode == 1 and "is a folder, not a picture" in result.stderr and "damaged" not in result.stderr
+
+
+def test_one_damaged_run_leaves_the_others_usable(tmp_path, tiny_run, tiny_dataset):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.path, runs / tiny_run.id)
+    shutil.copytree(tiny_run.path, runs / "20990101-000000-finetune-vgg16-0bad")
+    path = runs / "20990101-000000-finetune-vgg16-0bad" / "run.json"
+    path.write_text(path.read_text().replace('"backbone": "mobilenet_v2"', '"backbone": "vgg16"'))
+    listed = cli("runs", "--runs-dir", runs)
+    assert listed.returncode == 0 and tiny_run.id in listed.stdout and "vgg16" in listed.stderr
+    picture = next((tiny_dataset / "val/red").iterdir())
+    for reference in (tiny_run.id, "latest"):
+        predicted = cli("predict", picture, "--run", reference, "--runs-dir", runs)
+        assert predicted.returncode == 0 and f"Run: {tiny_run.id}" in predicted.stdout, predicted.stderr
+
+
+def test_a_run_with_no_finished_epoch_is_explained_not_used(tmp_path, tiny_run, tiny_dataset):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.path, runs / tiny_run.id)
+    untrained = runs / "20990101-000000-frozen-mobilenet_v2-0ep0"
+    shutil.copytree(tiny_run.path, untrained)
+    data = json.loads((untrained / "run.json").read_text())
+    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={})
+    (untrained / "run.json").write_text(json.dumps(data))
+    picture = next((tiny_dataset / "val/red").iterdir())
+    latest = cli("predict", picture, "--runs-dir", runs)
+    assert latest.returncode == 0 and f"Run: {tiny_run.id}" in latest.stdout
+    by_id = cli("predict", picture, "--run", untrained.name, "--runs-dir", runs)
+    assert by_id.returncode == 1 and "before its first epoch finished" in by_id.stderr
+    assert by_id.stderr.count("\n") == 1

@@ -1,5 +1,11 @@
 """Finding, downloading and checking data sets."""
+import errno
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -7,8 +13,17 @@ import pytest
 import torch
 
 from core import data
-from core.data import ensure_tutorial_data, load_dataset, make_loaders, scan_dataset
-from core.errors import DatasetError
+from core.data import (
+    IMPORT_STAGING,
+    ensure_tutorial_data,
+    folder_size,
+    import_dataset_zip,
+    load_dataset,
+    make_loaders,
+    scan_dataset,
+)
+from core.errors import ArchiveError, DatasetError, StudioError
+from core.staging import staging_folder
 from tests.conftest import make_image_folder
 
 
@@ -165,3 +180,128 @@ def test_a_real_download_from_a_local_server_reports_progress(tmp_path, dataset,
     size = (served / "hymenoptera_data.zip").stat().st_size
     assert seen[-1] == (size, size)
     assert scan_dataset(folder).ok
+
+
+# ---------------------------------------------------------------- a data set from a zip file
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def colours_zip(tmp_path, tiny_dataset) -> Path:
+    return zip_of(tiny_dataset, tmp_path / "colours.zip", prefix="colours")
+
+
+def test_an_imported_zip_becomes_a_data_set_and_a_taken_name_gets_a_number(tmp_path, colours_zip):
+    first, scan = import_dataset_zip(colours_zip, tmp_path / "uploads", "colours")
+    second, _ = import_dataset_zip(colours_zip, tmp_path / "uploads", "colours")
+    assert (first.name, second.name) == ("colours", "colours-2") and scan.ok and scan.classes == ["blue", "red"]
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == ["colours", "colours-2"]
+
+
+def test_two_imports_of_one_name_at_once_both_succeed_into_different_folders(tmp_path, colours_zip, monkeypatch):
+    uploads = tmp_path / "uploads"
+    both_ready = threading.Barrier(2, timeout=30)
+    real_rename, waited = os.rename, set()
+
+    def rename_together(source, target):  # both imports have chosen "colours" when the first one renames
+        if Path(target).parent == uploads and threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            both_ready.wait()
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename_together)
+    results, failures = [], []
+
+    def run():
+        try:
+            results.append(import_dataset_zip(colours_zip, uploads, "colours")[0])
+        except Exception as exc:  # the test reports it below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures and len(waited) == 2
+    assert sorted(p.name for p in results) == ["colours", "colours-2"]
+    assert all(scan_dataset(folder).counts()["train"] == {"blue": 8, "red": 8} for folder in results)
+    assert sorted(p.name for p in uploads.iterdir()) == ["colours", "colours-2"]  # no work folder left
+
+
+def test_an_os_error_during_an_import_is_a_studio_error_and_leaves_nothing(tmp_path, colours_zip, monkeypatch):
+    real_rename = os.rename
+
+    def disk_full(source, target):  # when the unpacked data set is moved into its place
+        if Path(target).parent == tmp_path / "uploads":
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", disk_full)
+    with pytest.raises(StudioError, match=r"Could not import colours.zip .*\(No space left on device\). Make room"):
+        import_dataset_zip(colours_zip, tmp_path / "uploads", "colours")
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_the_quota_refuses_a_zip_that_would_take_the_uploads_past_it(tmp_path, colours_zip, tiny_dataset):
+    root = tmp_path / "uploads"
+    size = sum(p.stat().st_size for p in tiny_dataset.rglob("*") if p.is_file())
+    first, _ = import_dataset_zip(colours_zip, root / "alice", "colours", root=root, quota_bytes=int(size * 2.5))
+    assert first == root / "alice/colours"
+    with pytest.raises(ArchiveError, match=r"unpacks to 0.\d MB, but uploads already take 0.\d MB of the 0.\d MB"):
+        import_dataset_zip(colours_zip, root / "bob", "colours", root=root, quota_bytes=int(size * 1.5))
+    assert not (root / "bob").exists() or list((root / "bob").iterdir()) == []
+    second, _ = import_dataset_zip(colours_zip, root / "bob", "colours", root=root, quota_bytes=int(size * 2.5))
+    assert second == root / "bob/colours" and folder_size(root) == 2 * size
+
+
+def test_leftovers_of_killed_imports_are_removed_but_a_live_import_is_not_touched(tmp_path, colours_zip):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    dead_new, dead_old = uploads / ".import.abcd1234", uploads / ".import-k2j4h6g8"  # this and the older style
+    for leftover in (dead_new, dead_old):
+        (leftover / "unpacked/train").mkdir(parents=True)
+    keep = [uploads / ".import-notours", uploads / "import.abcd1234"]  # other names are not an import's
+    for folder in keep:
+        folder.mkdir()
+    with staging_folder(uploads, IMPORT_STAGING) as live:
+        (live / "half-unpacked.jpg").write_bytes(b"...")
+        folder, _ = import_dataset_zip(colours_zip, uploads, "colours")
+        assert live.is_dir() and (live / "half-unpacked.jpg").exists()
+    assert not dead_new.exists() and not dead_old.exists()
+    assert sorted(p.name for p in uploads.iterdir()) == sorted([folder.name, *(p.name for p in keep)])
+
+
+KILLED_IMPORT = """
+import sys, time
+from pathlib import Path
+import core.data
+
+def stuck(zip_path, destination, limits=None):
+    Path(destination).mkdir()
+    (Path(destination) / "half.jpg").write_bytes(b"...")
+    print(Path(destination).parent, flush=True)
+    time.sleep(120)
+
+core.data.extract_zip = stuck
+core.data.import_dataset_zip(Path(sys.argv[1]), Path(sys.argv[2]), "colours")
+"""
+
+
+def test_the_next_import_cleans_up_after_an_import_killed_midway(tmp_path, colours_zip):
+    uploads = tmp_path / "uploads"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_IMPORT, str(colours_zip), str(uploads)], cwd=PROJECT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        work = Path(process.stdout.readline().strip())
+        assert work.parent == uploads and work.name.startswith(".import.") and (work / "unpacked/half.jpg").exists()
+        import_dataset_zip(colours_zip, uploads, "first")  # while it lives, its folder stays
+        assert (work / "unpacked/half.jpg").exists()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert process.returncode == -signal.SIGKILL and work.is_dir()  # what kill -9 leaves behind
+    folder, scan = import_dataset_zip(colours_zip, uploads, "colours")
+    assert not work.exists() and scan.ok
+    assert sorted(p.name for p in uploads.iterdir()) == ["colours", "first"]

@@ -1,11 +1,12 @@
 """The background job manager on its own, without Streamlit: start, refusal, cancel, failure, snapshots."""
+import dataclasses
 import time
 
 import pytest
 
 import core.jobs
 from core.errors import JobRefused, StudioError
-from core.jobs import JobRequest, TrainingJobs
+from core.jobs import JobLimits, JobRequest, TrainingJobs, count_pictures
 from core.runs import list_runs
 from core.train import TrainConfig
 
@@ -14,7 +15,8 @@ from core.train import TrainConfig
 def jobs():
     manager = TrainingJobs()
     yield manager
-    manager.cancel()
+    job = manager.snapshot()
+    manager.cancel(owner=job.owner if job else None)
     manager.wait(60)
 
 
@@ -99,3 +101,48 @@ def test_a_job_needs_a_scenario(jobs, tiny_dataset, tmp_path):
     with pytest.raises(StudioError, match="at least one scenario"):
         jobs.start(JobRequest(data_dir=tiny_dataset, configs=[], runs_dir=tmp_path))
     assert jobs.snapshot() is None
+
+
+# ---------------------------------------------------------------- limits and owners (a shared dashboard)
+
+def test_limits_refuse_too_many_epochs_or_pictures_before_anything_starts(tiny_dataset, random_weights_dir,
+                                                                          tmp_path):
+    jobs = TrainingJobs(JobLimits(max_epochs=3, max_pictures=23))  # the tiny set has 16 + 8 pictures
+    with pytest.raises(JobRefused, match="4 epochs is more than this studio allows: at most 3 epochs"):
+        jobs.start(request(tiny_dataset, tmp_path / "runs", random_weights_dir, ("frozen", "finetune"), epochs=4))
+    with pytest.raises(JobRefused, match="more than 23 pictures.*at most 23. Choose a smaller data set"):
+        jobs.start(request(tiny_dataset, tmp_path / "runs", random_weights_dir, epochs=3))
+    assert jobs.snapshot() is None and not (tmp_path / "runs").exists()
+    assert count_pictures(tiny_dataset) == 24
+
+
+def test_the_time_limit_cancels_the_job_and_keeps_its_work(tiny_dataset, random_weights_dir, tmp_path):
+    jobs = TrainingJobs(JobLimits(max_minutes=4 / 60))
+    jobs.start(request(tiny_dataset, tmp_path / "runs", random_weights_dir, ("finetune", "frozen"), epochs=500))
+    job = jobs.wait(60)
+    assert job.state == "cancelled" and job.time_limited and job.cancel_requested
+    assert [s.status for s in job.scenarios] == ["cancelled", "skipped"]
+    assert 4 <= job.elapsed < 30 and job.minutes_allowed == pytest.approx(4 / 60)
+    runs = list_runs(tmp_path / "runs").runs
+    assert [(run.scenario, run.status) for run in runs] == [("finetune", "cancelled")]
+
+
+def test_a_request_deadline_is_kept_when_it_comes_before_the_limit(jobs, tiny_dataset, random_weights_dir, tmp_path):
+    deadline = time.time() + 3
+    slow = request(tiny_dataset, tmp_path / "runs", random_weights_dir, ("finetune",), epochs=500)
+    jobs.start(dataclasses.replace(slow, deadline=deadline))
+    assert jobs.snapshot().deadline == deadline
+    job = jobs.wait(60)
+    assert job.state == "cancelled" and job.time_limited and job.finished < deadline + 20
+
+
+def test_only_the_owner_cancels_a_job_that_has_one(jobs, tiny_dataset, random_weights_dir, tmp_path):
+    jobs.start(request(tiny_dataset, tmp_path / "runs", random_weights_dir, ("finetune",), epochs=500), owner="alice")
+    assert jobs.snapshot().owner == "alice"
+    for someone_else in (None, "bob"):
+        with pytest.raises(JobRefused, match="started by someone else; only they can cancel it"):
+            jobs.cancel(owner=someone_else)
+    assert jobs.snapshot().running and not jobs.snapshot().cancel_requested
+    jobs.cancel(owner="alice")
+    job = jobs.wait(60)
+    assert job.state == "cancelled" and not job.time_limited

@@ -1,4 +1,6 @@
-"""Backbones, scenarios and the weights lookup."""
+"""Backbones, scenarios, the weights lookup and the device."""
+import dataclasses
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -6,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from core.device import pick_device
 from core.errors import ConfigError, WeightsError
 from core.models import (
     BACKBONES,
+    WeightsSource,
     build_model,
     find_local_weights,
     get_backbone,
@@ -24,18 +28,69 @@ def test_a_torchvision_resnet18_file_in_the_weights_folder_is_used_offline(rando
     source = built.weights_source
     assert source.kind == "file" and Path(source.path).name == "resnet18-f37072fd.pth"
     assert len(source.sha256) == 64
+    # named like torchvision's file, but random weights: the record says they are not torchvision's
+    assert source.torchvision_name is None and source.hash_differs_from == "ResNet18_Weights.IMAGENET1K_V1"
     saved = torch.load(random_weights_dir / "resnet18-f37072fd.pth", weights_only=True)
     assert torch.equal(built.model.conv1.weight, saved["conv1.weight"])
     assert torch.equal(built.model.layer4[1].bn2.running_var, saved["layer4.1.bn2.running_var"])
 
 
-def test_a_resnet18_file_in_torchvisions_cache_is_used_offline(random_weights_dir):
+def test_a_changed_file_in_torchvisions_cache_is_used_as_a_local_file_and_said_so(random_weights_dir):
     cache_file = torchvision_cache_file(get_backbone("resnet18"))
     cache_file.parent.mkdir(parents=True)
-    shutil.copyfile(random_weights_dir / "resnet18-f37072fd.pth", cache_file)
+    shutil.copyfile(random_weights_dir / "resnet18-f37072fd.pth", cache_file)  # random weights: the hash differs
     built = build_model("resnet18", "frozen", num_classes=2)
-    assert built.weights_source.kind == "torchvision-cache"
-    assert built.weights_source.path == str(cache_file)
+    source = built.weights_source
+    assert (source.kind, source.torchvision_name, source.path) == ("file", None, str(cache_file))
+    assert source.hash_differs_from == "ResNet18_Weights.IMAGENET1K_V1"
+    assert "not torchvision's published ResNet18_Weights.IMAGENET1K_V1 file: its hash differs" in source.describe()
+
+
+class PublishedWeights:
+    """Stands in for a torchvision WeightsEnum member whose published file is one made by the test."""
+
+    def __init__(self, name: str, url: str):
+        self.name, self.url = name, url
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def publish(monkeypatch, folder: Path, backbone: str, seed: int) -> tuple[str, str]:
+    """Save random weights, and make torchvision's file name for `backbone` carry their hash prefix, as
+    torchvision's own names do. Returns (file name, weights name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(built_state(backbone, seed), folder / "made.pth")
+    prefix = hashlib.sha256((folder / "made.pth").read_bytes()).hexdigest()[:8]
+    file_name, weights_name = f"{backbone}-{prefix}.pth", f"Made_{backbone}_Weights.V1"
+    (folder / "made.pth").rename(folder / file_name)
+    published = PublishedWeights(weights_name, f"https://download.pytorch.org/models/{file_name}")
+    monkeypatch.setitem(BACKBONES, backbone, dataclasses.replace(BACKBONES[backbone], imagenet_weights=published))
+    return file_name, weights_name
+
+
+def test_a_cached_file_with_torchvisions_hash_is_recorded_as_torchvisions_weights(monkeypatch):
+    checkpoints = torchvision_cache_file(get_backbone("resnet18")).parent
+    file_name, weights_name = publish(monkeypatch, checkpoints, "resnet18", seed=3)
+    assert torchvision_cache_file(get_backbone("resnet18")).name == file_name
+    source = build_model("resnet18", "frozen", 2).weights_source
+    assert (source.kind, source.torchvision_name, source.hash_differs_from) == ("torchvision-cache", weights_name, None)
+
+
+def test_a_given_file_with_torchvisions_name_and_hash_is_recorded_as_torchvisions_weights(tmp_path, monkeypatch):
+    file_name, weights_name = publish(monkeypatch, tmp_path / "mine", "mobilenet_v2", seed=4)
+    source = build_model("mobilenet_v2", "frozen", 2, weights=tmp_path / "mine" / file_name).weights_source
+    assert (source.kind, source.torchvision_name, source.hash_differs_from) == ("file", weights_name, None)
+    assert f"torchvision's published {weights_name}" in source.describe()
+
+
+def test_a_weights_source_saved_before_the_hash_check_still_loads():
+    old = {"kind": "torchvision-cache", "torchvision_name": "MobileNet_V2_Weights.IMAGENET1K_V1",
+           "path": "/cache/mobilenet_v2-b0353104.pth", "sha256": "b0353104" + "0" * 56}
+    source = WeightsSource(**old)
+    assert source.hash_differs_from is None
+    assert source.describe().startswith("torchvision cache /cache/mobilenet_v2-b0353104.pth (sha256 b03531040000")
+    assert WeightsSource(**source.to_dict()) == source
 
 
 def test_an_explicit_file_comes_before_the_environment(random_weights_dir, tmp_path, monkeypatch):
@@ -74,15 +129,34 @@ def test_weights_of_another_backbone_are_refused_with_the_keys(random_weights_di
         build_model("resnet18", "finetune", 2, weights=random_weights_dir / "mobilenet_v2-test.pth")
 
 
-def test_a_file_that_is_not_weights_is_refused(tmp_path):
-    (tmp_path / "resnet18-x.pth").write_text("hello")
-    with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
-        build_model("resnet18", "finetune", 2, weights=tmp_path / "resnet18-x.pth")
-
-
 def test_a_weights_path_that_does_not_exist_is_named(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         build_model("resnet18", "finetune", 2, weights=tmp_path / "nope.pth")
+
+
+def test_a_weights_folder_without_a_file_for_the_backbone_is_an_error(random_weights_dir, tmp_path):
+    folder = tmp_path / "only-mobilenet"
+    folder.mkdir()
+    shutil.copyfile(random_weights_dir / "mobilenet_v2-test.pth", folder / "mobilenet_v2-test.pth")
+    expected = f"The weights folder {folder} holds no resnet18 file (looked for resnet18.pth and resnet18-*.pth)."
+    with pytest.raises(WeightsError) as error:
+        build_model("resnet18", "finetune", 2, weights=folder)  # the network guard fails the test if it downloads
+    assert expected in str(error.value) and error.value.setting == "weights"
+
+
+def test_a_studio_weights_folder_without_a_file_for_the_backbone_goes_on_to_torchvisions_cache(
+    random_weights_dir, tmp_path, monkeypatch
+):
+    folder = tmp_path / "only-mobilenet"
+    folder.mkdir()
+    shutil.copyfile(random_weights_dir / "mobilenet_v2-test.pth", folder / "mobilenet_v2-test.pth")
+    monkeypatch.setenv("STUDIO_WEIGHTS", str(folder))
+    resnet18 = get_backbone("resnet18")
+    assert find_local_weights(resnet18) is None  # a download is next
+    torchvision_cache_file(resnet18).parent.mkdir(parents=True)
+    shutil.copyfile(random_weights_dir / "resnet18-f37072fd.pth", torchvision_cache_file(resnet18))
+    assert find_local_weights(resnet18) == (torchvision_cache_file(resnet18), "torchvision-cache")
+    assert find_local_weights(get_backbone("mobilenet_v2")) == (folder / "mobilenet_v2-test.pth", "file")
 
 
 def test_without_network_or_local_weights_the_user_is_told_what_to_do(network_attempts):
@@ -128,3 +202,38 @@ def test_a_weights_file_in_the_environment_named_for_another_backbone_is_not_use
     monkeypatch.setenv("STUDIO_WEIGHTS", str(random_weights_dir / "mobilenet_v2-test.pth"))
     assert find_local_weights(get_backbone("resnet18")) is None
     assert find_local_weights(get_backbone("mobilenet_v2"))[0].name == "mobilenet_v2-test.pth"
+
+
+# ---------------------------------------------------------------- the device
+
+@pytest.mark.parametrize("requested", ["meta", "", "cpu:0:1", "gpu", "CUDA", " cpu", "cuda:", "cuda:-1", "xla"])
+def test_only_real_compute_devices_are_accepted(requested):
+    with pytest.raises(ConfigError) as error:
+        pick_device(requested)
+    message = str(error.value)
+    assert message.startswith(f"Unknown device {requested!r}; choose auto") and "cpu" in message
+    assert "\n" not in message and error.value.setting == "device"
+
+
+@pytest.mark.parametrize("requested", ["cuda", "cuda:7"])
+def test_a_gpu_on_a_machine_without_cuda_is_one_line(requested, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable CUDA GPU; choose the device auto or cpu") as error:
+        pick_device(requested)
+    assert "\n" not in str(error.value) and error.value.setting == "device"
+
+
+def test_a_gpu_number_beyond_the_machines_gpus_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as error:
+        pick_device("cuda:7")
+    assert str(error.value) == "cuda:7 was asked for but this machine has only 2 CUDA GPUs; choose auto, cpu, cuda " \
+                               "or cuda:0 to cuda:1."
+    assert error.value.setting == "device"
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_the_cpu_is_always_accepted():
+    assert pick_device("cpu") == torch.device("cpu")

@@ -1,16 +1,19 @@
 """Runs on disk: saved atomically, listed, loaded back; damaged folders never stop the others."""
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
+from core import staging
 from core.data import scan_dataset
 from core.errors import RunError, TrainingCancelled
 from core.predict import load_predictor
 from core.runs import (
     RunRecord,
     ValPredictions,
+    check_runs_dir,
     default_runs,
     find_run,
     latest_run,
@@ -80,7 +83,7 @@ def test_a_damaged_run_is_reported_and_the_others_still_load(runs_dir, tiny_run,
     elif damage == "wrong format":
         (broken / "run.json").write_text(json.dumps({"format": 99}))
     else:
-        (broken / "model.pt").write_bytes(b"not a checkpoint")
+        (broken / "model.pt").write_bytes(bytes((broken / "model.pt").stat().st_size))  # same size, all zeros
     listing = list_runs(runs_dir)
     if damage == "bad weights":  # metadata is fine: the damage shows when the weights are loaded
         run = find_run(broken.name, runs_dir)
@@ -166,3 +169,179 @@ def test_the_latest_run_of_each_tutorial_scenario_is_the_default(tiny_run):
     assert latest_run(newest_first, "frozen-tutorial") is None
     assert [r.id for r in default_runs(newest_first)] == ["2-finetune", "3-frozen"]
     assert [r.id for r in default_runs(newest_first[:1])] == ["4-scratch"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")])
+def test_a_failed_write_while_saving_is_one_line_and_leaves_nothing(tmp_path, tiny_run, monkeypatch, failure):
+    result = _result_of(tiny_run)
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(RunError, match="Could not save the run") as caught:
+        save_run(result, scan_dataset(tiny_run.dataset.root), tmp_path / "runs")
+    assert "\n" not in str(caught.value)
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def _result_of(run):
+    """A TrainResult equal to what produced `run`, to save it again."""
+    from core.models import build_model
+    from core.train import TrainResult
+
+    built = build_model(run.backbone, "scratch", len(run.class_names))
+    built.model.load_state_dict(load_model(run).state_dict())
+    return TrainResult(run.config, built, run.class_names, "cpu", list(run.history), run.status, run.best_epoch,
+                       run.best_val_acc, None, run.seconds)
+
+
+def test_the_runs_folder_is_synced_after_the_rename(tmp_path, tiny_run, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    record = save_run(_result_of(tiny_run), scan_dataset(tiny_run.dataset.root), tmp_path / "runs")
+    assert (tmp_path / "runs").stat().st_ino in synced  # the new entry survives a power cut
+    assert (record.path / "model.pt").stat().st_ino in synced and (record.path / "run.json").stat().st_ino in synced
+
+
+def test_a_runs_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(RunError, match="nothing was trained"):
+        check_runs_dir(tmp_path / "a-file")
+    with pytest.raises(RunError, match="nothing was trained"):
+        check_runs_dir(tmp_path / "a-file" / "runs")
+    assert check_runs_dir(tmp_path / "new" / "runs", "mobilenet_v2").is_dir()
+    assert list((tmp_path / "new" / "runs").iterdir()) == []  # the check leaves nothing behind
+
+
+def test_a_runs_folder_without_room_for_the_weights_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(RunError, match=r"Only 1 MB are free .* a resnet18 run needs about \d+ MB"):
+        check_runs_dir(tmp_path / "runs", "resnet18")
+
+
+def _leftover(runs_dir, run, suffix, complete=True):
+    """A staging folder as a save cut off by kill -9 leaves it: hidden, named after the run, unlocked."""
+    folder = runs_dir / f".{run.id}.{suffix}"
+    shutil.copytree(run.path, folder)
+    if not complete:
+        (folder / "run.json").unlink()
+    return folder
+
+
+def test_a_cut_off_save_is_recovered_when_complete_and_removed_when_not(runs_dir, tiny_run, tmp_path):
+    other = RunRecord.from_dict({**tiny_run.to_dict(), "id": "x"}, path=tiny_run.path)
+    other.id = "20300101-000000-frozen-mobilenet_v2-abcd"
+    complete = _leftover(runs_dir, other, "k2m9x_ab")
+    half = _leftover(runs_dir, other, "zz00zz00", complete=False)
+    (runs_dir / ".write-check.q1w2e3r4").mkdir()
+    (runs_dir / ".git").mkdir()  # hidden, but not ours: never touched
+    (runs_dir / ".notes.abcdefgh").write_text("not a staging folder either")
+    listing = list_runs(runs_dir)
+    assert listing.recovered == [runs_dir / other.id] and not listing.damaged
+    assert {run.id for run in listing.runs} == {tiny_run.id, other.id}
+    assert not complete.exists() and not half.exists() and not (runs_dir / ".write-check.q1w2e3r4").exists()
+    assert (runs_dir / ".git").is_dir() and (runs_dir / ".notes.abcdefgh").is_file()
+    assert load_model(find_run(other.id, runs_dir)) is not None
+
+
+def test_a_save_in_progress_is_never_touched(runs_dir, tiny_run):
+    with staging.staging_folder(runs_dir, "20300101-000000-frozen-mobilenet_v2-abcd") as live:
+        shutil.copytree(tiny_run.path, live, dirs_exist_ok=True)
+        listing = list_runs(runs_dir)
+        assert live.is_dir() and listing.recovered == [] and [r.id for r in listing.runs] == [tiny_run.id]
+
+
+def _edit(runs_dir, run_id, change):
+    path = runs_dir / run_id / "run.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d["config"].update(backbone="vgg16"),
+    lambda d: d.update(best_val_acc=None),
+    lambda d: d.update(seconds=None),
+    lambda d: d.update(created=5),
+    lambda d: d.update(status="exploded"),
+    lambda d: d.update(best_epoch=7),
+    lambda d: d.update(class_names="ants"),
+    lambda d: d["history"][0].update(val_loss="NaN"),
+    lambda d: d["val_predictions"].update(labels=[5] * 8),
+], ids=["unknown backbone", "null accuracy", "null seconds", "numeric date", "unknown status", "best epoch out of "
+        "range", "class names not a list", "loss not a number", "class number out of range"])
+def test_one_bad_run_json_never_breaks_the_others(runs_dir, tiny_run, tmp_path, damage):
+    bad = "20000101-000000-finetune-mobilenet_v2-dead"
+    shutil.copytree(runs_dir / tiny_run.id, runs_dir / bad)
+    _edit(runs_dir, bad, damage)
+    listing = list_runs(runs_dir)
+    assert [d.path.name for d in listing.damaged] == [bad] and "is damaged" in listing.damaged[0].reason
+    assert [r.id for r in listing.runs] == [tiny_run.id]
+    assert find_run(tiny_run.id, runs_dir).id == tiny_run.id and find_run("latest", runs_dir).id == tiny_run.id
+
+
+def test_bare_nan_in_run_json_is_damage(runs_dir, tiny_run):
+    path = runs_dir / tiny_run.id / "run.json"
+    path.write_text(path.read_text().replace(f'"best_val_acc": {tiny_run.best_val_acc}', '"best_val_acc": NaN', 1))
+    assert "NaN" in path.read_text()
+    [damaged] = list_runs(runs_dir).damaged
+    assert "NaN is not a number JSON allows" in damaged.reason
+
+
+def test_a_run_of_a_newer_format_says_so(runs_dir, tiny_run):
+    _edit(runs_dir, tiny_run.id, lambda d: d.update(format=2))
+    [damaged] = list_runs(runs_dir).damaged
+    assert "newer version of the studio" in damaged.reason and "damaged" not in damaged.reason
+
+
+def test_a_truncated_weights_file_is_damage(runs_dir, tiny_run):
+    weights = runs_dir / tiny_run.id / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    [damaged] = list_runs(runs_dir).damaged
+    assert "model.pt is damaged" in damaged.reason and f"{tiny_run.weights_bytes:,} were saved" in damaged.reason
+
+
+def test_paths_in_run_json_never_lead_outside_the_data_set(tmp_path):
+    root = tmp_path / "data"
+    (root / "val" / "a").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_text("")
+    (root / "val" / "a" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    predictions = ValPredictions(files=["val/a/1.jpg", "/etc/passwd", "../secret.jpg", "val/../../secret.jpg",
+                                        "val/a/link.jpg", "."], labels=[0] * 6, predictions=[0] * 6)
+    assert [p.path for p in predictions.pictures(root)] == [(root / "val/a/1.jpg").resolve()]
+
+
+def _untrained_copy(runs_dir, run, created):
+    copy = f"{created[:4]}0101-000000-frozen-mobilenet_v2-0ep0"
+    shutil.copytree(run.path, runs_dir / copy)
+    _edit(runs_dir, copy, lambda d: d.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0,
+                                             val_predictions={}, created=created))
+    return copy
+
+
+def test_a_run_with_no_finished_epoch_is_never_the_latest_nor_loaded(runs_dir, tiny_run):
+    untrained = _untrained_copy(runs_dir, tiny_run, "2099-01-01T00:00:00+00:00")
+    runs = list_runs(runs_dir).runs
+    assert runs[0].id == untrained and not runs[0].trained  # listed, newest...
+    assert find_run("latest", runs_dir).id == tiny_run.id  # ... but never the latest
+    assert [r.id for r in default_runs(runs)] == [tiny_run.id]
+    with pytest.raises(RunError, match="before its first epoch finished: its new last layer was never trained"):
+        load_model(find_run(untrained, runs_dir))
+
+
+def test_weights_with_nan_are_refused(runs_dir, tiny_run):
+    run = find_run(tiny_run.id, runs_dir)
+    state = torch.load(run.weights_path, weights_only=True)
+    state["classifier.1.weight"][0, 0] = float("nan")
+    torch.save(state, run.weights_path)
+    _edit(runs_dir, run.id, lambda d: d.update(weights_bytes=run.weights_path.stat().st_size))
+    with pytest.raises(RunError, match="NaN or infinite"):
+        load_model(find_run(tiny_run.id, runs_dir))

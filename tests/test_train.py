@@ -1,11 +1,13 @@
 """The training loop on generated pictures: history, best weights, frozen layers, callbacks, cancellation."""
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from core.data import make_loaders, scan_dataset
 from core.device import pick_device
-from core.errors import StudioError, TrainingCancelled
+from core.errors import ConfigError, StudioError, TrainingCancelled
 from core.models import build_model
 from core.train import TrainConfig, evaluate, train
 
@@ -79,11 +81,33 @@ def test_a_seed_makes_a_cpu_run_repeatable(scan, random_weights_dir):
     assert [(e.train_loss, e.val_loss) for e in first.history] == [(e.train_loss, e.val_loss) for e in second.history]
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("momentum", 1.5),
-                                          ("backbone", "vgg"), ("scenario", "magic")])
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("momentum", 1.5), ("backbone", "vgg"), ("scenario", "magic"),
+    ("lr", float("nan")), ("lr", float("inf")), ("lr", 1e39), ("momentum", float("nan")), ("gamma", float("nan")),
+    ("gamma", float("-inf")), ("epochs", 2.5), ("epochs", True), ("batch_size", "8"), ("seed", -1), ("workers", 1.0),
+])
 def test_bad_recipe_values_are_refused(field, value):
-    with pytest.raises((ValueError, StudioError)):
+    with pytest.raises(ConfigError, match=field):
         config(**{field: value})
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_epoch(scan, random_weights_dir, monkeypatch):
+    training = sys.modules["core.train"]  # `core.train` is the function train
+    real_train_one_epoch = training.train_one_epoch
+    epochs_run = []
+
+    def train_one_epoch(model, *args, **kwargs):  # the weights blow up during epoch 2, as with a far too high lr
+        epochs_run.append(1)
+        if len(epochs_run) == 2:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
+        return real_train_one_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", train_one_epoch)
+    result = train(config(scenario="frozen", epochs=4), scan, random_weights_dir)
+    assert result.status == "diverged" and len(epochs_run) == 2
+    assert [e.epoch for e in result.history] == [1] and result.best_epoch == 1
+    assert all(torch.isfinite(v).all() for v in result.model.state_dict().values() if v.is_floating_point())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
