@@ -183,13 +183,13 @@ class RunRecord:
         if data.get("format") != RUN_FORMAT:
             raise ValueError(f"unknown run format {data.get('format')!r}")
         known = {f.name for f in fields(cls)} - {"path"}
-        fields_ = {k: v for k, v in data.items() if k in known}
-        fields_["config"] = TrainConfig(**_expect(data, "config", dict))
-        fields_["dataset"] = DatasetSummary.from_dict(_expect(data, "dataset", dict))
-        fields_["history"] = [EpochStats(**epoch) for epoch in _expect(data, "history", list)]
-        fields_["weights_source"] = WeightsSource(**_expect(data, "weights_source", dict))
-        fields_["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
-        record = cls(**fields_, path=path)
+        values = {k: v for k, v in data.items() if k in known}
+        values["config"] = TrainConfig(**_expect(data, "config", dict))
+        values["dataset"] = DatasetSummary.from_dict(_expect(data, "dataset", dict))
+        values["history"] = [EpochStats(**epoch) for epoch in _expect(data, "history", list)]
+        values["weights_source"] = WeightsSource(**_expect(data, "weights_source", dict))
+        values["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
+        record = cls(**values, path=path)
         record.check()
         return record
 
