@@ -90,7 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     export_cmd = commands.add_parser("export", help="write a saved run as a bundle to use outside the studio")
     export_cmd.add_argument("--run", default="latest", help="run id, id prefix, folder, latest or latest:SCENARIO")
-    export_cmd.add_argument("--format", required=True, choices=list(FORMATS))
+    export_cmd.add_argument("--format", required=True, choices=list(FORMATS),
+                            help="onnx (onnxruntime), pt2 (PyTorch's torch.export; torch.export.load) or torchscript "
+                                 "(legacy: deprecated by PyTorch)")
     export_cmd.add_argument("--out", type=Path, default=Path("exports"), help="folder for the zip (default: ./exports)")
     export_cmd.add_argument("--runs-dir", type=Path)
 

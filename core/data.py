@@ -327,6 +327,11 @@ def _move_into_place(source: Path, folder: Path, name: str) -> Path:
         return target
 
 
+def safe_folder_name(name: str) -> str:
+    """The folder name an uploaded data set called `name` is unpacked to (before any -2, -3... is added)."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "dataset"
+
+
 def import_dataset_zip(zip_path: Path, uploads_dir: Path, name: str, *, root: Path | None = None,
                        quota_bytes: int | None = None) -> tuple[Path, DatasetScan]:
     """Check and unpack a zip holding train/ and val/ (at its top or inside one folder) into uploads_dir/NAME
@@ -339,7 +344,7 @@ def import_dataset_zip(zip_path: Path, uploads_dir: Path, name: str, *, root: Pa
     """
     zip_path, uploads_dir = Path(zip_path), Path(uploads_dir)
     root = Path(root or uploads_dir)
-    safe_name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "dataset"
+    safe_name = safe_folder_name(name)
     try:
         root.mkdir(parents=True, exist_ok=True)
         uploads_dir.mkdir(parents=True, exist_ok=True)

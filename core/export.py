@@ -1,5 +1,6 @@
-"""Export a saved run as a self-contained bundle: the model (ONNX or TorchScript), its classes, its
-preprocessing and a model card, in one zip that needs neither this project nor torchvision to use."""
+"""Export a saved run as a self-contained bundle: the model (ONNX, PyTorch's `torch.export` .pt2, or legacy
+TorchScript), its classes, its preprocessing and a model card, in one zip that needs neither this project nor
+torchvision to use."""
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,15 @@ from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, load_model
 from core.staging import abandoned, remove, staging_file, staging_pattern, sync_folder
 
-FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+# format -> the model's file in the bundle, in the order offered. pt2 is PyTorch's current format (torch.export);
+# TorchScript is kept for older users only: PyTorch deprecates it, and torch.jit.load warns so.
+FORMATS = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+LEGACY_FORMATS = frozenset({"torchscript"})
+_LOADING = {  # how the bundle's model is loaded, for its model card
+    "onnx": "ONNX; run it with `onnxruntime.InferenceSession(path)`",
+    "pt2": "PyTorch's `torch.export` program; load it with `torch.export.load(path).module()`",
+    "torchscript": "TorchScript, **legacy**: deprecated by PyTorch (`torch.jit.load` warns so); prefer the onnx or "
+                   "pt2 format. Load it with `torch.jit.load(path)`"}
 TOLERANCE = 1e-4  # largest accepted difference of any probability between the bundle and PyTorch
 _BUNDLE_NAME = rf"[^/]+-(?:{'|'.join(FORMATS)})\.zip"  # RUN-ID-FORMAT.zip
 STAGED = staging_pattern(_BUNDLE_NAME)  # .RUN-ID-FORMAT.zip.xxxxxxxx.partial, from staging_file
@@ -65,12 +74,17 @@ def preprocessing() -> dict:
 
 def _export_model(network: nn.Module, fmt: str, path: Path) -> None:
     example = torch.zeros(1, 3, EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # both exporters warn about their own future, not about this model
+        warnings.simplefilter("ignore")  # the exporters warn about their own future, not about this model
         if fmt == "onnx":
-            batch = torch.export.Dim("batch", min=1, max=1024)
             torch.onnx.export(network, (example,), str(path), input_names=["image"], output_names=["probabilities"],
                               dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False, external_data=False)
+        elif fmt == "pt2":
+            # An example batch of 2: torch.export would take a batch of 1 for a constant and refuse it as dynamic.
+            program = torch.export.export(network, (example.expand(2, -1, -1, -1).contiguous(),),
+                                          dynamic_shapes={"image": {0: batch}})
+            torch.export.save(program, str(path))
         else:
             torch.jit.save(torch.jit.trace(network, example), str(path))
 
@@ -82,7 +96,15 @@ def _bundle_runner(fmt: str, model_bytes: bytes):
 
         session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         return lambda batch: session.run(None, {"image": batch})[0]
-    with warnings.catch_warnings():
+    if fmt == "pt2":
+        program = torch.export.load(io.BytesIO(model_bytes)).module()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return program(torch.from_numpy(batch)).numpy()
+
+        return run
+    with warnings.catch_warnings():  # legacy TorchScript: torch.jit.load warns that it is deprecated
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.load(io.BytesIO(model_bytes))
     return lambda batch: scripted(torch.from_numpy(batch)).detach().numpy()
@@ -127,11 +149,11 @@ def check_parity(expected: np.ndarray, got: np.ndarray, run_id: str, fmt: str) -
                           "diverged).")
     if not np.isfinite(got).all():
         raise StudioError(f"The {fmt} export of run {run_id} outputs NaN or infinity where PyTorch does not; it was "
-                          "not written. Try the other format.")
+                          "not written. Try another format.")
     difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not difference <= TOLERANCE:
         raise StudioError(f"The {fmt} export of run {run_id} differs from PyTorch by {difference:.2e} (more than "
-                          f"{TOLERANCE}); it was not written. Try the other format.")
+                          f"{TOLERANCE}); it was not written. Try another format.")
     return difference
 
 
@@ -152,7 +174,7 @@ def model_card(run: RunRecord, fmt: str, paths: bool = True) -> str:
 - **Scenario**: {scenario.title} (`{scenario.name}`): {scenario.description}
 - **Starting weights**: {source.describe(paths) if source.kind != 'none' else 'none (random initialisation)'}
   {f'torchvision name `{source.torchvision_name}`; ' if source.torchvision_name else ''}sha256 `{source.sha256 or '-'}`
-- **Format**: {fmt} (`{FORMATS[fmt]}`); input and output in `bundle.json`.
+- **Format**: {fmt} (`{FORMATS[fmt]}`): {_LOADING[fmt]}. Input and output in `bundle.json`.
 
 ## Data
 

@@ -4,6 +4,14 @@ The dashboard keeps one TrainingJobs object for the whole server, so every brows
 same job, and a second Start while one runs is refused with the reason. A shared server gives the
 manager limits (epochs, pictures, minutes) that every job is held to, and names each job's owner:
 only the owner may cancel a job that has one.
+
+Each scenario runs on its own: one that fails (say, its pretrained weights cannot be had) is marked "failed" with
+its own message and setting, and the job goes on to the next. The job ends "completed" when at least one scenario
+did not fail (the failed ones are listed by `JobSnapshot.failures`), "failed" only when every scenario failed or
+the data set could not be loaded (its message and setting are then the first failure's), and "cancelled" when
+Cancel or the time limit stopped it: the scenarios not started are then skipped.
+
+The time left comes from core.eta: seconds per batch measured phase by phase, with the injectable `clock`.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import math
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +29,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from core.data import SPLITS, load_dataset
 from core.errors import JobRefused, StudioError, TrainingCancelled
+from core.eta import Estimator, plan_scenario
 from core.runs import check_runs_dir, save_run
 from core.train import BatchProgress, EpochStats, TrainConfig, train
 
@@ -74,6 +84,8 @@ class ScenarioState:
     status: str = "waiting"  # waiting, running, completed, cancelled, failed, skipped
     history: list[EpochStats] = field(default_factory=list)
     run_id: str | None = None
+    message: str = ""  # why it failed
+    setting: str | None = None  # of its StudioError: the setting that would fix it
 
 
 @dataclass
@@ -87,8 +99,10 @@ class JobSnapshot:
     data_dir: str
     scenarios: list[ScenarioState]
     current: int = 0  # index into scenarios
-    progress: BatchProgress | None = None
+    configs: list[TrainConfig] = field(default_factory=list)  # the recipe of each scenario, in order
+    progress: BatchProgress | None = None  # the current scenario's latest batch; None before its first
     fraction: float = 0.0  # of the whole job
+    eta_seconds: float | None = None  # time left, from measured rates; None while estimating (and once finished)
     finished: float | None = None
     message: str = ""
     setting: str | None = None  # of a failed job's StudioError: the setting that would fix it
@@ -106,10 +120,8 @@ class JobSnapshot:
         return (self.finished or time.time()) - self.started
 
     @property
-    def eta_seconds(self) -> float | None:
-        if self.state != "running" or self.fraction < 0.02:
-            return None
-        return self.elapsed * (1 - self.fraction) / self.fraction
+    def failures(self) -> list[ScenarioState]:
+        return [scenario for scenario in self.scenarios if scenario.status == "failed"]
 
     @property
     def running(self) -> bool:
@@ -117,10 +129,13 @@ class JobSnapshot:
 
 
 class TrainingJobs:
-    def __init__(self, limits: JobLimits | None = None) -> None:
+    def __init__(self, limits: JobLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or JobLimits()
+        self.clock = clock  # for the time left; deadlines and the times shown stay on time.time()
         self._lock = threading.Lock()
         self._job: JobSnapshot | None = None
+        self._estimator: Estimator | None = None  # the current job's, once its data set is loaded
+        self._started = 0.0  # clock() when the current job started
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._count = 0
@@ -128,7 +143,13 @@ class TrainingJobs:
 
     def snapshot(self) -> JobSnapshot | None:
         with self._lock:
-            return copy.deepcopy(self._job)
+            job = copy.deepcopy(self._job)
+            if job and job.running and self._estimator:
+                job.eta_seconds = self._estimator.remaining()
+                spent = self.clock() - self._started
+                if job.eta_seconds is not None and spent + job.eta_seconds > 0:
+                    job.fraction = min(spent / (spent + job.eta_seconds), 1.0)
+            return job
 
     def start(self, request: JobRequest, owner: str | None = None) -> int:
         """Start training in the background and return the job id, or raise JobRefused (a job is running, or
@@ -147,13 +168,14 @@ class TrainingJobs:
                 )
             self._count += 1
             self._cancel.clear()
+            self._estimator, self._started = None, self.clock()
             started = time.time()
             limit = started + self.limits.max_minutes * 60 if self.limits.max_minutes is not None else math.inf
             deadline = min(request.deadline or math.inf, limit)
             self._job = JobSnapshot(
                 job_id=self._count, state="running", started=started, backbone=request.configs[0].backbone,
                 data_dir=str(request.data_dir), scenarios=[ScenarioState(c.scenario) for c in request.configs],
-                owner=owner, deadline=None if deadline == math.inf else deadline,
+                owner=owner, deadline=None if deadline == math.inf else deadline, configs=list(request.configs),
             )
             self._thread = threading.Thread(target=self._run, args=(request,), name="training-job", daemon=True)
             self._thread.start()
@@ -184,40 +206,53 @@ class TrainingJobs:
 
     # ------------------------------------------------------------ the worker thread
 
-    def _update(self, **changes) -> None:
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self._job, name, value)
-
     def _run(self, request: JobRequest) -> None:
         try:
             scan = load_dataset(request.data_dir)
-            count = len(request.configs)
-            for index, config in enumerate(request.configs):
-                if self._cancel.is_set():
-                    self._set_scenario(index, status="skipped")
-                    continue
-                self._update(current=index)
-                self._set_scenario(index, status="running")
+            estimator = Estimator([plan_scenario(config, scan) for config in request.configs], self.clock)
+        except Exception as exc:  # the job must end with a message the page can show, whatever happened
+            message, setting = _describe(exc)
+            with self._lock:
+                for scenario in self._job.scenarios:
+                    scenario.status = "skipped"
+                self._job.state, self._job.finished = "failed", time.time()
+                self._job.message, self._job.setting = message, setting
+            return
+        with self._lock:
+            self._estimator = estimator
+        count = len(request.configs)
+        for index, config in enumerate(request.configs):
+            if self._cancel.is_set():
+                self._set_scenario(index, status="skipped")
+                continue
+            with self._lock:
+                self._job.current, self._job.progress = index, None
+                self._job.scenarios[index].status = "running"
+                estimator.start(index)
+            try:  # each scenario on its own: one that fails does not keep the others from training
                 result = train(config, scan, request.weights,
                                on_batch=lambda progress, i=index: self._on_batch(progress, i, count),
                                on_epoch=lambda stats, i=index: self._on_epoch(stats, i))
                 record = save_run(result, scan, request.runs_dir)
-                self._set_scenario(index, status=result.status, run_id=record.id)
-            if self._cancel.is_set():
-                self._update(state="cancelled", finished=time.time())
-            else:
-                self._update(state="completed", finished=time.time(), fraction=1.0)
-        except Exception as exc:  # the job must end with a message the page can show, whatever happened
-            message = str(exc) if isinstance(exc, (StudioError, ValueError)) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, (StudioError, ValueError)):
-                traceback.print_exc()
+                changes = {"status": result.status, "run_id": record.id}
+            except Exception as exc:
+                message, setting = _describe(exc)
+                changes = {"status": "failed", "message": message, "setting": setting}
             with self._lock:
-                for scenario in self._job.scenarios:
-                    if scenario.status in ("running", "waiting"):
-                        scenario.status = "failed" if scenario.status == "running" else "skipped"
-                self._job.state, self._job.finished, self._job.message = "failed", time.time(), message
-                self._job.setting = getattr(exc, "setting", None)
+                for name, value in changes.items():
+                    setattr(self._job.scenarios[index], name, value)
+                self._job.progress = None  # never show a finished scenario's last batch
+                estimator.finish(index)
+        with self._lock:
+            job = self._job
+            job.finished = time.time()
+            failures = job.failures
+            if self._cancel.is_set():
+                job.state = "cancelled"
+            elif len(failures) == len(job.scenarios):
+                job.state, job.message, job.setting = "failed", failures[0].message, failures[0].setting
+            else:
+                job.state, job.fraction = "completed", 1.0
 
     def _set_scenario(self, index: int, **changes) -> None:
         with self._lock:
@@ -232,9 +267,20 @@ class TrainingJobs:
         if self._cancel.is_set():
             raise TrainingCancelled
         within_epoch = progress.batch / progress.batches if progress.phase == "train" else 1.0
-        fraction = (index + (progress.epoch - 1 + within_epoch) / progress.epochs) / count
-        self._update(progress=progress, fraction=min(fraction, 1.0))
+        fraction = (index + max(progress.epoch - 1 + within_epoch, 0) / progress.epochs) / count
+        with self._lock:
+            self._job.progress, self._job.fraction = progress, min(fraction, 1.0)
+            if self._estimator:
+                self._estimator.batch(index, progress)
 
     def _on_epoch(self, stats: EpochStats, index: int) -> None:
         with self._lock:
             self._job.scenarios[index].history.append(stats)
+
+
+def _describe(exc: Exception) -> tuple[str, str | None]:
+    """(message, setting) of an error for the page; an unexpected one is named by its type, its traceback printed."""
+    if isinstance(exc, (StudioError, ValueError)):
+        return str(exc), getattr(exc, "setting", None)
+    traceback.print_exc()
+    return f"{type(exc).__name__}: {exc}", None

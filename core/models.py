@@ -175,6 +175,26 @@ def find_local_weights(backbone: Backbone, weights: str | Path | None = None) ->
     return (cached, "torchvision-cache") if cached.is_file() else None
 
 
+def ensure_weights(backbone_name: str, weights: str | Path | None = None) -> Path:
+    """The local file of a backbone's pretrained weights, downloading torchvision's when there is none here.
+    Raises WeightsError when they can be neither found nor downloaded."""
+    backbone = get_backbone(backbone_name)
+    found = find_local_weights(backbone, weights)
+    return found[0] if found else _download_weights(backbone)
+
+
+def local_backbones() -> list[str]:
+    """The backbones whose pretrained weights are on this machine (nothing to download), in BACKBONES' order."""
+    available = []
+    for name, backbone in BACKBONES.items():
+        try:
+            if find_local_weights(backbone):
+                available.append(name)
+        except WeightsError:
+            continue
+    return available
+
+
 def _download_weights(backbone: Backbone) -> Path:
     name = f"torchvision's {backbone.imagenet_weights}"
     try:

@@ -423,9 +423,12 @@ def latest_run(runs: list[RunRecord], scenario: str | None = None) -> RunRecord 
 
 
 def default_runs(runs: list[RunRecord], scenarios: tuple[str, ...] = TUTORIAL_SCENARIOS) -> list[RunRecord]:
-    """The runs shown when the user has chosen none: the latest of each scenario, else the two newest."""
-    chosen = [run for scenario in scenarios if (run := latest_run(runs, scenario))]
-    return chosen or [run for run in runs if run.trained][:2]
+    """The runs shown when the user has chosen none, all of one data set (that of the newest trained run): the
+    latest trained run of each scenario, else the two newest trained runs."""
+    trained = [run for run in runs if run.trained]
+    same_data = [run for run in trained if run.dataset.root == trained[0].dataset.root]
+    chosen = [run for scenario in scenarios if (run := latest_run(same_data, scenario))]
+    return chosen or same_data[:2]
 
 
 def find_run(reference: str, runs_dir: Path | None = None) -> RunRecord:

@@ -1,4 +1,9 @@
-"""Plotly figures for the pages, built from runs and histories."""
+"""Plotly figures for the pages, built from runs and histories.
+
+Every figure has its title at the top left and its legend in a row of its own above the plot area, so neither
+meets an axis title nor Plotly's toolbar (top right; PLOTLY_CONFIG shows it on hover only). Epoch axes tick at
+whole epochs. A run with no finished epoch has nothing to chart: its own figures are None, overlays leave it out.
+"""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -10,21 +15,79 @@ from core.train import EpochStats
 
 COLORS = {"finetune": "#1f77b4", "frozen": "#2ca02c", "frozen-tutorial": "#ff7f0e", "scratch": "#d62728"}
 FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#17becf"]
+TRAIN_COLOR = "#7f7f7f"
+TOTAL_COLOR = "#c7c7c7"  # all parameters
+TRAINABLE_COLOR = "#393b79"  # trainable parameters
+PER_EPOCH_COLOR = "#3182bd"
+ONE_OFF_COLOR = "#fd8d3c"
+
+# Room at the top of a figure, in pixels: a row for Plotly's toolbar, the title, and each row of the legend.
+TOOLBAR_ROOM = 30
+TITLE_ROOM = 26
+LEGEND_ROOM = 24
+PHONE_WIDTH, LEGEND_SYMBOL, LEGEND_CHAR = 340, 45, 7  # pixels: a legend entry takes its symbol and its letters
+# For st.plotly_chart(config=...): the toolbar on hover only, without the logo and the selection tools.
+PLOTLY_CONFIG = {"displayModeBar": "hover", "displaylogo": False,
+                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "zoomIn2d", "zoomOut2d"]}
+
+NOTHING_TO_CHART = "no epoch finished: nothing to chart"
+PER_EPOCH = "per epoch (mean of epochs)"
+ONE_OFF = "one-off: loading, feature caching"
+# The Compare page's gallery: pictures per page, and their width in pixels (two to a row on a 390 px phone).
+GALLERY_PAGE = 12
+GALLERY_WIDTH = 150
 
 
 def color_for(scenario: str, index: int = 0) -> str:
     return COLORS.get(scenario, FALLBACK[index % len(FALLBACK)])
 
 
-def _layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", y=-0.2), hovermode="x unified")
+def charted(runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs with at least one finished epoch: the others have no history to chart."""
+    return [run for run in runs if run.history]
+
+
+def one_off_seconds(run: RunRecord) -> float:
+    """The run's time outside its epochs: loading the pictures, caching a frozen backbone's features, setup."""
+    return max(run.seconds - sum(epoch.seconds for epoch in run.history), 0.0)
+
+
+def _legend_rows(fig: go.Figure) -> int:
+    """How many rows the horizontal legend takes on a phone, about PHONE_WIDTH pixels wide: 0 without one."""
+    names = [trace.name for trace in fig.data if trace.showlegend is not False and trace.name]
+    return -(-sum(LEGEND_SYMBOL + LEGEND_CHAR * len(name) for name in names) // PHONE_WIDTH)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 340, hovermode: str = "x unified") -> go.Figure:
+    """From the top: a row kept free for Plotly's toolbar, the title at the left, the legend in horizontal rows,
+    then the plot area of `height` pixels. Nothing there meets the toolbar or an axis title."""
+    rows = _legend_rows(fig)
+    top = TOOLBAR_ROOM + (TITLE_ROOM if title else 0) + LEGEND_ROOM * rows
+    fig.update_layout(
+        title=dict(text=title, x=0, xref="container", xanchor="left", y=1, yref="container", yanchor="top",
+                   pad=dict(l=10, t=TOOLBAR_ROOM), font=dict(size=14)),
+        height=height + top, margin=dict(l=10, r=10, t=top, b=10), showlegend=rows > 0,
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom"), hovermode=hovermode,
+        hoverlabel=dict(namelength=-1))
     return fig
+
+
+def _epoch_axis(fig: go.Figure, epochs: int) -> None:
+    """Ticks at whole epochs only: every epoch up to 10, else a round step giving at most 10 ticks."""
+    step = next((s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500) if epochs <= 10 * s), -(-epochs // 10))
+    pad = max(0.25, 0.02 * epochs)
+    fig.update_xaxes(title_text="epoch", tickmode="linear", tick0=1 if step == 1 else 0, dtick=step, tickformat="d",
+                     range=[1 - pad, max(epochs, 1) + pad])
+
+
+def _history_pair(fig: go.Figure) -> None:
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", row=1, col=2)
 
 
 def live_history(series: dict[str, list[EpochStats]]) -> go.Figure:
     """Loss and accuracy per epoch for each scenario of a running job, train dashed and val solid."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12)
     for index, (scenario, history) in enumerate(series.items()):
         epochs = [e.epoch for e in history]
         color = color_for(scenario, index)
@@ -33,62 +96,88 @@ def live_history(series: dict[str, list[EpochStats]]) -> go.Figure:
                             line=dict(color=color, dash="dash"), row=1, col=col, showlegend=col == 1)
             fig.add_scatter(x=epochs, y=[getattr(e, val_key) for e in history], name=f"{scenario} val",
                             line=dict(color=color), row=1, col=col, showlegend=col == 1)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    return _layout(fig, "", height=360)
+    _epoch_axis(fig, max((len(history) for history in series.values()), default=1))
+    _history_pair(fig)
+    return _layout(fig, "", height=320)
 
 
 def overlay(runs: list[RunRecord], key: str, title: str, labels: dict[str, str]) -> go.Figure:
+    """One line per run with a finished epoch."""
     fig = go.Figure()
+    runs = charted(runs)
     for index, run in enumerate(runs):
         fig.add_scatter(x=[e.epoch for e in run.history], y=[getattr(e, key) for e in run.history],
                         name=labels[run.id], mode="lines+markers", line=dict(color=color_for(run.scenario, index)))
-    fig.update_xaxes(title_text="epoch")
-    return _layout(fig, title)
+    _epoch_axis(fig, max((len(run.history) for run in runs), default=1))
+    return _layout(fig, title, height=300)
 
 
-def train_against_val(run: RunRecord, label: str) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+def train_against_val(run: RunRecord, label: str) -> go.Figure | None:
+    """Train (grey) and validation (the scenario's colour) loss and accuracy; None when no epoch finished."""
+    if not run.history:
+        return None
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15)
     epochs = [e.epoch for e in run.history]
     for col, keys in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc")), start=1):
-        for key, color in zip(keys, ("#7f7f7f", color_for(run.scenario))):
+        for key, color in zip(keys, (TRAIN_COLOR, color_for(run.scenario))):
             fig.add_scatter(x=epochs, y=[getattr(e, key) for e in run.history], name=key.split("_")[0],
                             line=dict(color=color), row=1, col=col, showlegend=col == 1)
     if run.best_epoch:
         fig.add_vline(x=run.best_epoch, line_dash="dot", line_color="gray", annotation_text="best", row=1, col=2)
-    fig.update_xaxes(title_text="epoch")
-    return _layout(fig, label, height=300)
+    _epoch_axis(fig, len(run.history))
+    _history_pair(fig)
+    return _layout(fig, label, height=260)
 
 
 def seconds_per_epoch(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
+    """For each run with a finished epoch: the mean seconds of its epochs, and apart from them the one-off
+    seconds before and between the epochs (loading pictures, caching a frozen backbone's features)."""
+    runs = charted(runs)
+    names = [labels[run.id] for run in runs]
+    # customdata: epochs, the run's total seconds
+    data = [[len(run.history), run.seconds] for run in runs]
     fig = go.Figure()
-    for index, run in enumerate(runs):
-        fig.add_bar(x=[e.epoch for e in run.history], y=[e.seconds for e in run.history],
-                    name=f"{labels[run.id]} (total {run.seconds:.0f} s)", marker_color=color_for(run.scenario, index))
+    fig.add_bar(y=names, x=[sum(e.seconds for e in run.history) / len(run.history) for run in runs],
+                name=PER_EPOCH, orientation="h", marker_color=PER_EPOCH_COLOR, customdata=data,
+                texttemplate="%{x:.1f} s", textposition="auto", cliponaxis=False,
+                hovertemplate="%{y}<br>%{x:.2f} s per epoch<br>(mean of %{customdata[0]} epochs)"
+                              "<br>whole run: %{customdata[1]:.1f} s<extra></extra>")
+    fig.add_bar(y=names, x=[one_off_seconds(run) for run in runs], name=ONE_OFF, orientation="h",
+                marker_color=ONE_OFF_COLOR, customdata=data, texttemplate="%{x:.1f} s", textposition="auto",
+                cliponaxis=False,
+                hovertemplate="%{y}<br>%{x:.2f} s once, before and between the epochs:<br>loading pictures, "
+                              "caching features<br>whole run: %{customdata[1]:.1f} s<extra></extra>")
     fig.update_layout(barmode="group")
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="seconds")
-    return _layout(fig, "Seconds per epoch")
+    fig.update_xaxes(title_text="seconds", rangemode="tozero")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Time: per epoch and one-off", height=80 + 70 * max(len(runs), 1), hovermode="closest")
 
 
 def parameters(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
+    """Trainable parameters drawn over all parameters, one colour per series, the runs on the y axis."""
     names = [labels[r.id] for r in runs]
     fig = go.Figure()
-    fig.add_bar(y=names, x=[r.total_params for r in runs], name="total", orientation="h", marker_color="#c7c7c7")
+    fig.add_bar(y=names, x=[r.total_params for r in runs], name="total", orientation="h", marker_color=TOTAL_COLOR,
+                hovertemplate="%{y}<br>%{x:,} parameters in all<extra></extra>")
     fig.add_bar(y=names, x=[r.trainable_params for r in runs], name="trainable", orientation="h",
-                marker_color=[color_for(r.scenario, i) for i, r in enumerate(runs)])
+                marker_color=TRAINABLE_COLOR, hovertemplate="%{y}<br>%{x:,} trainable parameters<extra></extra>")
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(type="log", title_text="parameters (log scale)")
-    return _layout(fig, "Trainable against total parameters", height=120 + 60 * len(runs))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Trainable against total parameters", height=80 + 50 * len(runs), hovermode="closest")
 
 
-def confusion_matrix(run: RunRecord, label: str) -> go.Figure:
+def confusion_matrix(run: RunRecord, label: str) -> go.Figure | None:
+    """Counts of actual against predicted class on the validation set; None when no predictions were saved."""
+    if not run.val_predictions:
+        return None
     names = run.class_names
-    counts = run.val_predictions.confusion(len(names)) if run.val_predictions else [[0] * len(names) for _ in names]
+    counts = run.val_predictions.confusion(len(names))
     fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, text=counts, texttemplate="%{text}",
                                colorscale="Blues", showscale=False))
     fig.update_xaxes(title_text="predicted")
     fig.update_yaxes(title_text="actual", autorange="reversed")
-    return _layout(fig, label, height=300)
+    return _layout(fig, label, height=260, hovermode="closest")
 
 
 def probabilities(prediction: Prediction, scenario: str) -> go.Figure:
@@ -97,4 +186,16 @@ def probabilities(prediction: Prediction, scenario: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=[f"{v:.1%}" for v in values],
                            textposition="auto", marker_color=color_for(scenario)))
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
-    return _layout(fig, "", height=80 + 40 * len(names))
+    return _layout(fig, "", height=40 + 40 * len(names), hovermode="closest")
+
+
+
+def pages(count: int, per_page: int | None = None) -> int:
+    """How many gallery pages `count` pictures fill."""
+    return max(-(-count // (per_page or GALLERY_PAGE)), 1)
+
+
+def page_of(items: list, page: int, per_page: int | None = None) -> list:
+    """The items on gallery page `page` (from 1)."""
+    per_page = per_page or GALLERY_PAGE
+    return items[(page - 1) * per_page:page * per_page]

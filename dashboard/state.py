@@ -49,6 +49,13 @@ def training_jobs() -> TrainingJobs:
     return TrainingJobs(settings().limits)
 
 
+@st.cache_resource
+def weights_problems() -> dict[str, str]:
+    """Backbone name -> why its pretrained weights could be neither found nor downloaded, when this server last
+    tried (Home says so). Emptied for a backbone once its weights are found."""
+    return {}
+
+
 def visitor() -> str:
     """This browser session's secret token (a reload starts a new session, with a new token)."""
     return st.session_state.setdefault("visitor", secrets.token_hex(16))

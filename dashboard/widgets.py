@@ -9,9 +9,10 @@ from PIL import Image
 
 from core import errors
 from core.data import default_data_root, uploads_dir
-from core.errors import StudioError
+from core.errors import StudioError, WeightsError
 from core.images import open_image
 from core.jobs import JobLimits
+from core.models import BACKBONES, SCENARIOS, ensure_weights, local_backbones
 from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, default_runs, default_runs_dir, list_runs
 from dashboard import state
@@ -63,6 +64,33 @@ def limits_text(limits: JobLimits) -> str:
     return f"Limits on this studio: {', '.join(parts)}." if parts else ""
 
 
+def runnable_scenarios(backbone: str, scenarios: list[str]) -> list[str]:
+    """The scenarios that can train now: those needing pretrained weights only if the backbone's weights are here
+    or can be downloaded (tried now, with a spinner). Says on the page what cannot run, and why."""
+    pretrained = [name for name in scenarios if SCENARIOS[name].pretrained]
+    if not pretrained:
+        return scenarios
+    title = BACKBONES[backbone].title
+    try:
+        with st.spinner(f"Getting {title}'s ImageNet weights..."):
+            ensure_weights(backbone)
+        state.weights_problems().pop(backbone, None)
+        return scenarios
+    except WeightsError as exc:
+        state.weights_problems()[backbone] = str(exc)
+    others = [BACKBONES[name].title for name in local_backbones() if name != backbone]
+    instead = f"choose {' or '.join(others)}, whose weights are here, or " if others else ""
+    can_run = [name for name in scenarios if name not in pretrained]
+    st.error(private(f"{', '.join(SCENARIOS[name].title for name in pretrained)} start from {title}'s ImageNet "
+                     f"weights, which are not on this machine and cannot be downloaded (no internet?). To train "
+                     f"them, {instead}restart the app with STUDIO_WEIGHTS set to a {backbone} weights file."))
+    if can_run:
+        st.info(f"Started {', '.join(SCENARIOS[name].title for name in can_run)} only: it needs no pretrained weights.")
+    else:
+        st.info("Nothing was started. The From scratch scenario needs no pretrained weights.")
+    return can_run
+
+
 def error_message(message: str, setting: str | None) -> str:
     """A library error in the dashboard's terms: what went wrong, then what to do here (without server paths
     in shared mode)."""
@@ -77,7 +105,7 @@ def show_error(exc: StudioError | ValueError) -> None:
 def run_label(run: RunRecord, details: bool = True) -> str:
     """How a run is named on the pages; `details` adds its best accuracy, or that no epoch finished, and its
     status when it did not complete."""
-    label = f"{run.scenario} · {run.backbone} · {run.created.replace('T', ' ')[:16]}"
+    label = f"{run.scenario} · {run.backbone} · {run.dataset.root.name} · {run.created.replace('T', ' ')[:16]}"
     if not details:
         return label
     label += f" · best {run.best_val_acc:.3f}" if run.trained else " · no epoch finished"
@@ -91,13 +119,14 @@ def run_labels(runs: list[RunRecord], details: bool = False) -> dict[str, str]:
     return {run_id: f"{label} · {run_id[-4:]}" if label in repeated else label for run_id, label in labels.items()}
 
 
-def pick_runs(label: str, none_yet: str) -> list[RunRecord]:
-    """Saved runs to show, the latest finetune and frozen ones chosen by default; stops the page if none exist.
-    In shared mode only the runs of the data sets this session may train on are offered."""
+def pick_runs(label: str, none_yet: str, trained_only: bool = False) -> list[RunRecord]:
+    """Saved runs to show, the latest finetune and frozen ones of one data set chosen by default; stops the page
+    if none exist. With `trained_only`, runs stopped before their first epoch finished are not offered. In shared
+    mode only the runs of the data sets this session may train on are offered."""
     listing = list_runs()
     for damaged in listing.damaged:
         st.warning(private(f"Skipped a damaged run folder: {damaged.reason}"))
-    runs = state.visible(listing.runs)
+    runs = [run for run in state.visible(listing.runs) if run.trained or not trained_only]
     if not runs:
         st.info(none_yet)
         st.stop()
@@ -119,15 +148,21 @@ def side_by_side(runs: list[RunRecord], most: int = 3):
 
 
 def download_bundles(run: RunRecord, key: str) -> None:
-    """ONNX and TorchScript download buttons; the bundle is made when the button is pressed."""
+    """ONNX and PyTorch .pt2 (torch.export) download buttons, then legacy TorchScript; the bundle is made when the
+    button is pressed."""
     if not run.trained:
         st.caption("No epoch finished, so its last layer was never trained: there is no model to take away.")
         return
-    for column, (fmt, title) in zip(st.columns(2), (("onnx", "ONNX"), ("torchscript", "TorchScript"))):
+    contents = "The model, its classes and preprocessing, and a model card, in one zip"
+    buttons = (("onnx", "ONNX bundle", f"{contents}; run it with onnxruntime."),
+               ("pt2", "PyTorch .pt2 bundle", f"{contents}; load it with torch.export.load(path).module()."),
+               ("torchscript", "TorchScript (legacy)",
+                f"{contents}. TorchScript is deprecated by PyTorch: prefer the ONNX or .pt2 bundle."))
+    for column, (fmt, label, help_text) in zip(st.columns(len(buttons)), buttons):
         column.download_button(
-            f"{title} bundle", data=lambda fmt=fmt: state.bundle(str(run.path), fmt),
+            label, data=lambda fmt=fmt: state.bundle(str(run.path), fmt),
             file_name=f"{run.id}-{fmt}.zip", mime="application/zip", key=f"{key}-{fmt}-{run.id}",
-            help="The model, its classes and preprocessing, and a model card, in one zip.", on_click="ignore")
+            help=help_text, on_click="ignore")
 
 
 def photo_input() -> tuple[str, bytes, Image.Image]:
@@ -135,7 +170,9 @@ def photo_input() -> tuple[str, bytes, Image.Image]:
     Stops the page, with the reason, until there is one that can be read."""
     source = st.radio("Picture", ["Upload a file", "Take a photo"], horizontal=True, label_visibility="collapsed")
     if source == "Upload a file":
-        upload = st.file_uploader("Photo (JPEG, PNG, WebP, GIF, BMP or TIFF)", type=PHOTO_TYPES)
+        # Every file is accepted here and checked below: the uploader's own refusal of a type is a red chip with
+        # the reason in a tooltip, and leaves the previous file's answers on the page.
+        upload = st.file_uploader("Photo (JPEG, PNG, WebP, GIF, BMP or TIFF)")
     else:
         upload = st.camera_input("Photo")
     if upload is None:
@@ -148,5 +185,5 @@ def photo_input() -> tuple[str, bytes, Image.Image]:
     try:
         return upload.name, data, open_image(data, upload.name, at_least=EVAL_TRANSFORM.resize_size)
     except StudioError as exc:
-        st.error(str(exc))
+        st.error(f"{exc} Choose a picture file ({', '.join(PHOTO_TYPES)}).")
         st.stop()

@@ -5,52 +5,59 @@ import streamlit as st
 
 from core.errors import JobRefused, StudioError
 from core.jobs import JobRequest
-from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
+from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir
-from core.train import TrainConfig
 from dashboard import charts, state
-from dashboard.widgets import error_message, limits_text, show_error
+from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered
+from dashboard.widgets import error_message, limits_text, runnable_scenarios, show_error
 
 st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
 st.title("Train")
 
 settings = state.settings()  # in shared mode: no server paths typed in, and limits on each job
 jobs = state.training_jobs()
-defaults = TrainConfig()
 most_epochs = settings.limits.max_epochs or 500
+datasets = state.datasets()
+labels = [*datasets] if settings.shared else [*datasets, ANOTHER_FOLDER]
+shown = remembered(jobs.snapshot(), datasets)  # the running job's settings, else this session's last Start
 
-with st.form("train"):
-    datasets = state.datasets()
-    dataset_label = st.selectbox("Data set", [*datasets] if settings.shared else [*datasets, "Another folder..."],
-                                 key="dataset")
-    other_folder = "" if settings.shared else st.text_input("Folder with train/ and val/ (for 'Another folder...')",
-                                                            "", key="folder")
+with st.form("train", enter_to_submit=False):
+    dataset = st.selectbox("Data set", labels, index=labels.index(shown.dataset) if shown.dataset in labels else 0,
+                           key="dataset")
+    folder = "" if settings.shared else st.text_input(f"Folder with train/ and val/ (for '{ANOTHER_FOLDER}')",
+                                                      shown.folder, key="folder")
     left, right = st.columns(2)
-    backbone = left.selectbox("Backbone", list(BACKBONES), format_func=lambda name: BACKBONES[name].title,
-                              key="backbone")
-    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=list(TUTORIAL_SCENARIOS),
+    backbone = left.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(shown.backbone),
+                              format_func=lambda name: BACKBONES[name].title, key="backbone")
+    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=shown.scenarios,
                                   format_func=lambda name: SCENARIOS[name].title, key="scenarios")
     with st.expander("Recipe (the tutorial's values)"):
         a, b, c, d = st.columns(4)
-        epochs = a.number_input("Epochs", 1, most_epochs, min(defaults.epochs, most_epochs), key="epochs")
-        batch_size = b.number_input("Batch size", 1, 512, defaults.batch_size, key="batch_size")
-        lr = c.number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.4f", key="lr")
-        momentum = d.number_input("Momentum", 0.0, 0.99, defaults.momentum, key="momentum")
-        step_size = a.number_input("LR step (epochs)", 1, 500, defaults.step_size, key="step_size")
-        gamma = b.number_input("LR factor", 0.01, 1.0, defaults.gamma, key="gamma")
-        seed = c.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="seed")
+        epochs = a.number_input("Epochs", 1, most_epochs, min(shown.epochs, most_epochs), key="epochs")
+        batch_size = b.number_input("Batch size", 1, 512, shown.batch_size, key="batch_size")
+        lr = c.number_input("Learning rate", 1e-6, 1.0, shown.lr, format="%.4f", key="lr")
+        momentum = d.number_input("Momentum", 0.0, 0.99, shown.momentum, key="momentum")
+        step_size = a.number_input("LR step (epochs)", 1, 500, shown.step_size, key="step_size")
+        gamma = b.number_input("LR factor", 0.01, 1.0, shown.gamma, key="gamma")
+        seed = c.number_input("Seed", 0, 2**31 - 1, shown.seed, key="seed")
     start = st.form_submit_button("Start training", type="primary", key="start")
 if limits := limits_text(settings.limits):
     st.caption(limits)
 
 if start:
-    folder = Path(other_folder).expanduser() if dataset_label == "Another folder..." else datasets[dataset_label]
+    choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), int(epochs), int(batch_size), lr, momentum,
+                           int(step_size), gamma, int(seed))
+    remember(choices)
     try:
-        configs = [TrainConfig(backbone=backbone, scenario=s, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
-                               momentum=momentum, step_size=int(step_size), gamma=gamma, seed=int(seed))
-                   for s in scenarios]
-        state.scan(folder).raise_if_invalid()
-        jobs.start(JobRequest(data_dir=folder, configs=configs, runs_dir=default_runs_dir()), owner=state.owner())
+        if dataset == ANOTHER_FOLDER and not choices.folder:
+            raise StudioError(f"Type the folder's path in 'Folder with train/ and val/' to use '{ANOTHER_FOLDER}'.")
+        data_dir = Path(choices.folder).expanduser() if dataset == ANOTHER_FOLDER else datasets[dataset]
+        choices.configs()  # checks the recipe before anything is downloaded
+        state.scan(data_dir).raise_if_invalid()
+        runnable = runnable_scenarios(backbone, scenarios)
+        if runnable:
+            configs = [config for config in choices.configs() if config.scenario in runnable]
+            jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir()), owner=state.owner())
     except (StudioError, ValueError) as exc:
         show_error(exc)
 
@@ -66,6 +73,7 @@ def job_panel() -> None:
         st.info("No training yet. Choose the scenarios above and press Start.")
         return
     names = ", ".join(s.scenario for s in job.scenarios)
+    failed = "\n\n".join(f"{s.scenario} failed: {error_message(s.message, s.setting)}" for s in job.failures)
     if job.running:
         progress = job.progress
         current = job.scenarios[job.current].scenario
@@ -76,7 +84,8 @@ def job_panel() -> None:
         else:
             where = (f"epoch {progress.epoch}/{progress.epochs}, "
                      f"{progress.phase} batch {progress.batch}/{progress.batches}")
-        eta = f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds else ""
+        eta = (f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds is not None
+               else " · estimating time left…")
         st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
                                        f"{where} · {_minutes(job.elapsed)} so far{eta}")
         if job.cancel_requested:
@@ -89,14 +98,21 @@ def job_panel() -> None:
                 jobs.cancel(owner=state.owner())
             except JobRefused as exc:
                 show_error(exc)
+    elif job.state == "completed" and failed:
+        st.warning(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}, but not every "
+                   "scenario trained; see the others on the Compare page.")
     elif job.state == "completed":
         st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}. "
                    "See it on the Compare page.")
     elif job.state == "cancelled":
         why = f"reached its time limit ({_minutes(job.minutes_allowed * 60)})" if job.time_limited else "was cancelled"
         st.warning(f"Job {job.job_id} {why}; what it had trained was saved, marked cancelled.")
+    elif len(job.failures) > 1:
+        st.error(f"Job {job.job_id} failed: every scenario did.\n\n{failed}")
     else:
         st.error(f"Job {job.job_id} failed: {error_message(job.message, job.setting)}")
+    if failed and job.state != "failed":  # each failed scenario's reason, while the others train or after them
+        st.error(failed)
 
     rows = {"scenario": [], "status": [], "epochs": [], "best val acc": [], "run": []}
     for scenario in job.scenarios:

@@ -21,21 +21,36 @@ st.dataframe([summary_row(run, labels[run.id]) for run in runs], hide_index=True
 st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial. "
            "Final: the last epoch trained.")
 
-left, right = st.columns(2)
-left.plotly_chart(charts.overlay(runs, "val_acc", "Validation accuracy", labels))
-right.plotly_chart(charts.overlay(runs, "val_loss", "Validation loss", labels))
+charted = charts.charted(runs)
+if charted:
+    left, right = st.columns(2)
+    left.plotly_chart(charts.overlay(runs, "val_acc", "Validation accuracy", labels), config=charts.PLOTLY_CONFIG)
+    right.plotly_chart(charts.overlay(runs, "val_loss", "Validation loss", labels), config=charts.PLOTLY_CONFIG)
+if len(charted) < len(runs):
+    st.caption(f"Left out of the charts ({charts.NOTHING_TO_CHART}): "
+               f"{', '.join(labels[run.id] for run in runs if run not in charted)}.")
 
 st.subheader("Train against validation")
 for column, run in side_by_side(runs):
-    column.plotly_chart(charts.train_against_val(run, labels[run.id]), key=f"history-{run.id}")
+    if figure := charts.train_against_val(run, labels[run.id]):
+        column.plotly_chart(figure, key=f"history-{run.id}", config=charts.PLOTLY_CONFIG)
+    else:
+        column.info(f"{labels[run.id]}: {charts.NOTHING_TO_CHART}.")
 
 left, right = st.columns(2)
-left.plotly_chart(charts.seconds_per_epoch(runs, labels))
-right.plotly_chart(charts.parameters(runs, labels))
+if charted:
+    left.plotly_chart(charts.seconds_per_epoch(runs, labels), config=charts.PLOTLY_CONFIG)
+    left.caption(f"{charts.PER_EPOCH}: what one epoch of training and validation took. {charts.ONE_OFF}: the rest "
+                 "of the run, spent once. The summary's s / epoch spreads the whole run, one-off time included, "
+                 "over its epochs.")
+right.plotly_chart(charts.parameters(runs, labels), config=charts.PLOTLY_CONFIG)
 
 st.subheader("Confusion matrices (validation set, kept weights)")
 for column, run in side_by_side(runs):
-    column.plotly_chart(charts.confusion_matrix(run, labels[run.id]), key=f"confusion-{run.id}")
+    if figure := charts.confusion_matrix(run, labels[run.id]):
+        column.plotly_chart(figure, key=f"confusion-{run.id}", config=charts.PLOTLY_CONFIG)
+    else:
+        column.info(f"{labels[run.id]}: {charts.NOTHING_TO_CHART}.")
 
 st.subheader("Take a model away")
 for column, run in side_by_side(runs):
@@ -44,22 +59,28 @@ for column, run in side_by_side(runs):
         download_bundles(run, key="compare")
 
 st.subheader("Predictions on validation pictures")
-show_all = st.toggle("Show every picture (mistakes come first)", value=False)
+show_all = st.toggle(f"Show every picture, {charts.GALLERY_PAGE} to a page (mistakes come first)", value=False)
 show_heat = st.toggle("Show Grad-CAM heat maps (where each model looked)", value=False)
+expand = True  # the first gallery only: a phone scrolls past each one
 for run in runs:
     pictures = run.val_pictures(mistakes_first=True)
     if not pictures:
         st.caption(f"{labels[run.id]}: no validation predictions were saved.")
         continue
     st.markdown(f"**{labels[run.id]}**: {run.val_predictions.mistakes} mistake(s) in {len(pictures)} pictures")
-    columns = st.columns(6)
-    for index, picture in enumerate(pictures if show_all else pictures[:12]):
-        caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
-        if not picture.correct:
-            caption += f" (is {run.class_names[picture.label]})"
-        try:
-            path = str(picture.path)
-            shown = state.heat_map(str(run.path), path) if show_heat else state.thumbnail(path)
-            columns[index % 6].image(shown, caption=caption, width="stretch")
-        except ImageError:
-            columns[index % 6].caption(f"{caption}: {picture.path.relative_to(run.dataset.root)} is no longer readable")
+    pages = charts.pages(len(pictures)) if show_all else 1
+    with st.expander(f"Pictures of {labels[run.id]}", expanded=expand, key=f"gallery-{run.id}"):
+        expand = False
+        page = st.number_input(f"Page (of {pages})", 1, pages, key=f"page-{run.id}") if pages > 1 else 1
+        with st.container(horizontal=True, gap="small"):  # as many to a row as fit: two on a phone
+            for picture in charts.page_of(pictures, page):
+                caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
+                if not picture.correct:
+                    caption += f" (is {run.class_names[picture.label]})"
+                try:
+                    path = str(picture.path)
+                    shown = state.heat_map(str(run.path), path) if show_heat else state.thumbnail(path)
+                    st.image(shown, caption=caption, width=charts.GALLERY_WIDTH)
+                except ImageError:
+                    st.caption(f"{caption}: {picture.path.relative_to(run.dataset.root)} is no longer readable",
+                               width=charts.GALLERY_WIDTH)

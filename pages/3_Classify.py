@@ -8,7 +8,7 @@ from dashboard.widgets import download_bundles, photo_input, pick_runs, run_labe
 st.set_page_config(page_title="Classify · Transfer Learning Studio", page_icon="🔍", layout="wide")
 st.title("Classify")
 
-runs = pick_runs("Models", "No trained model yet. Train one on the Train page first.")
+runs = pick_runs("Models", "No trained model yet. Train one on the Train page first.", trained_only=True)
 name, data, picture = photo_input()
 
 picture_col, results_col = st.columns([1, 2])

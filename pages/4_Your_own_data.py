@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import DatasetScan, import_dataset_zip, uploads_dir
+from core.data import DatasetScan, import_dataset_zip, safe_folder_name, uploads_dir
 from core.errors import StudioError
 from dashboard import state
 from dashboard.widgets import private, show_error
@@ -68,3 +68,6 @@ with zip_tab:
             show_error(outcome)
         else:
             show_scan(state.scan(Path(outcome)))
+            if Path(outcome).name != safe_folder_name(Path(upload.name).stem):
+                st.info(f"A data set named '{safe_folder_name(Path(upload.name).stem)}' was already here, so this "
+                        f"upload was saved as '{Path(outcome).name}'. On the Train page both are offered.")

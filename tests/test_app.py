@@ -15,7 +15,7 @@ from core.data import scan_dataset
 from core.errors import ConfigError
 from core.jobs import JobLimits
 from core.runs import list_runs
-from dashboard import state, widgets
+from dashboard import charts, state, widgets
 from dashboard.settings import Settings, read_settings
 from dashboard.widgets import run_label
 from tests.conftest import make_picture
@@ -138,17 +138,29 @@ def test_a_second_start_is_refused_and_cancel_keeps_the_work(with_data):
     assert len(runs) == 1 and runs[0].status == "cancelled" and len(runs[0].history) >= 1
 
 
-def test_a_failed_job_says_what_to_do_in_the_pages_terms(with_data, monkeypatch, network_attempts):
+def test_weights_that_cannot_be_had_are_said_at_start_and_what_can_train_still_trains(with_data, monkeypatch,
+                                                                                      network_attempts):
     monkeypatch.delenv("STUDIO_WEIGHTS")  # ResNet-18's ImageNet weights are nowhere here, and the network is closed
     app = open_page("pages/1_Train.py")
-    app.multiselect(key="scenarios").set_value(["frozen"])
+    app.multiselect(key="scenarios").set_value(["finetune", "scratch"])
     app.number_input(key="epochs").set_value(1)
-    app.button(key="start").click().run()
-    job = state.training_jobs().wait(120)
-    assert job.state == "failed" and job.setting == "weights"
-    error = open_page("pages/1_Train.py").error[0].value
-    assert "Could not download" in error and "The app reads STUDIO_WEIGHTS when it starts" in error
-    assert "--weights" not in error  # no command-line flags on a web page
+    app = app.button(key="start").click().run()
+    error = app.error[0].value
+    assert "Finetune start from ResNet-18's ImageNet weights" in error and "cannot be downloaded" in error
+    assert "STUDIO_WEIGHTS" in error and "--weights" not in error  # no command-line flags on a web page
+    assert "Started From scratch only" in app.info[0].value
+    job = state.training_jobs().wait(300)
+    assert [(s.scenario, s.status) for s in job.scenarios] == [("scratch", "completed")]
+    home = open_page("streamlit_app.py")
+    assert any("❌ **ResNet-18**: not on this machine, and the download failed" in m.value for m in home.markdown)
+
+
+def test_the_default_backbone_is_one_whose_weights_are_here(with_data, monkeypatch, random_weights_dir, tmp_path):
+    only_mobilenet = tmp_path / "only-mobilenet"
+    only_mobilenet.mkdir()
+    (only_mobilenet / "mobilenet_v2-test.pth").symlink_to(random_weights_dir / "mobilenet_v2-test.pth")
+    monkeypatch.setenv("STUDIO_WEIGHTS", str(only_mobilenet))
+    assert open_page("pages/1_Train.py").selectbox(key="backbone").value == "mobilenet_v2"
 
 
 def test_compare_shows_charts_tables_and_the_gallery(with_runs, tiny_run):
@@ -245,7 +257,7 @@ def test_classify_shows_a_heat_map_and_bundle_downloads_per_model(with_runs):
     captions = [picture.caption for image in app.image for picture in image.proto.imgs]
     assert captions[0] == "red.png (64×64)" and captions[1].startswith("Grad-CAM: where finetune saw")
     labels = [b.label for b in app.get("download_button")]
-    assert labels == ["ONNX bundle", "TorchScript bundle"]
+    assert labels == ["ONNX bundle", "PyTorch .pt2 bundle", "TorchScript (legacy)"]
 
 
 def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
@@ -255,7 +267,7 @@ def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
     app.toggle[1].set_value(True)
     app = app.run()
     assert_healthy(app)
-    assert len(app.get("download_button")) == 2
+    assert len(app.get("download_button")) == 3
     with_heat = [image.proto.imgs[0] for image in app.image]
     assert [picture.caption for picture in with_heat] == plain and len(plain) == 8
     assert not plain_urls & {picture.url for picture in with_heat}  # other pictures: the overlays
@@ -442,12 +454,29 @@ def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(w
     app.multiselect[0].set_value([tiny_run.id, untrained.name])
     app = app.run()
     assert_healthy(app)
-    assert len(app.get("download_button")) == 2  # the trained run's two, none for the untrained one
+    assert len(app.get("download_button")) == 3  # the trained run's three, none for the untrained one
     assert any("no model to take away" in caption.value for caption in app.caption)
     label = run_label(next(run for run in list_runs().runs if run.id == untrained.name))
     assert label.endswith("no epoch finished (cancelled)")
     classify = open_page("pages/3_Classify.py")
     assert classify.multiselect[0].value == [tiny_run.id]
+    assert len(classify.multiselect[0].options) == 1  # the untrained run is not even offered
+
+
+def test_defaults_come_from_one_data_set_and_labels_name_it(with_runs, tiny_run):
+    other = with_runs / "runs" / "20990101-000000-frozen-mobilenet_v2-abc3"
+    shutil.copytree(tiny_run.path, other)
+    data = json.loads((other / "run.json").read_text())
+    data["config"]["scenario"] = "frozen"
+    data.update(created="2099-01-01T00:00:00+00:00", dataset={**data["dataset"], "path": "/elsewhere/abc"})
+    (other / "run.json").write_text(json.dumps(data))
+    for page in ("pages/2_Compare.py", "pages/3_Classify.py"):
+        app = open_page(page)
+        assert app.multiselect[0].value == [other.name], page  # the newest data set's runs only
+        assert sorted(app.multiselect[0].options) == sorted([
+            f"finetune · mobilenet_v2 · colours · {tiny_run.created.replace('T', ' ')[:16]} · best "
+            f"{tiny_run.best_val_acc:.3f}", "frozen · mobilenet_v2 · abc · 2099-01-01 00:00 · best "
+            f"{tiny_run.best_val_acc:.3f}"])
 
 
 def test_compare_tells_apart_two_runs_of_one_scenario_and_minute(with_runs, tiny_run):
@@ -459,3 +488,132 @@ def test_compare_tells_apart_two_runs_of_one_scenario_and_minute(with_runs, tiny
     assert_healthy(app)  # charts of identical runs used to collide: StreamlitDuplicateElementId
     names = [row for row in app.dataframe[0].value["run"]]
     assert len(set(names)) == 2 and names[1].endswith("· beef")
+
+
+def test_a_refused_zip_is_named_by_its_own_file_name(with_data):
+    app = open_page("pages/4_Your_own_data.py")
+    app.file_uploader[0].set_value(("my holiday set.zip", b"not a zip at all", "application/zip"))
+    app = app.run()
+    assert "my holiday set.zip" in app.error[0].value and "upload.zip" not in app.error[0].value
+
+
+def test_the_same_zip_twice_says_it_was_saved_under_another_name(with_data, tiny_dataset):
+    data = zip_bytes(tiny_dataset, "colours/")
+    first = open_page("pages/4_Your_own_data.py")
+    first.file_uploader[0].set_value(("colours.zip", data, "application/zip"))
+    assert not first.run().info
+    second = open_page("pages/4_Your_own_data.py")
+    second.file_uploader[0].set_value(("colours.zip", data, "application/zip"))
+    second = second.run()
+    assert "already here, so this upload was saved as 'colours-2'" in second.info[0].value
+
+
+def test_another_folder_without_a_path_says_what_to_type(with_data):
+    app = open_page("pages/1_Train.py")
+    app.selectbox(key="dataset").set_value("Another folder...")
+    app = app.button(key="start").click().run()
+    assert "Type the folder's path in 'Folder with train/ and val/'" in app.error[0].value
+    assert ". cannot be used" not in app.error[0].value and state.training_jobs().snapshot() is None
+
+
+def test_classify_names_a_file_of_another_type_and_lists_the_accepted_ones(with_runs):
+    app = open_page("pages/3_Classify.py")
+    app.file_uploader[0].set_value(("report.pdf", b"%PDF-1.4 not a picture", "application/pdf"))
+    app = app.run()
+    assert "report.pdf is not a picture" in app.error[0].value and "jpg, jpeg, png" in app.error[0].value
+
+
+# ---------------------------------------------------------------- Compare: charts and gallery after the review
+
+def untrained_copy(runs_dir: Path, tiny_run) -> str:
+    """A copy of tiny_run stopped before its first epoch finished; returns its id."""
+    untrained = runs_dir / "20990101-000000-finetune-mobilenet_v2-0ep0"
+    shutil.copytree(tiny_run.path, untrained)
+    data = json.loads((untrained / "run.json").read_text())
+    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={},
+                created="2099-01-01T00:00:00+00:00")
+    (untrained / "run.json").write_text(json.dumps(data))
+    return untrained.name
+
+
+def plotly_figures(app: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def test_compare_says_nothing_to_chart_for_a_run_with_no_finished_epoch(with_runs, tiny_run):
+    untrained = untrained_copy(with_runs / "runs", tiny_run)
+    app = open_page("pages/2_Compare.py")
+    app.multiselect[0].set_value([tiny_run.id, untrained])
+    app = app.run()
+    assert_healthy(app)
+    label = widgets.run_labels(list_runs().runs)[untrained]
+    figures = plotly_figures(app)
+    assert len(figures) == 6  # two overlays, one history, time, parameters, one confusion matrix
+    for figure in figures:
+        title = figure["layout"].get("title", {}).get("text", "")
+        assert label not in title and all(trace.get("name") != label for trace in figure["data"]), title
+    assert not [chart for chart in app.get("plotly_chart") if untrained in chart.proto.id]
+    nothing = [info.value for info in app.info if "no epoch finished: nothing to chart" in info.value]
+    assert nothing == [f"{label}: no epoch finished: nothing to chart."] * 2  # history and confusion matrix
+    assert any("Left out of the charts (no epoch finished: nothing to chart)" in c.value for c in app.caption)
+
+
+def test_compare_charts_keep_the_toolbar_to_hover_and_titles_left(with_runs):
+    app = open_page("pages/2_Compare.py")
+    charts_made = app.get("plotly_chart")
+    assert len(charts_made) == 6
+    for chart in charts_made:
+        assert json.loads(chart.proto.config)["displayModeBar"] == "hover"
+        layout = json.loads(chart.proto.spec)["layout"]
+        assert layout["title"]["x"] == 0 and layout["title"]["xanchor"] == "left" and layout["margin"]["t"] >= 36
+
+
+def test_compare_gallery_is_collapsed_after_the_first_run_and_wraps_small_pictures(with_runs, tiny_run):
+    twin = tiny_run.id[:-4] + "beef"
+    shutil.copytree(tiny_run.path, with_runs / "runs" / twin)
+    app = open_page("pages/2_Compare.py")
+    app.multiselect[0].set_value([tiny_run.id, twin])
+    app = app.run()
+    assert_healthy(app)
+    galleries = [e for e in app.expander if e.label.startswith("Pictures of")]
+    assert [e.proto.expanded for e in galleries] == [True, False]  # a phone scrolls past one run's pictures
+    for gallery in galleries:  # small pictures in a row that wraps, not six columns stacked on a phone
+        rows = [block.proto.flex_container for block in gallery.container if block.type == "flex_container"]
+        assert [(row.direction, row.wrap) for row in rows] == [(2, True)]  # horizontal
+        assert len(gallery.image) == 8 and not gallery.columns
+
+
+def test_compare_gallery_shows_every_picture_a_page_at_a_time(with_runs, tiny_run, monkeypatch):
+    monkeypatch.setattr(charts, "GALLERY_PAGE", 3)
+    app = open_page("pages/2_Compare.py")
+    assert len(app.image) == 3 and not app.number_input  # the first page of mistakes and successes
+    app.toggle[0].set_value(True)
+    app = app.run()
+    assert_healthy(app)
+    page = app.number_input(key=f"page-{tiny_run.id}")
+    assert (page.value, page.min, page.max, page.label) == (1, 1, 3, "Page (of 3)") and len(app.image) == 3
+    first = [picture.caption for image in app.image for picture in image.proto.imgs]
+    page.set_value(3)
+    app = app.run()
+    assert_healthy(app)
+    last = [picture.caption for image in app.image for picture in image.proto.imgs]
+    assert len(last) == 2  # 8 pictures: 3, 3 and 2
+    mistakes = tiny_run.val_predictions.mistakes
+    assert sum(caption.startswith("❌") for caption in first + last) == min(mistakes, 3) + max(mistakes - 6, 0)
+
+
+def test_the_train_form_keeps_its_choices_and_shows_a_running_jobs_settings(with_data, monkeypatch):
+    app = open_page("streamlit_app.py").switch_page("pages/1_Train.py").run()
+    app.selectbox(key="backbone").set_value("mobilenet_v2")
+    app.multiselect(key="scenarios").set_value(["frozen"])
+    app.number_input(key="epochs").set_value(50)
+    app.button(key="start").click().run()
+    assert app.query_params["backbone"] in ("mobilenet_v2", ["mobilenet_v2"])  # kept in the address for a reload
+    assert app.query_params["epochs"] in ("50", ["50"])
+    back = app.switch_page("pages/2_Compare.py").run().switch_page("pages/1_Train.py").run()  # same session
+    assert back.selectbox(key="backbone").value == "mobilenet_v2" and back.number_input(key="epochs").value == 50
+    other_tab = open_page("pages/1_Train.py")  # another session, while the job runs: that job's settings
+    assert state.training_jobs().snapshot().running
+    assert other_tab.selectbox(key="backbone").value == "mobilenet_v2"
+    assert other_tab.multiselect(key="scenarios").value == ["frozen"]
+    assert other_tab.number_input(key="epochs").value == 50

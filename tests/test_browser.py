@@ -206,3 +206,135 @@ def test_stopping_the_server_mid_job_saves_the_run_marked_cancelled(tmp_path, ti
     assert "Traceback" not in output, output
     [run] = list_runs(tmp_path / "runs").runs
     assert (run.scenario, run.status) == ("finetune", "cancelled") and 1 <= len(run.history) < 25, output
+
+
+@pytest.fixture
+def newcomer_server(tmp_path, tiny_dataset, tiny_run, random_weights_dir):
+    """A server as a newcomer meets it offline: only MobileNetV2's weights here, and saved runs of two data sets,
+    the newest trained one on "abc", and a newer run cancelled before its first epoch finished."""
+    import json
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/hymenoptera_data").symlink_to(tiny_dataset)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/mobilenet_v2-test.pth").symlink_to(random_weights_dir / "mobilenet_v2-test.pth")
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.path, runs / tiny_run.id)
+    for name, change in (("20980101-000000-frozen-mobilenet_v2-0abc", {"created": "2098-01-01T00:00:00+00:00"}),
+                         ("20990101-000000-frozen-mobilenet_v2-0ep0", {
+                             "created": "2099-01-01T00:00:00+00:00", "status": "cancelled", "history": [],
+                             "best_epoch": None, "best_val_acc": 0.0, "val_predictions": {}})):
+        shutil.copytree(tiny_run.path, runs / name)
+        data = json.loads((runs / name / "run.json").read_text())
+        data["config"]["scenario"] = "frozen"
+        data.update(change)
+        if name.endswith("0abc"):
+            data["dataset"]["path"] = "/elsewhere/abc"
+        (runs / name / "run.json").write_text(json.dumps(data))
+    with streamlit_server(tmp_path, tmp_path / "weights", STUDIO_NETGUARD_LOG=str(tmp_path / "offline.log")) as url:
+        yield url
+
+
+def backbone_shown(page) -> str:
+    """What the Train page's Backbone box shows."""
+    box = page.locator("[data-testid='stSelectbox']").nth(1)
+    return " ".join([box.inner_text(), *(field.input_value() for field in box.locator("input").all())])
+
+
+def chips(page) -> list[str]:
+    """The chosen options of the page's first multiselect."""
+    tags = page.locator("[data-testid='stMultiSelect']").first.locator("[data-tag-index]").all()
+    return list(dict.fromkeys(tag.inner_text().strip() for tag in tags))
+
+
+def test_a_newcomer_offline_gets_honest_defaults_a_form_that_remembers_and_the_time_left(newcomer_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(newcomer_server)
+    settle(page)
+    assert page.get_by_role("link", name="Home").count() == 1 and page.get_by_text("streamlit app").count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    assert "ResNet-18: not on this machine yet" in page.locator("[data-testid='stApp']").inner_text()
+
+    # 1, 2: the defaults are the newest data set's trained runs; the untrained run is never offered to Classify
+    for path in ("Compare", "Classify"):
+        page.goto(f"{newcomer_server}/{path}")
+        settle(page)
+        assert [chip.split(" · ")[2] for chip in chips(page)] == ["abc"], (path, chips(page))
+    page.locator("[data-testid='stMultiSelect'] input").first.click()
+    offered = [option.inner_text() for option in page.locator("[role='option']").all()]
+    assert offered and not [option for option in offered if "no epoch finished" in option], offered
+    page.keyboard.press("Escape")
+
+    # 3: MobileNetV2 is the default here; ResNet-18 cannot be had offline, and scratch trains all the same
+    page.goto(f"{newcomer_server}/Train")
+    settle(page)
+    assert "MobileNetV2" in backbone_shown(page)
+    page.goto(f"{newcomer_server}/Train?backbone=resnet18&scenarios=finetune&scenarios=scratch&epochs=3")
+    settle(page)
+    assert "ResNet-18" in backbone_shown(page)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("cannot be downloaded").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Started From scratch only").count() == 1
+
+    # 5: the time left is measured, never a copy of the time so far
+    progress = page.get_by_text(re.compile(r"Training scratch")).first
+    progress.wait_for(timeout=120_000)
+    seen = set()
+    while page.get_by_text(re.compile(r"finished in")).count() == 0 and len(seen) < 200:
+        text = page.locator("[data-testid='stProgress']").all_inner_texts()
+        seen.update(text)
+        page.wait_for_timeout(250)
+    page.get_by_text(re.compile(r"finished in")).first.wait_for(timeout=300_000)
+    assert any("estimating time left" in text or " left" in text for text in seen), seen
+    for text in seen:
+        if match := re.search(r"([\d.]+ (?:s|min)) so far · about ([\d.]+ (?:s|min)) left", text):
+            assert match[1] != match[2] or match[1] == "0 s", text
+
+    # 4: the form keeps the choices on another page and after a reload
+    page.get_by_role("link", name="Compare").click()
+    settle(page)
+    page.get_by_role("link", name="Train").click()
+    settle(page)
+    assert "ResNet-18" in backbone_shown(page)
+    page.reload()
+    settle(page)
+    assert "ResNet-18" in backbone_shown(page)
+    assert {"Finetune", "From scratch"} <= set(chips(page)), chips(page)
+    page.close()
+
+
+def content_height(page) -> int:
+    return page.evaluate("document.querySelector(\"[data-testid='stMainBlockContainer']\").scrollHeight")
+
+
+def test_on_a_phone_home_and_compare_stay_short_and_enter_never_starts_training(server, browser, app_home, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(server)
+    settle(page)
+    assert content_height(page) < 3200  # six small samples, two to a row (eight full-width ones took 4,341 px)
+    page.goto(f"{server}/Compare")
+    settle(page)
+    assert content_height(page) < 9000  # one gallery open, twelve small pictures (it ran past 12,000 px)
+
+    page.goto(f"{server}/Train")
+    settle(page)
+    page.get_by_text("Recipe (the tutorial's values)").click()
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.wait_for_timeout(2000)
+    settle(page)
+    assert page.get_by_text("No training yet").count() == 1  # Enter in a recipe field starts nothing
+
+    # A file of a type the uploader would refuse is named, and the previous photo's answers go away
+    _, _, scan = app_home
+    page.goto(f"{server}/Classify")
+    settle(page)
+    page.locator("input[type='file']").set_input_files(str(scan.samples["val"][0][0]))
+    page.wait_for_selector("[data-testid='stMetricValue']", timeout=120_000)
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 not a picture")
+    page.locator("input[type='file']").set_input_files(str(tmp_path / "report.pdf"))
+    page.get_by_text("report.pdf is not a picture").first.wait_for(timeout=60_000)
+    settle(page)
+    assert page.locator("[data-testid='stMetricValue']").count() == 0
+    page.close()

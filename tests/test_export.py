@@ -1,4 +1,5 @@
-"""Bundles: ONNX and TorchScript, checked against PyTorch, usable without this project."""
+"""Bundles: ONNX, PyTorch's torch.export (.pt2) and legacy TorchScript, checked against PyTorch, usable without
+this project."""
 import io
 import json
 import os
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 from core import export
+from core.cli import parse_args
 from core.errors import StudioError
-from core.export import check_parity, export_run
+from core.export import FORMATS, LEGACY_FORMATS, check_parity, export_run
 from core.images import open_image
 from core.models import build_architecture
 from core.predict import load_predictor
@@ -29,12 +31,34 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_run, tmp_path_factory):
+def exported(tiny_run, tmp_path_factory):
+    """Each format's bundle of the tiny run, and the warnings its export let through to the user."""
     out = tmp_path_factory.mktemp("exports")
-    return {fmt: export_run(tiny_run, fmt, out) for fmt in ("onnx", "torchscript")}
+    results, shown = {}, {}
+    for fmt in ("onnx", "pt2", "torchscript"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[fmt] = export_run(tiny_run, fmt, out)
+        shown[fmt] = [f"{warning.category.__name__}: {warning.message}" for warning in caught]
+    return results, shown
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.fixture(scope="module")
+def bundles(exported):
+    return exported[0]
+
+
+def test_pt2_is_offered_after_onnx_and_torchscript_only_as_legacy(capsys):
+    assert list(FORMATS) == ["onnx", "pt2", "torchscript"] and FORMATS["pt2"] == "model.pt2"
+    assert LEGACY_FORMATS == {"torchscript"}
+    with pytest.raises(SystemExit):
+        parse_args(["export", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "{onnx,pt2,torchscript}" in usage and "torch.export" in usage
+    assert "torchscript (legacy: deprecated by PyTorch)" in usage
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_a_bundle_matches_pytorch_on_validation_pictures(bundles, fmt):
     result = bundles[fmt]
     assert result.pictures_checked == 8 and result.max_difference <= 1e-4
@@ -48,6 +72,32 @@ def test_a_bundle_matches_pytorch_on_validation_pictures(bundles, fmt):
                     "on cpu")
     for needed in needed_lines:
         assert needed.lower() in card.lower(), needed
+    assert meta["format"] == fmt and meta["model"] == FORMATS[fmt] and result.path.name.endswith(f"-{fmt}.zip")
+    assert ("legacy" in card and "deprecated by PyTorch" in card) == (fmt in LEGACY_FORMATS)
+    if fmt == "pt2":
+        assert "torch.export.load(path).module()" in card
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
+def test_exporting_shows_no_deprecation_warning(exported, fmt):  # torch.jit's own warnings included
+    _, shown = exported
+    assert [line for line in shown[fmt] if "deprecat" in line.lower() or "torch.jit" in line] == []
+
+
+def test_a_pt2_bundle_loads_with_torch_export_load_without_any_warning(bundles, tiny_run, tiny_dataset):
+    pictures = [tiny_dataset / name for name in tiny_run.val_predictions.files[:3]]
+    batch = torch.stack([EVAL_TRANSFORM(open_image(picture)) for picture in pictures])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with zipfile.ZipFile(bundles["pt2"].path) as bundle:
+            model = torch.export.load(io.BytesIO(bundle.read("model.pt2"))).module()
+        with torch.no_grad():
+            one, three = model(batch[:1]), model(batch)  # the batch dimension is dynamic
+    assert [str(warning.message) for warning in caught] == []
+    predictor = load_predictor(tiny_run)
+    for got, picture in zip(three.tolist(), pictures):
+        assert got == pytest.approx(list(predictor.predict(picture).probabilities.values()), abs=1e-4)
+    assert one[0].tolist() == pytest.approx(three[0].tolist(), abs=1e-5)
 
 
 def test_a_torchscript_bundle_loads_with_plain_torch_jit_load(bundles, tiny_run, tiny_dataset):
@@ -61,30 +111,35 @@ def test_a_torchscript_bundle_loads_with_plain_torch_jit_load(bundles, tiny_run,
     assert got == pytest.approx(list(expected.values()), abs=1e-4)
 
 
-def test_the_readme_example_runs_without_this_project(bundles, tiny_run, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("marker, fmt", [("bundle-example", "onnx"), ("pt2-example", "pt2")])
+def test_the_readme_example_runs_without_this_project(bundles, tiny_run, tiny_dataset, tmp_path, marker, fmt):
     readme = (PROJECT / "README.md").read_text()
-    code = re.search(r"<!-- bundle-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    code = re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", readme, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
-    shutil.copyfile(bundles["onnx"].path, tmp_path / "bundle.zip")
+    shutil.copyfile(bundles[fmt].path, tmp_path / "bundle.zip")
     picture = tiny_dataset / tiny_run.val_predictions.files[-1]
     shutil.copyfile(picture, tmp_path / "photo.jpg")
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "tests/netguard")}
     isolated = subprocess.run([sys.executable, "-c", "import core"], cwd=tmp_path, env=env, capture_output=True)
     assert isolated.returncode != 0, "the project must not be importable there"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert "deprecat" not in result.stderr.lower(), result.stderr
     printed = eval(result.stdout.strip())  # a dict literal of class -> probability
     expected = load_predictor(tiny_run).predict(picture).probabilities
     assert printed == pytest.approx(expected, abs=1e-4)
 
 
-def test_the_command_line_writes_a_checked_bundle(tiny_run, tmp_path):
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])  # onnx: exported by `bundles`
+def test_the_command_line_writes_a_checked_bundle(tiny_run, tmp_path, fmt):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ["PYTHONPATH"]])}
-    result = subprocess.run([sys.executable, "-m", "core", "export", "--run", str(tiny_run.path), "--format", "onnx",
+    result = subprocess.run([sys.executable, "-m", "core", "export", "--run", str(tiny_run.path), "--format", fmt,
                              "--out", str(tmp_path)], capture_output=True, text=True, cwd=PROJECT, env=env)
     assert result.returncode == 0, result.stderr
     assert "matches PyTorch on 8 validation pictures" in result.stdout
-    assert (tmp_path / f"{tiny_run.id}-onnx.zip").is_file()
+    assert "deprecat" not in result.stderr.lower(), result.stderr  # the legacy format's loader warns; not shown
+    assert (tmp_path / f"{tiny_run.id}-{fmt}.zip").is_file()
     refused = subprocess.run([sys.executable, "-m", "core", "export", "--format", "pdf"], capture_output=True,
                              text=True, cwd=PROJECT, env=env)
     assert refused.returncode == 2 and "invalid choice: 'pdf'" in refused.stderr

@@ -1,14 +1,20 @@
 """The background job manager on its own, without Streamlit: start, refusal, cancel, failure, snapshots."""
+import copy
 import dataclasses
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import core.jobs
+from core.data import load_dataset
 from core.errors import JobRefused, StudioError
-from core.jobs import JobLimits, JobRequest, TrainingJobs, count_pictures
+from core.eta import Estimator, ScenarioPlan, plan_scenario
+from core.jobs import JobLimits, JobRequest, JobSnapshot, ScenarioState, TrainingJobs, count_pictures
+from core.models import SCENARIOS
 from core.runs import list_runs
-from core.train import TrainConfig
+from core.train import BatchProgress, TrainConfig, planned_batches
 
 
 @pytest.fixture
@@ -85,16 +91,30 @@ def test_a_library_error_ends_the_job_with_its_message_and_setting(jobs, tmp_pat
     assert [s.status for s in job.scenarios] == ["skipped", "skipped"] and job.finished
 
 
-def test_an_unexpected_error_fails_the_running_scenario_and_skips_the_rest(jobs, tiny_dataset, tmp_path,
-                                                                             monkeypatch):
-    def broken_train(*args, **kwargs):
-        raise RuntimeError("out of memory")
+def test_a_job_fails_only_when_every_scenario_fails_each_with_its_reason(jobs, tiny_dataset, tmp_path, monkeypatch):
+    def broken_train(config, *args, **kwargs):
+        raise RuntimeError(f"out of memory in {config.scenario}")
 
     monkeypatch.setattr(core.jobs, "train", broken_train)
     jobs.start(request(tiny_dataset, tmp_path / "runs", None, ("finetune", "frozen")))
     job = jobs.wait(60)
-    assert job.state == "failed" and job.message == "RuntimeError: out of memory" and job.setting is None
-    assert [s.status for s in job.scenarios] == ["failed", "skipped"]
+    assert [s.status for s in job.scenarios] == ["failed", "failed"] and job.failures == job.scenarios
+    assert [s.message for s in job.scenarios] == ["RuntimeError: out of memory in finetune",
+                                                  "RuntimeError: out of memory in frozen"]
+    assert job.state == "failed" and job.message == "RuntimeError: out of memory in finetune" and job.setting is None
+    assert job.progress is None and job.eta_seconds is None
+
+
+def test_a_failing_scenario_does_not_keep_the_next_from_training(jobs, tiny_dataset, tmp_path, network_attempts):
+    """The review's case: finetune needs ImageNet weights, which are nowhere offline; scratch needs none."""
+    jobs.start(request(tiny_dataset, tmp_path / "runs", None, ("finetune", "scratch"), epochs=1))
+    job = jobs.wait(120)
+    finetune, scratch = job.scenarios
+    assert finetune.status == "failed" and finetune.setting == "weights" and "Could not download" in finetune.message
+    assert finetune.run_id is None and not finetune.history
+    assert scratch.status == "completed" and scratch.message == "" and len(scratch.history) == 1
+    assert job.state == "completed" and job.failures == [finetune] and job.message == "" and job.setting is None
+    assert [(run.scenario, run.id) for run in list_runs(tmp_path / "runs").runs] == [("scratch", scratch.run_id)]
 
 
 def test_a_job_needs_a_scenario(jobs, tiny_dataset, tmp_path):
@@ -146,3 +166,170 @@ def test_only_the_owner_cancels_a_job_that_has_one(jobs, tiny_dataset, random_we
     jobs.cancel(owner="alice")
     job = jobs.wait(60)
     assert job.state == "cancelled" and not job.time_limited
+
+
+# ---------------------------------------------------------------- the time left, on a fake clock
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batches_of(plan: ScenarioPlan, rates: dict[str, float]):
+    """(seconds the batch takes, BatchProgress) for each batch of a scenario, in the order train() reports them."""
+    for batch in range(1, plan.batches["features"] + 1):
+        yield rates["features"], BatchProgress(0, plan.epochs, "features", batch, plan.batches["features"])
+    for epoch in range(1, plan.epochs + 1):
+        for phase in ("train", "val"):
+            for batch in range(1, plan.batches[phase] + 1):
+                yield rates[phase], BatchProgress(epoch, plan.epochs, phase, batch, plan.batches[phase])
+
+
+def within(estimate: float | None, truth: float, tolerance: float = 0.25) -> bool:
+    return estimate is not None and abs(estimate - truth) <= tolerance * truth
+
+
+def test_the_time_left_comes_from_each_phases_own_rate():
+    """The review's numbers: frozen caches features in 100 batches of 0.5 s, then trains 25 epochs of 10 train
+    batches of 0.01 s and 5 val batches of 0.005 s; finetune's batches are far slower."""
+    pictures = {"features": 400, "train": 40, "val": 20}
+    frozen = ScenarioPlan("frozen", 25, {"features": 100, "train": 10, "val": 5}, pictures,
+                          {"features": "forward", "train": "head-train", "val": "head-val"})
+    finetune = ScenarioPlan("finetune", 25, {"features": 0, "train": 10, "val": 5}, {**pictures, "features": 0},
+                            {"features": "forward", "train": "train-backbone", "val": "forward"})
+    rates = [{"features": 0.5, "train": 0.01, "val": 0.005}, {"train": 0.3, "val": 0.1}]
+    setup = 3.0
+    clock = FakeClock()
+    estimator = Estimator([frozen, finetune], clock)
+    started = clock.now
+    seen, ends = [], []  # (scenario, clock, batch, time left per scenario); when each scenario ended
+    for index, plan in enumerate((frozen, finetune)):
+        estimator.start(index)
+        clock.now += setup
+        for seconds, progress in batches_of(plan, rates[index]):
+            clock.now += seconds
+            estimator.batch(index, progress)
+            seen.append((index, clock.now, progress, estimator.remaining_by_scenario()))
+        ends.append(clock.now)
+        estimator.finish(index)
+    assert estimator.remaining() == 0
+    assert seen[0][3] is None  # one batch is no rate: "estimating time left…"
+    job_ends = clock.now
+    for index, now, progress, left in seen:
+        scenario_ends = ends[index]
+        after_first_epoch = progress.epoch > 1 or (progress.phase, progress.batch) == ("val", progress.batches)
+        if progress.phase == "features" and progress.batch >= 5:  # the backbone's rate, not the time so far
+            assert left is not None and sum(left) != pytest.approx(now - started)
+            assert left[0] >= (100 - progress.batch) * 0.5  # the features left, and the head's epochs once timed
+            if progress.batch <= 50:  # the head, not timed yet, counts as nothing: a small part of frozen's time
+                assert within(left[0], scenario_ends - now), (progress, left)
+            assert left[1] > 0  # finetune, not started: from the backbone's forward rate measured by frozen
+        if after_first_epoch:
+            assert within(left[index], scenario_ends - now), (index, progress, left, scenario_ends - now)
+        if index == 1 and after_first_epoch:
+            assert within(sum(left), job_ends - now), (progress, left, job_ends - now)
+
+
+def test_a_scenarios_plan_counts_what_train_reports(tiny_dataset):
+    scan = load_dataset(tiny_dataset)
+    for scenario in SCENARIOS:
+        for fast in (True, False):
+            config = TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=3, device="cpu", fast=fast)
+            assert plan_scenario(config, scan).total_batches == planned_batches(config, scan)
+
+
+def test_a_jobs_time_left_and_progress_follow_the_scenario_that_trains(tiny_dataset, tmp_path, monkeypatch):
+    """Finetune then frozen, as in the review, where the old estimate copied the time so far while frozen cached
+    its features, and the page showed finetune's last batch once it was done."""
+    clock = FakeClock()
+    jobs = TrainingJobs(clock=clock)
+    rates = {"finetune": {"train": 0.4, "val": 0.1}, "frozen": {"features": 0.5, "train": 0.01, "val": 0.005}}
+    seen = []  # (scenario, clock, batch, snapshot)
+
+    def fake_train(config, scan, weights=None, on_batch=None, on_epoch=None):
+        seen.append((config.scenario, clock.now, None, jobs.snapshot()))
+        clock.now += 2.0  # the model built and the pictures decoded
+        for seconds, progress in batches_of(plan_scenario(config, scan), rates[config.scenario]):
+            clock.now += seconds
+            on_batch(progress)
+            seen.append((config.scenario, clock.now, progress, jobs.snapshot()))
+        return SimpleNamespace(status="completed")
+
+    monkeypatch.setattr(core.jobs, "train", fake_train)
+    monkeypatch.setattr(core.jobs, "save_run", lambda result, scan, runs_dir: SimpleNamespace(id="run"))
+    configs = [TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=epochs, device="cpu", workers=0)
+               for scenario, epochs in (("finetune", 5), ("frozen", 25))]
+    started = clock.now
+    jobs.start(JobRequest(data_dir=tiny_dataset, configs=configs, runs_dir=tmp_path / "runs"))
+    job = jobs.wait(60)
+    assert job.state == "completed" and job.eta_seconds is None and job.progress is None
+    ends = clock.now
+    for scenario, now, progress, snapshot in seen:
+        assert snapshot.running and snapshot.scenarios[snapshot.current].scenario == scenario
+        if progress is None:  # a scenario starts: nothing of the one before it is shown
+            assert snapshot.progress is None
+            continue
+        assert snapshot.progress == progress
+        if (scenario, progress.epoch, progress.phase, progress.batch) == ("finetune", 1, "train", 1):
+            assert snapshot.eta_seconds is None  # "estimating time left…"
+        if progress.phase == "features" and progress.batch >= 2:
+            assert snapshot.eta_seconds != pytest.approx(now - started)
+            assert snapshot.eta_seconds == pytest.approx((progress.batches - progress.batch) * 0.5)  # head: untimed
+        after_first_epoch = progress.epoch > 1 or (progress.phase, progress.batch) == ("val", progress.batches)
+        if scenario == "frozen" and after_first_epoch:
+            assert within(snapshot.eta_seconds, ends - now), (progress, snapshot.eta_seconds, ends - now)
+        assert 0 <= snapshot.fraction <= 1
+
+
+# ---------------------------------------------------------------- what the Train page shows of a job
+
+def train_page(job: JobSnapshot, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import state
+
+    monkeypatch.setenv("STUDIO_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(state, "training_jobs", lambda: SimpleNamespace(snapshot=lambda: copy.deepcopy(job)))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages/1_Train.py"), default_timeout=60).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def a_job(**changes) -> JobSnapshot:
+    started = time.time() - 30
+    fields = dict(job_id=3, state="running", started=started, finished=started + 30 if changes.get("state") else None,
+                  backbone="mobilenet_v2", data_dir="data",
+                  scenarios=[ScenarioState("finetune", "completed"), ScenarioState("frozen", "running")], current=1,
+                  configs=[TrainConfig(backbone="mobilenet_v2", scenario=s) for s in ("finetune", "frozen")])
+    return JobSnapshot(**{**fields, **changes})
+
+
+def test_the_page_says_estimating_until_the_time_left_is_measured(tmp_path, monkeypatch):
+    features = BatchProgress(0, 25, "features", 1, 56)
+    app = train_page(a_job(progress=features, fraction=0.5), tmp_path, monkeypatch)
+    text = app.get("progress")[0].proto.text
+    assert "Training frozen (2 of 2): computing the frozen backbone's features, batch 1/56" in text
+    assert text.endswith(" so far · estimating time left…")
+    app = train_page(a_job(progress=features, eta_seconds=125.0), tmp_path, monkeypatch)
+    assert app.get("progress")[0].proto.text.endswith(" so far · about 2.1 min left")
+    app = train_page(a_job(), tmp_path, monkeypatch)  # between scenarios: not the last one's final batch
+    assert "Training frozen (2 of 2): preparing" in app.get("progress")[0].proto.text
+
+
+def test_the_page_shows_each_failed_scenarios_reason(tmp_path, monkeypatch):
+    scenarios = [ScenarioState("finetune", "failed", message="Could not download the weights.", setting="weights"),
+                 ScenarioState("scratch", "completed", run_id="run-1")]
+    app = train_page(a_job(state="completed", scenarios=scenarios), tmp_path, monkeypatch)
+    assert "finished in 30 s, but not every scenario trained" in app.warning[0].value
+    hint = "finetune failed: Could not download the weights. The app reads STUDIO_WEIGHTS"
+    assert app.error[0].value.startswith(hint)
+    scenarios[1] = ScenarioState("scratch", "failed", message="RuntimeError: out of memory")
+    app = train_page(a_job(state="failed", scenarios=scenarios, message=scenarios[0].message,
+                           setting="weights"), tmp_path, monkeypatch)
+    error = app.error[0].value
+    assert error.startswith("Job 3 failed: every scenario did.") and hint in error
+    assert "scratch failed: RuntimeError: out of memory" in error

@@ -345,3 +345,16 @@ def test_weights_with_nan_are_refused(runs_dir, tiny_run):
     _edit(runs_dir, run.id, lambda d: d.update(weights_bytes=run.weights_path.stat().st_size))
     with pytest.raises(RunError, match="NaN or infinite"):
         load_model(find_run(tiny_run.id, runs_dir))
+
+
+def test_default_runs_all_come_from_the_newest_trained_runs_data_set(tiny_run):
+    def run(scenario, created, data):
+        record = RunRecord.from_dict({**tiny_run.to_dict(), "id": f"{created}-{scenario}", "created": created,
+                                      "config": {**tiny_run.to_dict()["config"], "scenario": scenario}})
+        record.dataset.path = data
+        return record
+
+    newest_first = [run("frozen", "4", "/data/abc"), run("finetune", "3", "/data/ants"),
+                    run("frozen", "2", "/data/ants")]
+    assert [r.id for r in default_runs(newest_first)] == ["4-frozen"]
+    assert [r.id for r in default_runs(newest_first[1:])] == ["3-finetune", "2-frozen"]

@@ -1,0 +1,165 @@
+"""Time left for a training job, from seconds per batch measured phase by phase.
+
+A scenario runs its phases in turn: "features" once (a frozen backbone's features cached before epoch 1, on the
+fast path only), then `epochs` times "train" and "val". Phases differ a hundredfold in the time a batch takes
+(the head alone on cached features against the whole network forward and backward), so each is timed on its own:
+
+* The running scenario's phases use their own seconds per batch, averaged over the last epoch's worth of batches
+  (the first batches of a run are slower: warm-up).
+* A phase not timed yet (the next scenario's, or this scenario's val during its first train epoch) takes the rate
+  measured for the same kind of work earlier in the job, per picture: the backbone forward (features, val),
+  frozen training (forward, head backward) and training every layer, counted as 1, 1 and 3 forward passes. The
+  head alone on cached features is negligible next to a backbone until it is measured, and counts as 0.
+* Each scenario's setup (model built, pictures decoded), from its start to its first batch, is measured too;
+  scenarios not started yet are given the average setup measured so far.
+
+`remaining()` is None until the backbone's speed is measured at all: the page then says it is estimating.
+Not thread-safe: TrainingJobs calls it under its lock.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core import fast
+from core.data import DatasetScan
+from core.device import pick_device
+from core.models import get_scenario
+from core.train import BatchProgress, TrainConfig
+
+PHASES = ("features", "train", "val")
+# Per picture, in backbone forward passes: how the kinds of work relate when one of them is not measured yet.
+FORWARD_PASSES = {"forward": 1.0, "train-frozen": 1.0, "train-backbone": 3.0}
+HEAD_KINDS = ("head-train", "head-val")  # the head on cached features: 0 until measured
+
+
+@dataclass
+class ScenarioPlan:
+    """A scenario's batches: "features" once, "train" and "val" per epoch; their pictures and kinds of work."""
+
+    scenario: str
+    epochs: int
+    batches: dict[str, int]
+    pictures: dict[str, int]  # pictures that the phase's batches go through (per epoch for train and val)
+    kinds: dict[str, str]
+
+    @property
+    def total_batches(self) -> int:
+        return self.batches["features"] + self.epochs * (self.batches["train"] + self.batches["val"])
+
+
+def plan_scenario(config: TrainConfig, scan: DatasetScan) -> ScenarioPlan:
+    """What `train(config, scan)` will go through, with the arithmetic of core.train.planned_batches."""
+    scenario = get_scenario(config.scenario)
+    count = {split: len(scan.samples[split]) for split in ("train", "val")}
+    cached = config.fast and fast.cacheable(scenario)
+    batches = {"features": 0, **{split: math.ceil(n / config.batch_size) for split, n in count.items()}}
+    pictures = {"features": 0, **count}
+    if cached:
+        size = fast.feature_batch_size(pick_device(config.device))
+        batches["features"] = config.cached_views * math.ceil(count["train"] / size) + math.ceil(count["val"] / size)
+        pictures["features"] = config.cached_views * count["train"] + count["val"]
+    train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
+    kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
+    return ScenarioPlan(config.scenario, config.epochs, batches, pictures, kinds)
+
+
+@dataclass
+class _Timing:
+    started: float
+    last: float | None = None  # clock at the latest batch
+    where: BatchProgress | None = None  # the latest batch
+    seconds: dict[str, deque] = field(default_factory=dict)  # phase: the latest seconds per batch
+
+
+class Estimator:
+    """Fed the job's batches as they end (`batch`), and told when each scenario starts and ends; says how long
+    the whole job has left."""
+
+    def __init__(self, plans: list[ScenarioPlan], clock: Callable[[], float] = time.monotonic) -> None:
+        self.plans = plans
+        self.clock = clock
+        self._timings: dict[int, _Timing] = {}
+        self._done: set[int] = set()
+        self._setups: list[float] = []
+        self._per_picture: dict[str, float] = {}  # kind of work: seconds per picture, latest measured
+
+    def start(self, index: int) -> None:
+        self._timings[index] = _Timing(started=self.clock())
+
+    def finish(self, index: int) -> None:
+        """The scenario ended (completed, failed or cancelled): none of its batches are left."""
+        self._done.add(index)
+
+    def batch(self, index: int, progress: BatchProgress) -> None:
+        now = self.clock()
+        timing = self._timings.get(index) or _Timing(started=now)
+        self._timings[index] = timing
+        if timing.last is None:
+            self._setups.append(now - timing.started)  # the first batch waits for the model and the pictures
+        else:
+            plan = self.plans[index]
+            window = max(plan.batches[progress.phase], 1) if progress.phase != "features" else None
+            times = timing.seconds.setdefault(progress.phase, deque(maxlen=window))
+            times.append(now - timing.last)
+            pictures = plan.pictures[progress.phase] / max(plan.batches[progress.phase], 1)
+            self._per_picture[plan.kinds[progress.phase]] = _mean(times) / max(pictures, 1e-9)
+        timing.last, timing.where = now, progress
+
+    @property
+    def measured(self) -> bool:
+        return any(kind in self._per_picture for kind in FORWARD_PASSES)
+
+    def remaining(self) -> float | None:
+        """Seconds the job has left, or None before there is anything to go by."""
+        left = self.remaining_by_scenario()
+        return None if left is None else sum(left)
+
+    def remaining_by_scenario(self) -> list[float] | None:
+        """Seconds each scenario has left (0 once it ended), or None before there is anything to go by."""
+        if not self.measured:
+            return None
+        left, now = [], self.clock()
+        for index, plan in enumerate(self.plans):
+            timing = self._timings.get(index)
+            if index in self._done:
+                left.append(0.0)
+            elif timing is None or timing.where is None:  # not started, or still setting up
+                setup = sum(self._setups) / len(self._setups) if self._setups else 0.0
+                elapsed = now - timing.started if timing else 0.0
+                left.append(max(setup - elapsed, 0.0) + self._scenario_left(plan, None, {}))
+            else:  # counting down between batches
+                left.append(max(self._scenario_left(plan, timing.where, timing.seconds) - (now - timing.last), 0.0))
+        return left
+
+    def _scenario_left(self, plan: ScenarioPlan, where: BatchProgress | None, seconds: dict[str, deque]) -> float:
+        rate = {phase: _mean(seconds[phase]) if seconds.get(phase) else self._rate(plan, phase) for phase in PHASES}
+        epoch = plan.batches["train"] * rate["train"] + plan.batches["val"] * rate["val"]
+        if where is None:
+            return plan.batches["features"] * rate["features"] + plan.epochs * epoch
+        if where.phase == "features":
+            return (where.batches - where.batch) * rate["features"] + where.epochs * epoch
+        epochs_after = where.epochs - where.epoch
+        if where.phase == "train":
+            return ((where.batches - where.batch) * rate["train"] + plan.batches["val"] * rate["val"]
+                    + epochs_after * epoch)
+        return (where.batches - where.batch) * rate["val"] + epochs_after * epoch
+
+    def _rate(self, plan: ScenarioPlan, phase: str) -> float:
+        """Seconds per batch of a phase this scenario has not timed: from the same kind of work, or the backbone's
+        forward pass measured in another kind, per picture."""
+        if not plan.batches[phase]:
+            return 0.0
+        kind = plan.kinds[phase]
+        per_picture = self._per_picture.get(kind)
+        if per_picture is None and kind in FORWARD_PASSES:
+            forwards = [self._per_picture[k] / FORWARD_PASSES[k] for k in FORWARD_PASSES if k in self._per_picture]
+            per_picture = FORWARD_PASSES[kind] * sum(forwards) / len(forwards) if forwards else 0.0
+        return (per_picture or 0.0) * plan.pictures[phase] / plan.batches[phase]
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)

@@ -1,0 +1,88 @@
+"""What the Train form remembers: the choices of the last Start, kept in the browser session (across pages) and
+in the page's address (across reloads); while a job runs, that job's own settings."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import streamlit as st
+
+from core.jobs import JobSnapshot
+from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS, local_backbones
+from core.train import TrainConfig
+
+ANOTHER_FOLDER = "Another folder..."
+_SESSION_KEY = "train_choices"
+_DEFAULTS = TrainConfig()
+
+
+def default_backbone() -> str:
+    """The tutorial's backbone, unless its weights are not here and another's are."""
+    local = local_backbones()
+    return _DEFAULTS.backbone if _DEFAULTS.backbone in local or not local else local[0]
+
+
+@dataclass
+class TrainChoices:
+    backbone: str = field(default_factory=default_backbone)
+    scenarios: list[str] = field(default_factory=lambda: list(TUTORIAL_SCENARIOS))
+    dataset: str | None = None  # a data set's label on the Train page; None: the first one
+    folder: str = ""  # for ANOTHER_FOLDER
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    lr: float = _DEFAULTS.lr
+    momentum: float = _DEFAULTS.momentum
+    step_size: int = _DEFAULTS.step_size
+    gamma: float = _DEFAULTS.gamma
+    seed: int = _DEFAULTS.seed
+
+    def configs(self) -> list[TrainConfig]:
+        return [TrainConfig(backbone=self.backbone, scenario=scenario, epochs=self.epochs, batch_size=self.batch_size,
+                            lr=self.lr, momentum=self.momentum, step_size=self.step_size, gamma=self.gamma,
+                            seed=self.seed) for scenario in self.scenarios]
+
+    @classmethod
+    def from_query(cls, params) -> TrainChoices | None:
+        """The choices in the page's address (st.query_params), or None when it holds none that fit."""
+        if "backbone" not in params:
+            return None
+        choices, values = cls(), {}
+        for item in fields(cls):
+            if item.name not in params:
+                continue
+            text = params.get_all(item.name) if item.name == "scenarios" else params[item.name]
+            try:
+                values[item.name] = type(getattr(choices, item.name))(text) if item.name != "dataset" else text
+            except (TypeError, ValueError):
+                continue
+        chosen = cls(**{**asdict(choices), **values})
+        if chosen.backbone not in BACKBONES or not set(chosen.scenarios) <= set(SCENARIOS):
+            return None
+        return chosen
+
+    def to_query(self) -> dict:
+        return {name: value for name, value in asdict(self).items() if value not in (None, "")}
+
+
+def from_job(job: JobSnapshot, dataset_label: str | None) -> TrainChoices:
+    config = job.configs[0]
+    return TrainChoices(backbone=config.backbone, scenarios=[c.scenario for c in job.configs], dataset=dataset_label,
+                        folder="" if dataset_label else job.data_dir, epochs=config.epochs,
+                        batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
+                        step_size=config.step_size, gamma=config.gamma, seed=config.seed)
+
+
+def remembered(job: JobSnapshot | None, datasets: dict) -> TrainChoices:
+    """What the form shows: the running job's settings, else the last Start of this session, else the page's
+    address, else the tutorial's recipe."""
+    if job and job.running:
+        label = next((label for label, folder in datasets.items() if str(folder) == job.data_dir), None)
+        return from_job(job, label)
+    kept = st.session_state.get(_SESSION_KEY)
+    if kept:
+        st.query_params.from_dict(kept.to_query())  # back from another page: the address keeps them for a reload
+    return kept or TrainChoices.from_query(st.query_params) or TrainChoices()
+
+
+def remember(choices: TrainChoices) -> None:
+    st.session_state[_SESSION_KEY] = choices
+    st.query_params.from_dict(choices.to_query())

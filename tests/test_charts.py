@@ -1,0 +1,172 @@
+"""The Compare and Train pages' Plotly figures (dashboard/charts.py), read as figure objects: where legends and
+titles sit, which colours legends show, how epoch axes tick, what the time chart counts, and runs with no epoch."""
+import pytest
+
+from core.models import WeightsSource
+from core.predict import Prediction
+from core.runs import DatasetSummary, RunRecord, ValPredictions
+from core.train import EpochStats, TrainConfig
+from dashboard import charts
+
+
+def make_run(run_id: str = "20240101-000000-frozen-resnet18-aaaa", scenario: str = "frozen", epochs: int = 3,
+             epoch_seconds: float = 0.5, seconds: float = 19.3) -> RunRecord:
+    """A run as a saved one reads, with `epochs` epochs of `epoch_seconds` each and `seconds` in all."""
+    history = [EpochStats(epoch, 0.7 - epoch / 100, 0.6 + epoch / 100, 0.6, 0.7, epoch_seconds, 0.001)
+               for epoch in range(1, epochs + 1)]
+    return RunRecord(
+        id=run_id, created="2024-01-01T00:00:00+00:00", status="completed" if history else "cancelled",
+        config=TrainConfig(backbone="resnet18", scenario=scenario, epochs=max(epochs, 1)),
+        class_names=["ants", "bees"], dataset=DatasetSummary("/data/hymenoptera_data", {}), history=history,
+        best_epoch=min(2, epochs) if history else None, best_val_acc=0.7 if history else 0.0,
+        trainable_params=1_026 if scenario == "frozen" else 11_177_538, total_params=11_177_538,
+        weights_source=WeightsSource("none"), device="cpu", seconds=seconds,
+        val_predictions=ValPredictions(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 1], [0, 0, 1]) if history else None)
+
+
+FROZEN = make_run()
+FINETUNE = make_run("20240101-000000-finetune-resnet18-bbbb", "finetune", epoch_seconds=4.0, seconds=13.0)
+UNTRAINED = make_run("20240101-000000-frozen-resnet18-cccc", epochs=0, seconds=12.0)
+LABELS = {FROZEN.id: "frozen · resnet18", FINETUNE.id: "finetune · resnet18", UNTRAINED.id: "frozen (cancelled)"}
+RUNS = [FROZEN, FINETUNE]
+
+
+def figures(runs=RUNS):
+    """Every figure function of charts.py, by name, on `runs`."""
+    series = {run.scenario: run.history for run in runs}
+    prediction = Prediction({"ants": 0.8, "bees": 0.2})
+    return {
+        "live_history": charts.live_history(series),
+        "overlay": charts.overlay(runs, "val_acc", "Validation accuracy", LABELS),
+        "train_against_val": charts.train_against_val(runs[0], LABELS[runs[0].id]),
+        "seconds_per_epoch": charts.seconds_per_epoch(runs, LABELS),
+        "parameters": charts.parameters(runs, LABELS),
+        "confusion_matrix": charts.confusion_matrix(runs[0], LABELS[runs[0].id]),
+        "probabilities": charts.probabilities(prediction, "frozen"),
+    }
+
+
+def has_legend(figure) -> bool:
+    return figure.layout.showlegend is not False and any(trace.showlegend is not False and trace.name
+                                                          for trace in figure.data)
+
+
+# ---------------------------------------------------------------- 1. legends clear of the axis titles
+
+@pytest.mark.parametrize("name", ["live_history", "overlay", "train_against_val", "seconds_per_epoch", "parameters"])
+def test_legends_sit_above_the_plot_area_clear_of_the_axis_titles(name):
+    figure = figures()[name]
+    assert has_legend(figure)
+    legend = figure.layout.legend
+    assert legend.orientation == "h" and legend.yanchor == "bottom" and legend.y >= 1, legend
+    title = charts.TITLE_ROOM if figure.layout.title.text else 0
+    assert figure.layout.margin.t >= charts.TOOLBAR_ROOM + title + charts.LEGEND_ROOM
+    # nothing else is placed in the legend's band above the plot area: subplot titles became axis titles
+    above = [a.text for a in figure.layout.annotations if a.yref == "paper" and a.y >= 1]
+    assert above == []
+
+
+def test_the_subplots_name_their_quantities_on_the_y_axes():
+    for figure in (figures()["live_history"], figures()["train_against_val"]):
+        assert (figure.layout.yaxis.title.text, figure.layout.yaxis2.title.text) == ("loss", "accuracy")
+
+
+# ---------------------------------------------------------------- 2. legend colours are the bars' colours
+
+@pytest.mark.parametrize("name", ["parameters", "seconds_per_epoch"])
+def test_every_bar_series_has_one_colour_its_legend_shows(name):
+    bars = [trace for trace in figures()[name].data if trace.type == "bar"]
+    assert len(bars) == 2
+    colors = [trace.marker.color for trace in bars]
+    assert all(isinstance(color, str) for color in colors), colors  # a list would colour bars unlike the legend
+    assert len(set(colors)) == len(bars)  # the series are told apart
+    assert all(trace.showlegend is not False and trace.name for trace in bars)
+
+
+def test_the_parameters_chart_keeps_the_runs_apart_on_its_axis():
+    figure = figures()["parameters"]
+    assert [list(trace.y) for trace in figure.data] == [[LABELS[r.id] for r in RUNS]] * 2
+    assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.autorange == "reversed"
+
+
+# ---------------------------------------------------------------- 3. integer epoch ticks
+
+@pytest.mark.parametrize("name", ["live_history", "overlay", "train_against_val"])
+def test_epoch_axes_tick_at_whole_epochs_on_a_three_epoch_run(name):
+    figure = figures()[name]
+    axes = list(figure.select_xaxes())
+    assert axes and all(axis.title.text == "epoch" for axis in axes)
+    for axis in axes:
+        assert axis.tickmode == "linear" and axis.tickformat == "d"
+        assert isinstance(axis.dtick, int) and axis.dtick == 1
+        assert isinstance(axis.tick0, int) and axis.tick0 == 1
+        low, high = axis.range
+        assert 0 < low < 1 and 3 < high < 4  # no tick at epoch 0 or 4
+
+
+def test_a_long_run_ticks_at_a_whole_number_of_epochs_at_most_ten_times():
+    long_run = make_run(epochs=40)
+    axis = charts.overlay([long_run], "val_acc", "Validation accuracy", LABELS).layout.xaxis
+    assert isinstance(axis.dtick, int) and axis.dtick > 1 and 40 / axis.dtick <= 10
+    assert isinstance(axis.tick0, int) and axis.tickformat == "d"
+
+
+# ---------------------------------------------------------------- 4. one-off time apart from the epochs
+
+def test_the_time_chart_shows_the_one_off_time_apart_from_the_mean_epoch():
+    figure = charts.seconds_per_epoch(RUNS, LABELS)
+    by_name = {trace.name: trace for trace in figure.data}
+    assert set(by_name) == {charts.PER_EPOCH, charts.ONE_OFF}
+    assert charts.PER_EPOCH == "per epoch (mean of epochs)"
+    assert charts.ONE_OFF == "one-off: loading, feature caching"
+    per_epoch, one_off = by_name[charts.PER_EPOCH], by_name[charts.ONE_OFF]
+    assert list(per_epoch.y) == list(one_off.y) == [LABELS[FROZEN.id], LABELS[FINETUNE.id]]
+    assert list(per_epoch.x) == pytest.approx([0.5, 4.0])
+    assert list(one_off.x) == pytest.approx([19.3 - 1.5, 13.0 - 12.0])
+    assert charts.one_off_seconds(FROZEN) == pytest.approx(17.8)
+    assert "one-off" in figure.layout.title.text and "per epoch" in figure.layout.title.text
+    assert figure.layout.xaxis.title.text == "seconds"
+    # the hover says what each number counts and what the run took in all
+    assert "mean of %{customdata[0]} epochs" in per_epoch.hovertemplate
+    assert "whole run: %{customdata[1]" in per_epoch.hovertemplate
+    assert [tuple(row) for row in per_epoch.customdata] == [(3, 19.3), (3, 13.0)]
+    assert "before and between the epochs" in one_off.hovertemplate
+
+
+def test_the_one_off_time_is_never_negative():
+    assert charts.one_off_seconds(make_run(epoch_seconds=2.0, seconds=5.99)) == 0.0
+
+
+# ---------------------------------------------------------------- 5. a run with no finished epoch
+
+def test_a_run_with_no_finished_epoch_has_no_history_chart_and_no_confusion_matrix():
+    assert not UNTRAINED.trained
+    assert charts.train_against_val(UNTRAINED, "x") is None
+    assert charts.confusion_matrix(UNTRAINED, "x") is None
+    assert charts.NOTHING_TO_CHART == "no epoch finished: nothing to chart"
+
+
+def test_the_overlays_leave_out_a_run_with_no_finished_epoch():
+    runs = [FROZEN, UNTRAINED, FINETUNE]
+    assert charts.charted(runs) == [FROZEN, FINETUNE]
+    assert [t.name for t in charts.overlay(runs, "val_loss", "Validation loss", LABELS).data] == [
+        LABELS[FROZEN.id], LABELS[FINETUNE.id]]
+    assert list(charts.seconds_per_epoch(runs, LABELS).data[0].y) == [LABELS[FROZEN.id], LABELS[FINETUNE.id]]
+
+
+# ---------------------------------------------------------------- 6. titles clear of the toolbar
+
+@pytest.mark.parametrize("name", list(figures()))
+def test_titles_sit_top_left_with_room_above_the_plot_for_the_toolbar(name):
+    figure = figures()[name]
+    title = figure.layout.title
+    assert title.x == 0 and title.xanchor == "left"  # Plotly's toolbar sits top right
+    assert title.yref == "container" and title.yanchor == "top" and title.y == 1
+    assert title.pad.t >= charts.TOOLBAR_ROOM >= 30  # the title starts below the toolbar's row
+    assert figure.layout.margin.t >= charts.TOOLBAR_ROOM + (charts.TITLE_ROOM if title.text else 0)
+
+
+def test_the_toolbar_shows_on_hover_only_with_the_buttons_that_matter():
+    assert charts.PLOTLY_CONFIG["displayModeBar"] == "hover"
+    assert charts.PLOTLY_CONFIG["displaylogo"] is False
+    assert {"lasso2d", "select2d"} <= set(charts.PLOTLY_CONFIG["modeBarButtonsToRemove"])
