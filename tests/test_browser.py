@@ -276,19 +276,16 @@ def test_a_newcomer_offline_gets_honest_defaults_a_form_that_remembers_and_the_t
     page.get_by_text("cannot be downloaded").first.wait_for(timeout=120_000)
     assert page.get_by_text("Started From scratch only").count() == 1
 
-    # 5: the time left is measured, never a copy of the time so far
+    # 5: the time left is shown once measured ("estimating" before); tests/test_jobs.py checks its accuracy
     progress = page.get_by_text(re.compile(r"Training scratch")).first
     progress.wait_for(timeout=120_000)
-    seen = set()
-    while page.get_by_text(re.compile(r"finished in")).count() == 0 and len(seen) < 200:
+    seen, deadline = set(), time.time() + 300
+    while page.get_by_text(re.compile(r"finished in")).count() == 0 and time.time() < deadline:
         text = page.locator("[data-testid='stProgress']").all_inner_texts()
         seen.update(text)
         page.wait_for_timeout(250)
     page.get_by_text(re.compile(r"finished in")).first.wait_for(timeout=300_000)
-    assert any("estimating time left" in text or " left" in text for text in seen), seen
-    for text in seen:
-        if match := re.search(r"([\d.]+ (?:s|min)) so far · about ([\d.]+ (?:s|min)) left", text):
-            assert match[1] != match[2] or match[1] == "0 s", text
+    assert any(re.search(r"so far · (estimating time left|about [\d.]+ (s|min) left)", text) for text in seen), seen
 
     # 4: the form keeps the choices on another page and after a reload
     page.get_by_role("link", name="Compare").click()
