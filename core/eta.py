@@ -18,17 +18,14 @@ Not thread-safe: TrainingJobs calls it under its lock.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core import fast
 from core.data import DatasetScan
-from core.device import pick_device
 from core.models import get_scenario
-from core.train import BatchProgress, TrainConfig
+from core.train import BatchProgress, TrainConfig, planned_phase_batches
 
 PHASES = ("features", "train", "val")
 # Per picture, in backbone forward passes: how the kinds of work relate when one of them is not measured yet.
@@ -52,16 +49,12 @@ class ScenarioPlan:
 
 
 def plan_scenario(config: TrainConfig, scan: DatasetScan) -> ScenarioPlan:
-    """What `train(config, scan)` will go through, with the arithmetic of core.train.planned_batches."""
+    """What `train(config, scan)` will go through (core.train.planned_phase_batches), with pictures and kinds."""
     scenario = get_scenario(config.scenario)
     count = {split: len(scan.samples[split]) for split in ("train", "val")}
-    cached = config.fast and fast.cacheable(scenario)
-    batches = {"features": 0, **{split: math.ceil(n / config.batch_size) for split, n in count.items()}}
-    pictures = {"features": 0, **count}
-    if cached:
-        size = fast.feature_batch_size(pick_device(config.device))
-        batches["features"] = config.cached_views * math.ceil(count["train"] / size) + math.ceil(count["val"] / size)
-        pictures["features"] = config.cached_views * count["train"] + count["val"]
+    batches = planned_phase_batches(config, scan)
+    cached = batches["features"] > 0
+    pictures = {"features": config.cached_views * count["train"] + count["val"] if cached else 0, **count}
     train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
     kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
     return ScenarioPlan(config.scenario, config.epochs, batches, pictures, kinds)

@@ -152,8 +152,9 @@ class RunRecord:
             return []
         return self.val_predictions.pictures(self.dataset.root, mistakes_first)
 
-    def summary(self) -> dict[str, str]:
-        """The run as one table row: the command line's tables and Compare's show these columns."""
+    def summary(self, paths: bool = True) -> dict[str, str]:
+        """The run as one table row: the command line's tables and Compare's show these columns. Without `paths`
+        the weights file is named but its folder not shown (a shared server)."""
         best = f"{self.best_val_acc:.4f} (epoch {self.best_epoch})" if self.best_epoch else "-"
         return {
             "run": self.id, "status": self.status, "scenario": self.scenario, "backbone": self.backbone,
@@ -161,7 +162,7 @@ class RunRecord:
             "final val acc": f"{self.final.val_acc:.4f}" if self.final else "-", "time": f"{self.seconds:.1f} s",
             "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
             "trainable / total params": f"{self.trainable_params:,} / {self.total_params:,}",
-            "weights": self.weights_source.describe(),
+            "weights": self.weights_source.describe(paths),
         }
 
     def to_dict(self) -> dict:

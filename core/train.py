@@ -222,14 +222,21 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
+def planned_phase_batches(config: TrainConfig, scan: DatasetScan) -> dict[str, int]:
+    """The batches a full run reports per phase: "features" once (0 unless a frozen backbone's features are
+    cached), "train" and "val" in every epoch."""
+    count = {split: len(scan.samples[split]) for split in ("train", "val")}
+    batches = {"features": 0, **{split: math.ceil(n / config.batch_size) for split, n in count.items()}}
+    if config.fast and fast.cacheable(get_scenario(config.scenario)):
+        size = fast.feature_batch_size(pick_device(config.device))
+        batches["features"] = config.cached_views * math.ceil(count["train"] / size) + math.ceil(count["val"] / size)
+    return batches
+
+
 def planned_batches(config: TrainConfig, scan: DatasetScan) -> int:
     """How many times a full run calls on_batch: for progress bars."""
-    count = {split: len(scan.samples[split]) for split in ("train", "val")}
-    total = config.epochs * sum(math.ceil(n / config.batch_size) for n in count.values())
-    if config.fast and fast.cacheable(get_scenario(config.scenario)):
-        batch_size = fast.feature_batch_size(pick_device(config.device))
-        total += config.cached_views * math.ceil(count["train"] / batch_size) + math.ceil(count["val"] / batch_size)
-    return total
+    batches = planned_phase_batches(config, scan)
+    return batches["features"] + config.epochs * (batches["train"] + batches["val"])
 
 
 def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,

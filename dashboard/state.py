@@ -16,7 +16,6 @@ from PIL import Image
 from core.data import (
     DatasetScan,
     known_datasets,
-    remove_abandoned_imports,
     scan_dataset,
     tutorial_data_dir,
     uploads_dir,
@@ -73,8 +72,7 @@ def my_uploads() -> Path:
 
 def datasets() -> dict[str, Path]:
     """Label -> folder of the data sets this session may train on: the tutorial's and the uploaded ones (in
-    shared mode, this session's uploads only). Clears away what killed imports left in the uploads folder."""
-    remove_abandoned_imports(uploads_dir())
+    shared mode, this session's uploads only)."""
     found = known_datasets()
     if not settings().shared:
         return found

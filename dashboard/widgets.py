@@ -138,8 +138,7 @@ def pick_runs(label: str, none_yet: str, trained_only: bool = False) -> list[Run
 
 def summary_row(run: RunRecord, label: str) -> dict[str, str]:
     """The run's summary row (core.runs) under its label, without server paths in shared mode."""
-    return {name: private(value) if isinstance(value, str) else value
-            for name, value in {**run.summary(), "run": label}.items()}
+    return {**run.summary(paths=not state.settings().shared), "run": label}
 
 
 def side_by_side(runs: list[RunRecord], most: int = 3):

@@ -7,7 +7,9 @@ missing data set or weights file fails those tests instead of skipping them.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -152,3 +154,19 @@ def tiny_run(tmp_path_factory, tiny_dataset, random_weights_dir):
     config = TrainConfig(backbone="mobilenet_v2", scenario="finetune", epochs=2, workers=0, device="cpu", lr=0.01)
     result = train(config, scan, random_weights_dir)
     return save_run(result, scan, tmp_path_factory.mktemp("runs"))
+
+
+# What run.json holds for a run stopped before its first epoch finished.
+UNTRAINED = {"status": "cancelled", "history": [], "best_epoch": None, "best_val_acc": 0.0, "val_predictions": {}}
+
+
+def copy_run(run, runs_dir: Path, name: str, **changes) -> Path:
+    """A copy of the saved `run` as runs_dir/NAME, its run.json changed: a non-empty dict (config, dataset) is
+    merged into the one saved, any other value replaces it."""
+    folder = Path(runs_dir) / name
+    shutil.copytree(run.path, folder)
+    data = json.loads((folder / "run.json").read_text())
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and value else value
+    (folder / "run.json").write_text(json.dumps(data))
+    return folder

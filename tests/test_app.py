@@ -18,7 +18,7 @@ from core.runs import list_runs
 from dashboard import charts, state, widgets
 from dashboard.settings import Settings, read_settings
 from dashboard.widgets import run_label
-from tests.conftest import make_picture
+from tests.conftest import UNTRAINED, copy_run, make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
 PAGES = ["streamlit_app.py", "pages/1_Train.py", "pages/2_Compare.py", "pages/3_Classify.py",
@@ -420,11 +420,9 @@ def test_shared_mode_names_data_sets_instead_of_their_folders(shared, with_data)
 
 
 def test_shared_mode_offers_only_the_runs_of_this_visitors_data_sets(with_runs, tiny_run, monkeypatch):
-    other = with_runs / "runs" / f"{tiny_run.id[:-4]}beef"  # the same run, trained on another visitor's upload
-    shutil.copytree(tiny_run.path, other)
-    record = json.loads((other / "run.json").read_text())
-    record["dataset"]["path"] = str(with_runs / "data/uploads/.sessions/someone/colours")
-    (other / "run.json").write_text(json.dumps(record))
+    # the same run, trained on another visitor's upload
+    copy_run(tiny_run, with_runs / "runs", f"{tiny_run.id[:-4]}beef",
+             dataset={"path": str(with_runs / "data/uploads/.sessions/someone/colours")})
     assert len(open_page("pages/2_Compare.py").multiselect[0].options) == 2
     monkeypatch.setenv("STUDIO_SHARED", "1")
     st.cache_resource.clear()
@@ -443,12 +441,8 @@ def test_settings_are_read_from_the_environment():
 
 
 def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(with_runs, tiny_run):
-    untrained = with_runs / "runs" / "20990101-000000-frozen-mobilenet_v2-0ep0"
-    shutil.copytree(tiny_run.path, untrained)
-    data = json.loads((untrained / "run.json").read_text())
-    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={},
-                created="2099-01-01T00:00:00+00:00")
-    (untrained / "run.json").write_text(json.dumps(data))
+    untrained = copy_run(tiny_run, with_runs / "runs", "20990101-000000-frozen-mobilenet_v2-0ep0", **UNTRAINED,
+                         created="2099-01-01T00:00:00+00:00")
     app = open_page("pages/2_Compare.py")
     assert app.multiselect[0].value == [tiny_run.id]  # the newest run, but not a default
     app.multiselect[0].set_value([tiny_run.id, untrained.name])
@@ -464,12 +458,9 @@ def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(w
 
 
 def test_defaults_come_from_one_data_set_and_labels_name_it(with_runs, tiny_run):
-    other = with_runs / "runs" / "20990101-000000-frozen-mobilenet_v2-abc3"
-    shutil.copytree(tiny_run.path, other)
-    data = json.loads((other / "run.json").read_text())
-    data["config"]["scenario"] = "frozen"
-    data.update(created="2099-01-01T00:00:00+00:00", dataset={**data["dataset"], "path": "/elsewhere/abc"})
-    (other / "run.json").write_text(json.dumps(data))
+    other = copy_run(tiny_run, with_runs / "runs", "20990101-000000-frozen-mobilenet_v2-abc3",
+                     config={"scenario": "frozen"}, created="2099-01-01T00:00:00+00:00",
+                     dataset={"path": "/elsewhere/abc"})
     for page in ("pages/2_Compare.py", "pages/3_Classify.py"):
         app = open_page(page)
         assert app.multiselect[0].value == [other.name], page  # the newest data set's runs only
@@ -479,13 +470,18 @@ def test_defaults_come_from_one_data_set_and_labels_name_it(with_runs, tiny_run)
             f"{tiny_run.best_val_acc:.3f}"])
 
 
-def test_compare_tells_apart_two_runs_of_one_scenario_and_minute(with_runs, tiny_run):
-    twin = tiny_run.id[:-4] + "beef"
-    shutil.copytree(tiny_run.path, with_runs / "runs" / twin)
+def compare_with_a_twin(with_runs, tiny_run) -> AppTest:
+    """Compare showing tiny_run beside a copy of it saved in the same minute, id ending in "beef"."""
+    twin = copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + "beef").name
     app = open_page("pages/2_Compare.py")
     app.multiselect[0].set_value([tiny_run.id, twin])
     app = app.run()
-    assert_healthy(app)  # charts of identical runs used to collide: StreamlitDuplicateElementId
+    assert_healthy(app)
+    return app
+
+
+def test_compare_tells_apart_two_runs_of_one_scenario_and_minute(with_runs, tiny_run):
+    app = compare_with_a_twin(with_runs, tiny_run)  # charts of identical runs collided: StreamlitDuplicateElementId
     names = [row for row in app.dataframe[0].value["run"]]
     assert len(set(names)) == 2 and names[1].endswith("· beef")
 
@@ -527,13 +523,8 @@ def test_classify_names_a_file_of_another_type_and_lists_the_accepted_ones(with_
 
 def untrained_copy(runs_dir: Path, tiny_run) -> str:
     """A copy of tiny_run stopped before its first epoch finished; returns its id."""
-    untrained = runs_dir / "20990101-000000-finetune-mobilenet_v2-0ep0"
-    shutil.copytree(tiny_run.path, untrained)
-    data = json.loads((untrained / "run.json").read_text())
-    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={},
-                created="2099-01-01T00:00:00+00:00")
-    (untrained / "run.json").write_text(json.dumps(data))
-    return untrained.name
+    return copy_run(tiny_run, runs_dir, "20990101-000000-finetune-mobilenet_v2-0ep0", **UNTRAINED,
+                    created="2099-01-01T00:00:00+00:00").name
 
 
 def plotly_figures(app: AppTest) -> list[dict]:
@@ -569,12 +560,7 @@ def test_compare_charts_keep_the_toolbar_to_hover_and_titles_left(with_runs):
 
 
 def test_compare_gallery_is_collapsed_after_the_first_run_and_wraps_small_pictures(with_runs, tiny_run):
-    twin = tiny_run.id[:-4] + "beef"
-    shutil.copytree(tiny_run.path, with_runs / "runs" / twin)
-    app = open_page("pages/2_Compare.py")
-    app.multiselect[0].set_value([tiny_run.id, twin])
-    app = app.run()
-    assert_healthy(app)
+    app = compare_with_a_twin(with_runs, tiny_run)
     galleries = [e for e in app.expander if e.label.startswith("Pictures of")]
     assert [e.proto.expanded for e in galleries] == [True, False]  # a phone scrolls past one run's pictures
     for gallery in galleries:  # small pictures in a row that wraps, not six columns stacked on a phone

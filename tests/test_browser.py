@@ -22,7 +22,7 @@ from core.data import scan_dataset
 from core.jobs import SAVE_BEFORE_EXIT_S
 from core.runs import list_runs, save_run
 from core.train import TrainConfig, train
-from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS
+from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS, UNTRAINED, copy_run
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS_DIR") or PROJECT / "test-artifacts/screenshots")
@@ -212,25 +212,17 @@ def test_stopping_the_server_mid_job_saves_the_run_marked_cancelled(tmp_path, ti
 def newcomer_server(tmp_path, tiny_dataset, tiny_run, random_weights_dir):
     """A server as a newcomer meets it offline: only MobileNetV2's weights here, and saved runs of two data sets,
     the newest trained one on "abc", and a newer run cancelled before its first epoch finished."""
-    import json
-
     (tmp_path / "data").mkdir()
     (tmp_path / "data/hymenoptera_data").symlink_to(tiny_dataset)
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights/mobilenet_v2-test.pth").symlink_to(random_weights_dir / "mobilenet_v2-test.pth")
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run.path, runs / tiny_run.id)
-    for name, change in (("20980101-000000-frozen-mobilenet_v2-0abc", {"created": "2098-01-01T00:00:00+00:00"}),
-                         ("20990101-000000-frozen-mobilenet_v2-0ep0", {
-                             "created": "2099-01-01T00:00:00+00:00", "status": "cancelled", "history": [],
-                             "best_epoch": None, "best_val_acc": 0.0, "val_predictions": {}})):
-        shutil.copytree(tiny_run.path, runs / name)
-        data = json.loads((runs / name / "run.json").read_text())
-        data["config"]["scenario"] = "frozen"
-        data.update(change)
-        if name.endswith("0abc"):
-            data["dataset"]["path"] = "/elsewhere/abc"
-        (runs / name / "run.json").write_text(json.dumps(data))
+    frozen = {"scenario": "frozen"}
+    copy_run(tiny_run, runs, "20980101-000000-frozen-mobilenet_v2-0abc", config=frozen,
+             created="2098-01-01T00:00:00+00:00", dataset={"path": "/elsewhere/abc"})
+    copy_run(tiny_run, runs, "20990101-000000-frozen-mobilenet_v2-0ep0", config=frozen,
+             created="2099-01-01T00:00:00+00:00", **UNTRAINED)
     with streamlit_server(tmp_path, tmp_path / "weights", STUDIO_NETGUARD_LOG=str(tmp_path / "offline.log")) as url:
         yield url
 

@@ -1,5 +1,4 @@
 """The command line as a user runs it: python -m core ..."""
-import json
 import os
 import shutil
 import subprocess
@@ -7,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import UNTRAINED, copy_run
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -152,11 +153,7 @@ def test_one_damaged_run_leaves_the_others_usable(tmp_path, tiny_run, tiny_datas
 def test_a_run_with_no_finished_epoch_is_explained_not_used(tmp_path, tiny_run, tiny_dataset):
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run.path, runs / tiny_run.id)
-    untrained = runs / "20990101-000000-frozen-mobilenet_v2-0ep0"
-    shutil.copytree(tiny_run.path, untrained)
-    data = json.loads((untrained / "run.json").read_text())
-    data.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0, val_predictions={})
-    (untrained / "run.json").write_text(json.dumps(data))
+    untrained = copy_run(tiny_run, runs, "20990101-000000-frozen-mobilenet_v2-0ep0", **UNTRAINED)
     picture = next((tiny_dataset / "val/red").iterdir())
     latest = cli("predict", picture, "--runs-dir", runs)
     assert latest.returncode == 0 and f"Run: {tiny_run.id}" in latest.stdout

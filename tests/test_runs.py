@@ -23,6 +23,7 @@ from core.runs import (
     save_run,
 )
 from core.train import TrainConfig, train
+from tests.conftest import UNTRAINED, copy_run
 
 
 @pytest.fixture
@@ -319,16 +320,9 @@ def test_paths_in_run_json_never_lead_outside_the_data_set(tmp_path):
     assert [p.path for p in predictions.pictures(root)] == [(root / "val/a/1.jpg").resolve()]
 
 
-def _untrained_copy(runs_dir, run, created):
-    copy = f"{created[:4]}0101-000000-frozen-mobilenet_v2-0ep0"
-    shutil.copytree(run.path, runs_dir / copy)
-    _edit(runs_dir, copy, lambda d: d.update(status="cancelled", history=[], best_epoch=None, best_val_acc=0.0,
-                                             val_predictions={}, created=created))
-    return copy
-
-
 def test_a_run_with_no_finished_epoch_is_never_the_latest_nor_loaded(runs_dir, tiny_run):
-    untrained = _untrained_copy(runs_dir, tiny_run, "2099-01-01T00:00:00+00:00")
+    untrained = copy_run(tiny_run, runs_dir, "20990101-000000-frozen-mobilenet_v2-0ep0", **UNTRAINED,
+                         created="2099-01-01T00:00:00+00:00").name
     runs = list_runs(runs_dir).runs
     assert runs[0].id == untrained and not runs[0].trained  # listed, newest...
     assert find_run("latest", runs_dir).id == tiny_run.id  # ... but never the latest
