@@ -1,4 +1,5 @@
-"""Transfer learning studio: the tutorial's two scenarios as a library (data, models, training, runs, prediction).
+"""Transfer learning studio: the tutorial's two scenarios as a library (data, models, training, runs, experiments,
+prediction).
 
 Importable without Streamlit; the command line is `python -m core`.
 """
@@ -15,6 +16,7 @@ from core.errors import (
     TrainingCancelled,
     WeightsError,
 )
+from core.experiment import ExperimentPlan, ExperimentRunner, results, subset
 from core.images import open_image
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS, BuiltModel, WeightsSource, build_model
 from core.predict import Prediction, Predictor, load_predictor
@@ -24,10 +26,10 @@ from core.train import BatchProgress, EpochStats, TrainConfig, TrainResult, trai
 
 __all__ = [
     "ArchiveError", "BACKBONES", "BatchProgress", "BuiltModel", "ConfigError", "DatasetError", "DatasetScan",
-    "EVAL_TRANSFORM", "EpochStats", "EvalPreset", "ImageError", "JobRefused", "Prediction", "Predictor", "RunError",
-    "RunListing", "RunRecord", "SCENARIOS", "StudioError", "TRAIN_TRANSFORM", "TUTORIAL_SCENARIOS", "TrainConfig",
-    "TrainPreset", "TrainResult", "TrainingCancelled", "WeightsError", "WeightsSource", "build_model",
-    "default_runs", "ensure_tutorial_data", "find_run", "known_datasets", "latest_run", "list_runs", "load_dataset",
-    "load_model", "load_predictor", "open_image", "pick_device", "save_run", "scan_dataset", "train",
-    "tutorial_data_dir",
+    "EVAL_TRANSFORM", "EpochStats", "EvalPreset", "ExperimentPlan", "ExperimentRunner", "ImageError", "JobRefused",
+    "Prediction", "Predictor", "RunError", "RunListing", "RunRecord", "SCENARIOS", "StudioError", "TRAIN_TRANSFORM",
+    "TUTORIAL_SCENARIOS", "TrainConfig", "TrainPreset", "TrainResult", "TrainingCancelled", "WeightsError",
+    "WeightsSource", "build_model", "default_runs", "ensure_tutorial_data", "find_run", "known_datasets",
+    "latest_run", "list_runs", "load_dataset", "load_model", "load_predictor", "open_image", "pick_device", "results",
+    "save_run", "scan_dataset", "subset", "train", "tutorial_data_dir",
 ]

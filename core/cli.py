@@ -1,4 +1,4 @@
-"""Command line: python -m core train | predict | runs | export | data."""
+"""Command line: python -m core train | experiment | predict | runs | export | data."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,11 +15,34 @@ from core import errors
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.errors import StudioError, TrainingCancelled
+from core.experiment import (
+    DEFAULT_SIZES,
+    ExperimentPlan,
+    ExperimentResults,
+    ExperimentRunner,
+    default_name,
+    estimate_seconds,
+    parse_size,
+    pending,
+    read_plan,
+    record_plan,
+    results,
+    size_text,
+)
 from core.export import FORMATS, export_run
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
-from core.runs import RunRecord, check_runs_dir, find_run, list_runs, save_run
-from core.train import BatchProgress, EpochStats, TrainConfig, TrainResult, planned_batches, train
+from core.runs import RunRecord, accuracy_text, check_runs_dir, find_run, list_runs, save_run
+from core.train import (
+    BatchProgress,
+    EpochStats,
+    OnBatch,
+    OnEpoch,
+    TrainConfig,
+    TrainResult,
+    planned_batches,
+    train,
+)
 
 SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
 # What changes each setting on the command line, added to the library's own error messages.
@@ -32,8 +55,8 @@ HINTS = {
     errors.DEVICE: "On the command line: --device auto or --device cpu.",
     errors.RUN: "List the saved runs with: python -m core runs",
 }
-SUMMARY_COLUMNS = ("run", "status", "scenario", "backbone", "epochs", "best val acc", "final val acc", "time",
-                   "trainable / total params")
+SUMMARY_COLUMNS = ("run", "status", "scenario", "backbone", "epochs", "best val acc", "final val acc", "test acc",
+                   "time", "trainable / total params")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,34 +73,53 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-download", action="store_true", help="never download the tutorial's data set")
 
 
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--backbone", default=defaults.backbone, choices=list(BACKBONES))
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--momentum", type=float, default=defaults.momentum)
+    parser.add_argument("--step-size", type=int, default=defaults.step_size, help="StepLR step, in epochs")
+    parser.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--workers", type=int, help="data-loader processes (default: none, the pictures are "
+                        "decoded once into memory; with --tutorial-loop up to 4)")
+    parser.add_argument("--cached-views", type=int, default=defaults.cached_views,
+                        help="frozen: augmented views of each training picture whose backbone features are "
+                        f"computed once and reused every epoch (default: {defaults.cached_views})")
+    parser.add_argument("--tutorial-loop", action="store_true", help="no fast paths: decode every picture and run "
+                        "the whole network in every epoch, as the tutorial does (slower; for comparison)")
+    parser.add_argument("--weights", type=Path, help="a pretrained weights file, or a folder of them "
+                        "named BACKBONE-*.pth (default: $STUDIO_WEIGHTS, then torchvision's cache, then download)")
+    parser.add_argument("--runs-dir", type=Path, help="where runs are saved (default: $STUDIO_RUNS_DIR or ./runs)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="core", description="Transfer learning studio: train, list and use runs.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    defaults = TrainConfig()
     train_cmd = commands.add_parser("train", help="train one or more scenarios and save each run")
     train_cmd.add_argument("--scenario", default="both", choices=[*SCENARIOS, *SCENARIO_GROUPS],
                            help="both = finetune and frozen; all = every scenario (default: both)")
-    train_cmd.add_argument("--backbone", default=defaults.backbone, choices=list(BACKBONES))
-    train_cmd.add_argument("--epochs", type=int, default=defaults.epochs)
-    train_cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train_cmd.add_argument("--lr", type=float, default=defaults.lr)
-    train_cmd.add_argument("--momentum", type=float, default=defaults.momentum)
-    train_cmd.add_argument("--step-size", type=int, default=defaults.step_size, help="StepLR step, in epochs")
-    train_cmd.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
-    train_cmd.add_argument("--seed", type=int, default=defaults.seed)
-    train_cmd.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
-    train_cmd.add_argument("--workers", type=int, help="data-loader processes (default: none, the pictures are "
-                           "decoded once into memory; with --tutorial-loop up to 4)")
-    train_cmd.add_argument("--cached-views", type=int, default=defaults.cached_views,
-                           help="frozen: augmented views of each training picture whose backbone features are "
-                           f"computed once and reused every epoch (default: {defaults.cached_views})")
-    train_cmd.add_argument("--tutorial-loop", action="store_true", help="no fast paths: decode every picture and run "
-                           "the whole network in every epoch, as the tutorial does (slower; for comparison)")
-    train_cmd.add_argument("--weights", type=Path, help="a pretrained weights file, or a folder of them "
-                           "named BACKBONE-*.pth (default: $STUDIO_WEIGHTS, then torchvision's cache, then download)")
-    train_cmd.add_argument("--runs-dir", type=Path, help="where runs are saved (default: $STUDIO_RUNS_DIR or ./runs)")
+    add_recipe_options(train_cmd)
+    train_cmd.add_argument("--seed", type=int, default=TrainConfig().seed)
     add_data_options(train_cmd)
+
+    experiment_cmd = commands.add_parser(
+        "experiment", help="train a grid of scenarios x seeds x training pictures per class, or resume it, and show "
+        "means with 95%% intervals and paired differences")
+    experiment_cmd.add_argument("--scenario", action="append", choices=[*SCENARIOS, *SCENARIO_GROUPS],
+                                help="repeat for several; both = finetune and frozen; all = every scenario "
+                                "(default: frozen)")
+    experiment_cmd.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: 0 1 2)")
+    experiment_cmd.add_argument("--sizes", nargs="+", default=[size_text(s) for s in DEFAULT_SIZES],
+                                help="training pictures per class, or all (default: 1 2 5 10 25 all)")
+    experiment_cmd.add_argument("--name", help="the experiment's name; the same name resumes it (default: from the "
+                                "data set and recipe, so the same command resumes)")
+    experiment_cmd.add_argument("--show", action="store_true", help="only show the results saved so far")
+    add_recipe_options(experiment_cmd)
+    add_data_options(experiment_cmd)
 
     predict_cmd = commands.add_parser("predict", help="classify pictures with a saved run")
     predict_cmd.add_argument("images", nargs="+", type=Path)
@@ -105,8 +147,8 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
     folder = args.data or ensure_tutorial_data(args.data_root, download=not args.no_download)
     scan = load_dataset(folder)
     counts = scan.counts()
-    print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); "
-          f"train {sum(counts['train'].values())}, val {sum(counts['val'].values())} pictures")
+    splits = ", ".join(f"{split} {sum(per_class.values())}" for split, per_class in counts.items())
+    print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); {splits} pictures")
     if scan.skipped:
         print(f"Skipped {len(scan.skipped)} file(s) that are not readable pictures:", file=sys.stderr)
         for skipped in scan.skipped:
@@ -166,15 +208,15 @@ def _say(text: str) -> None:
     os.write(2, text.encode(errors="replace"))  # not print: a signal may arrive while print is writing
 
 
+def recipe(args: argparse.Namespace, scenario: str, seed: int | None) -> TrainConfig:
+    return TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma, seed=seed,
+                       device=args.device, workers=args.workers, fast=not args.tutorial_loop,
+                       cached_views=args.cached_views)
+
+
 def command_train(args: argparse.Namespace) -> int:
-    scenarios = SCENARIO_GROUPS.get(args.scenario, [args.scenario])
-    configs = [
-        TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma,
-                    seed=args.seed, device=args.device, workers=args.workers, fast=not args.tutorial_loop,
-                    cached_views=args.cached_views)
-        for scenario in scenarios
-    ]
+    configs = [recipe(args, scenario, args.seed) for scenario in SCENARIO_GROUPS.get(args.scenario, [args.scenario])]
     stop = StopSignals()
     print(f"Device: {pick_device(args.device)}")
     check_runs_dir(args.runs_dir, args.backbone)
@@ -183,7 +225,9 @@ def command_train(args: argparse.Namespace) -> int:
     for config in configs:
         if stop.pressed:
             break
-        result = train_with_progress_bar(config, scan, args.weights, stop)
+        result = train_with_progress_bar(
+            config.scenario, planned_batches(config, scan), stop,
+            lambda on_batch, on_epoch, config=config: train(config, scan, args.weights, on_batch, on_epoch))
         with stop.saving():
             record = save_run(result, scan, args.runs_dir)
             print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
@@ -199,14 +243,14 @@ def command_train(args: argparse.Namespace) -> int:
     return stop.exit_code if stop.pressed else 0
 
 
-def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Path | None,
-                            stop: StopSignals) -> TrainResult:
-    batches = planned_batches(config, scan)
+def train_with_progress_bar(label: str, batches: int, stop: StopSignals,
+                            trainer: Callable[[OnBatch, OnEpoch], TrainResult], leave: bool = True) -> TrainResult:
+    """Run `trainer(on_batch, on_epoch)` with a progress bar of `batches` batches; a stop signal cancels it."""
     bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
 
     def on_batch(progress: BatchProgress) -> None:
         if not bars:
-            bars.append(tqdm(total=batches, desc=f"{config.scenario:>15}", unit="batch", dynamic_ncols=True))
+            bars.append(tqdm(total=batches, desc=f"{label:>15}", unit="batch", dynamic_ncols=True, leave=leave))
         bars[0].update(1)
         if progress.phase == "features" and progress.batch == 1:
             bars[0].set_postfix_str("computing the frozen backbone's features once")
@@ -214,10 +258,10 @@ def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Pat
             raise TrainingCancelled
 
     def on_epoch(stats: EpochStats) -> None:
-        bars[0].set_postfix_str(f"epoch {stats.epoch}/{config.epochs} val acc {stats.val_acc:.3f}")
+        bars[0].set_postfix_str(f"epoch {stats.epoch} val acc {stats.val_acc:.3f}")
 
     try:
-        return train(config, scan, weights, on_batch=on_batch, on_epoch=on_epoch)
+        return trainer(on_batch, on_epoch)
     finally:
         for bar in bars:
             bar.close()
@@ -226,6 +270,72 @@ def train_with_progress_bar(config: TrainConfig, scan: DatasetScan, weights: Pat
 def print_runs(records: list[RunRecord]) -> None:
     rows = [record.summary() for record in records]
     print_table([SUMMARY_COLUMNS, *([row[column] for column in SUMMARY_COLUMNS] for row in rows)])
+
+
+def command_experiment(args: argparse.Namespace) -> int:
+    groups = args.scenario or ["frozen"]
+    scenarios = list(dict.fromkeys(name for group in groups for name in SCENARIO_GROUPS.get(group, [group])))
+    sizes = [parse_size(text) for text in args.sizes]
+    stop = StopSignals()
+    if args.show and args.name:
+        plan = read_plan(args.name, args.runs_dir)
+        print_experiment(results(plan, list_runs(args.runs_dir).runs))
+        return 0
+    scan = resolve_dataset(args)
+    base = recipe(args, scenarios[0], args.seeds[0])
+    plan = ExperimentPlan(args.name or default_name(scan.root, base), str(scan.root), base, scenarios, args.seeds,
+                          sizes)
+    if args.show:
+        print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
+        return 0
+    print(f"Device: {pick_device(args.device)}")
+    check_runs_dir(args.runs_dir, args.backbone)
+    plan = record_plan(plan, args.runs_dir)
+    runs = list_runs(args.runs_dir).runs
+    todo = pending(plan, runs, plan.grid())
+    estimate = estimate_seconds(plan, scan, todo, runs)
+    print(f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved; "
+          f"{len(todo)} to train, about {duration(estimate.seconds)} (from {estimate.basis}).")
+    runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights)
+    for number, cell in enumerate(todo, start=1):
+        if stop.pressed:
+            break
+        result = train_with_progress_bar(
+            f"{number}/{len(todo)}", runner.planned_batches(cell), stop,
+            lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False)
+        with stop.saving():
+            record = runner.save(cell, result)
+        best = record.best_val()
+        print(f"{number}/{len(todo)} {cell.label}: {record.status}, best val acc "
+              f"{accuracy_text(best) if best else '-'}, run {record.id}")
+    print_experiment(results(plan, list_runs(args.runs_dir).runs))
+    return stop.exit_code if stop.pressed else 0
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def print_experiment(outcome: ExperimentResults) -> None:
+    """The experiment's table of means over seeds with 95% intervals, and the paired differences per size."""
+    planned = len(outcome.plan.cells())
+    print(f"\nExperiment {outcome.plan.name}: {outcome.done} of {planned} cells saved"
+          + ("" if outcome.done == planned else " (run the same command again to train the others)") + ".")
+    if not outcome.rows:
+        return
+    has_test = any(row.test for row in outcome.rows)
+    header = ["scenario", "per class", "seeds", "best val acc (optimistic)", "final val acc",
+              *(["test acc"] if has_test else [])]
+    rows = [[row.scenario, f"{size_text(row.pictures_per_class)} ({row.train_pictures:g})", len(row.seeds),
+             accuracy_text(row.best_val), accuracy_text(row.final_val),
+             *([accuracy_text(row.test) if row.test else "-"] if has_test else [])] for row in outcome.rows]
+    print_table([header, *rows])
+    print("Means over seeds, [95% interval] (Student t). Best val acc is each run's best epoch, chosen on the "
+          "validation pictures, so optimistic.")
+    if outcome.comparisons:
+        print("\nPaired differences (bootstrap over seeds and pictures):")
+        for comparison in outcome.comparisons:
+            print(f"  {size_text(comparison.pictures_per_class)} per class: {comparison.text}")
 
 
 def print_table(rows: list[tuple | list]) -> None:
@@ -241,7 +351,8 @@ def print_table(rows: list[tuple | list]) -> None:
 def command_predict(args: argparse.Namespace) -> int:
     run = find_run(args.run, args.runs_dir)
     predictor = load_predictor(run, pick_device(args.device))
-    print(f"Run: {run.id} ({run.scenario}, {run.backbone}, best val acc {run.best_val_acc:.4f})")
+    best = run.best_val()
+    print(f"Run: {run.id} ({run.scenario}, {run.backbone}, best val acc {accuracy_text(best) if best else '-'})")
     failed = 0
     for image in args.images:
         try:
@@ -294,8 +405,8 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": command_train, "predict": command_predict, "runs": command_runs, "export": command_export,
-            "data": command_data}
+COMMANDS = {"train": command_train, "experiment": command_experiment, "predict": command_predict,
+            "runs": command_runs, "export": command_export, "data": command_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,8 @@ TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 TUTORIAL_DATA_NAME = "hymenoptera_data"
 DATA_ROOT_ENV = "STUDIO_DATA_ROOT"
 UPLOADS_FOLDER = "uploads"  # under the data root: data sets that came as zip files
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # every data set has them
+TEST_SPLIT = "test"  # optional: pictures that no choice during training looks at, scored once with the kept weights
 OnProgress = Callable[[int, "int | None"], None]
 
 
@@ -150,8 +151,12 @@ class DatasetScan:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def has_test(self) -> bool:
+        return TEST_SPLIT in self.samples
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Pictures per class for each split: {"train": {"ants": 124, ...}, ...}."""
+        """Pictures per class for each split: {"train": {"ants": 124, ...}, ...}, "test" included when present."""
         result = {}
         for split, samples in self.samples.items():
             per_label = Counter(label for _, label in samples)
@@ -179,7 +184,8 @@ def _is_readable_image(path: Path) -> str | None:
 
 
 def scan_dataset(root: Path) -> DatasetScan:
-    """Check an ImageFolder-style folder: train/ and val/, one sub-folder per class, readable pictures.
+    """Check an ImageFolder-style folder: train/ and val/ (and test/ if there is one), one sub-folder per class,
+    readable pictures.
 
     Files that are not readable pictures are skipped and listed; missing splits, mismatched classes,
     fewer than two classes or an empty class are problems that stop training.
@@ -204,7 +210,16 @@ def scan_dataset(root: Path) -> DatasetScan:
     if len(scan.classes) < 2:
         scan.problems.append(f"it needs at least two class folders in train/ and val/ (found {len(scan.classes)}).")
         return scan
-    for split in SPLITS:
+    splits = SPLITS
+    if (root / TEST_SPLIT).is_dir():
+        test_classes = [d.name for d in _visible_dirs(root / TEST_SPLIT)]
+        if test_classes != scan.classes:
+            scan.problems.append(f"test/ must hold the same class folders as train/ and val/ (test: "
+                                 f"{', '.join(test_classes) or 'none'}; train: {', '.join(scan.classes)}).")
+            return scan
+        splits = (*SPLITS, TEST_SPLIT)
+        scan.samples[TEST_SPLIT] = []
+    for split in splits:
         for label, name in enumerate(scan.classes):
             for path in sorted(p for p in (root / split / name).rglob("*") if p.is_file()):
                 if path.name.startswith("."):
@@ -259,13 +274,14 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int =
 
 def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
                  shuffle: bool = True) -> dict[str, DataLoader]:
-    """The tutorial's loaders: every picture read from disk and transformed at every access."""
+    """The tutorial's loaders: every picture read from disk and transformed at every access ("test" too when the
+    data set has it)."""
     workers = default_workers() if workers is None else workers
-    return {
-        "train": make_loader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), batch_size, shuffle, workers,
-                             seed),
-        "val": make_loader(ImageListDataset(scan.samples["val"], EVAL_TRANSFORM), batch_size, False, workers),
-    }
+    loaders = {"train": make_loader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), batch_size, shuffle,
+                                    workers, seed)}
+    for split in scan.samples.keys() - {"train"}:
+        loaders[split] = make_loader(ImageListDataset(scan.samples[split], EVAL_TRANSFORM), batch_size, False, workers)
+    return loaders
 
 
 # ---------------------------------------------------------------- a data set from a zip file

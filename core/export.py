@@ -164,8 +164,14 @@ def model_card(run: RunRecord, fmt: str, paths: bool = True) -> str:
     split_lines = "\n".join(
         f"| {split} | " + " | ".join(str(per_class.get(name, 0)) for name in run.class_names)
         + f" | {run.dataset.total(split)} |" for split, per_class in counts.items())
-    best = f"{run.best_val_acc:.4f} at epoch {run.best_epoch}" if run.best_epoch else "none (no epoch finished)"
-    final = f"{run.final.val_acc:.4f} at epoch {run.final.epoch}" if run.final else "none"
+    interval = "95% interval {:.3f} to {:.3f}, Wilson, from {} pictures"
+    best_val, final_val, test = run.best_val(), run.final_val(), run.test()
+    best = (f"{best_val.value:.4f} at epoch {run.best_epoch} "
+            f"({interval.format(best_val.low, best_val.high, best_val.n)})" if best_val else "none (no epoch finished)")
+    final = (f"{final_val.value:.4f} at epoch {run.final.epoch} "
+             f"({interval.format(final_val.low, final_val.high, final_val.n)})" if final_val else "none")
+    test_line = (f"\n- **Test**: {test.value:.4f} ({interval.format(test.low, test.high, test.n)}): the exported "
+                 "weights on the test split, which no choice during training looked at." if test else "")
     config = run.config
     return f"""# Model card: {run.id}
 
@@ -190,11 +196,11 @@ Recipe: SGD lr {config.lr}, momentum {config.momentum}, StepLR every {config.ste
 cross-entropy, batch {config.batch_size}, {config.epochs} epochs planned, {len(run.history)} trained
 (status: {run.status}), seed {config.seed}. Training time {run.seconds:.1f} s on {run.device}.
 
-## Accuracy on the validation split
+## Accuracy
 
 - **Best**: {best}. These are the exported weights: as in the PyTorch tutorial, the epoch with the highest
   validation accuracy is kept, so this figure was used to select the model and is optimistic.
-- **Final**: {final} (the last epoch trained).
+- **Final**: {final} (the last epoch trained).{test_line}
 
 ## Preprocessing
 
@@ -272,7 +278,8 @@ def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32
     max_difference = difference if checked else None
     metadata = {"run": run.id, "format": fmt, "model": FORMATS[fmt], "classes": run.class_names,
                 "preprocessing": preprocessing(), "scenario": run.scenario, "backbone": run.backbone,
-                "best_val_acc": run.best_val_acc, "checked_against_pytorch": {
+                "best_val_acc": run.best_val_acc, "test_acc": run.test().value if run.test() else None,
+                "checked_against_pytorch": {
                     "pictures": checked, "max_probability_difference": max_difference}}
     out_dir = Path(out_dir)
     target = out_dir / f"{run.id}-{fmt}.zip"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -71,7 +72,8 @@ def decode_eval(path: Path) -> torch.Tensor:
 
 def decoded_bytes(scan: DatasetScan) -> int:
     """What the decoded pictures of `scan` take in memory, from the picture headers."""
-    total = len(scan.samples["val"]) * 3 * EVAL_TRANSFORM.crop_size**2
+    evaluated = sum(len(samples) for split, samples in scan.samples.items() if split != "train")
+    total = evaluated * 3 * EVAL_TRANSFORM.crop_size**2
     for path, _ in scan.samples["train"]:
         with Image.open(path) as image:
             width, height = image.size
@@ -94,7 +96,7 @@ class AugmentedPictures(Dataset):
 
 
 class InMemoryData:
-    """A data set decoded once: training pictures to augment, validation crops ready to normalise.
+    """A data set decoded once: training pictures to augment, validation (and test) crops ready to normalise.
 
     `storage` is where the pictures live and are cropped: the training device when the loaders run in
     this process (on CUDA the pictures and their augmentation then stay on the GPU), else the CPU.
@@ -104,13 +106,16 @@ class InMemoryData:
         paths, labels = zip(*scan.samples["train"])
         pictures, sizes = zip(*map(decode, paths))
         self.train = AugmentedPictures([picture.to(storage) for picture in pictures], list(sizes), list(labels))
-        val_crops = torch.stack([decode_eval(path) for path, _ in scan.samples["val"]]).to(storage)
-        self.val = TensorDataset(val_crops, torch.tensor([label for _, label in scan.samples["val"]], device=storage))
+        self.evaluation = {}
+        for split in scan.samples.keys() - {"train"}:
+            crops = torch.stack([decode_eval(path) for path, _ in scan.samples[split]]).to(storage)
+            labels = torch.tensor([label for _, label in scan.samples[split]], device=storage)
+            self.evaluation[split] = TensorDataset(crops, labels)
 
     def loaders(self, batch_size: int, workers: int = 0, seed: int | None = None,
                 shuffle: bool = True) -> dict[str, DataLoader]:
         return {"train": make_loader(self.train, batch_size, shuffle, workers, seed),
-                "val": make_loader(self.val, batch_size, False, workers)}
+                **{split: make_loader(data, batch_size, False, workers) for split, data in self.evaluation.items()}}
 
 
 def decoded_loaders(scan: DatasetScan, batch_size: int, workers: int | None, seed: int | None, device: torch.device,
@@ -161,14 +166,37 @@ def headless(built: BuiltModel):
         setattr(parent, name, head)
 
 
+@dataclass
+class CachedFeatures:
+    """A frozen backbone's features: of `views` augmented views of every training picture, (pictures, views,
+    features) with the labels, and of every evaluation picture ("val", and "test" when there is one)."""
+
+    train: TensorDataset
+    evaluation: dict[str, TensorDataset]
+
+    @property
+    def views(self) -> int:
+        return self.train.tensors[0].size(1)
+
+    def select(self, indices: list[int]) -> CachedFeatures:
+        """Only the training pictures at `indices` (in the data set's order); every evaluation picture stays."""
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.train.tensors[0].device)
+        return CachedFeatures(TensorDataset(*(tensor[index] for tensor in self.train.tensors)), self.evaluation)
+
+
+def feature_batches(loaders: dict[str, DataLoader], views: int) -> int:
+    """The batches `extract_features` goes through: `views` passes over the training loader, one over the others."""
+    return sum(len(loader) * (views if split == "train" else 1) for split, loader in loaders.items())
+
+
 @torch.no_grad()
 def extract_features(
-    built: BuiltModel, train: DataLoader, val: DataLoader, views: int, device: torch.device, *,
+    built: BuiltModel, loaders: dict[str, DataLoader], views: int, device: torch.device, *,
     progress: Progress | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
-) -> tuple[TensorDataset, TensorDataset]:
-    """Backbone features of every validation picture, and of `views` passes over the (augmenting, unshuffled)
-    training loader: a training set of (picture, views, features) and a validation set of (picture, features)."""
-    batches, done = views * len(train) + len(val), 0
+) -> CachedFeatures:
+    """Backbone features of `views` passes over the (augmenting, unshuffled) training loader, and of one pass
+    over each evaluation loader."""
+    batches, done = feature_batches(loaders, views), 0
 
     def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal done
@@ -186,10 +214,11 @@ def extract_features(
         model = fuse(model.eval())  # a copy with BatchNorm folded into the convolutions: same features, sooner
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    passes = [features_of(model, train) for _ in range(views)]
-    val_features, val_labels = features_of(model, val)
+    passes = [features_of(model, loaders["train"]) for _ in range(views)]
+    evaluation = {split: TensorDataset(*features_of(model, loader)) for split, loader in loaders.items()
+                  if split != "train"}
     train_features = torch.stack([features for features, _ in passes], dim=1)
-    return TensorDataset(train_features, passes[0][1]), TensorDataset(val_features, val_labels)
+    return CachedFeatures(TensorDataset(train_features, passes[0][1]), evaluation)
 
 
 class RandomView(Dataset):
@@ -205,7 +234,6 @@ class RandomView(Dataset):
         return self.views[index, torch.randint(self.views.size(1), ()).item()], self.labels[index]
 
 
-def feature_loaders(train: TensorDataset, val: TensorDataset, batch_size: int,
-                    seed: int | None) -> dict[str, DataLoader]:
-    return {"train": make_loader(RandomView(train), batch_size, True, seed=seed),
-            "val": make_loader(val, batch_size, False)}
+def feature_loaders(features: CachedFeatures, batch_size: int, seed: int | None) -> dict[str, DataLoader]:
+    return {"train": make_loader(RandomView(features.train), batch_size, True, seed=seed),
+            **{split: make_loader(data, batch_size, False) for split, data in features.evaluation.items()}}

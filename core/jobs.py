@@ -5,6 +5,9 @@ same job, and a second Start while one runs is refused with the reason. A shared
 manager limits (epochs, pictures, minutes) that every job is held to, and names each job's owner:
 only the owner may cancel a job that has one.
 
+A job trains a list of scenarios, or the cells of an experiment's grid that have no saved run yet
+(core.experiment): each cell is then one of the job's `scenarios`, named by its label.
+
 Each scenario runs on its own: one that fails (say, its pretrained weights cannot be had) is marked "failed" with
 its own message and setting, and the job goes on to the next. The job ends "completed" when at least one scenario
 did not fail (the failed ones are listed by `JobSnapshot.failures`), "failed" only when every scenario failed or
@@ -27,10 +30,11 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from core.data import SPLITS, load_dataset
+from core.data import SPLITS, TEST_SPLIT, DatasetScan, load_dataset
 from core.errors import JobRefused, StudioError, TrainingCancelled
-from core.eta import Estimator, plan_scenario
-from core.runs import check_runs_dir, save_run
+from core.eta import Estimator, ScenarioPlan, plan_scenario
+from core.experiment import Cell, ExperimentPlan, ExperimentRunner, cell_plans, pending, record_plan
+from core.runs import check_runs_dir, list_runs, save_run
 from core.train import BatchProgress, EpochStats, TrainConfig, train
 
 SAVE_BEFORE_EXIT_S = 120  # the longest a stopping server waits for the current batch and the save
@@ -39,10 +43,11 @@ SAVE_BEFORE_EXIT_S = 120  # the longest a stopping server waits for the current 
 @dataclass
 class JobRequest:
     data_dir: Path
-    configs: list[TrainConfig]
+    configs: list[TrainConfig]  # for an experiment: its recipe's, one per scenario (the limits are checked on them)
     runs_dir: Path | None = None
     weights: str | Path | None = None
     deadline: float | None = None  # time.time() past which the job is cancelled, keeping its work
+    experiment: ExperimentPlan | None = None  # train the cells of its grid that have no saved run, not `configs`
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,14 @@ class JobLimits:
         if self.max_pictures is not None:
             count = count_pictures(request.data_dir, stop_after=self.max_pictures)
             if count > self.max_pictures:
-                raise JobRefused(f"The data set has more than {self.max_pictures} pictures in train/ and val/; "
+                raise JobRefused(f"The data set has more than {self.max_pictures} pictures in train/, val/ and test/; "
                                  f"this studio trains on at most {self.max_pictures}. Choose a smaller data set.")
 
 
 def count_pictures(data_dir: Path, stop_after: int | None = None) -> int:
-    """Picture files (by their extension) in data_dir's train/ and val/, counted up to one past `stop_after`."""
+    """Picture files (by their extension) in data_dir's train/, val/ and test/, counted up to one past `stop_after`."""
     count = 0
-    for split in SPLITS:
+    for split in (*SPLITS, TEST_SPLIT):
         for path in Path(data_dir, split).rglob("*"):
             if path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".") and path.is_file():
                 count += 1
@@ -80,12 +85,19 @@ def count_pictures(data_dir: Path, stop_after: int | None = None) -> int:
 
 @dataclass
 class ScenarioState:
+    """One run of the job: a scenario, or an experiment's cell."""
+
     scenario: str
     status: str = "waiting"  # waiting, running, completed, cancelled, failed, skipped
     history: list[EpochStats] = field(default_factory=list)
     run_id: str | None = None
     message: str = ""  # why it failed
     setting: str | None = None  # of its StudioError: the setting that would fix it
+    cell: Cell | None = None  # of an experiment
+
+    @property
+    def label(self) -> str:
+        return self.cell.label if self.cell else self.scenario
 
 
 @dataclass
@@ -110,6 +122,7 @@ class JobSnapshot:
     owner: str | None = None  # who may cancel it; None: anyone
     deadline: float | None = None  # time.time() past which it is cancelled
     time_limited: bool = False  # cancelled because it reached its deadline
+    experiment: str | None = None  # the experiment's name, when the job trains one
 
     @property
     def minutes_allowed(self) -> float | None:
@@ -158,6 +171,8 @@ class TrainingJobs:
             raise StudioError("Choose at least one scenario to train.")
         self.limits.check(request)
         check_runs_dir(request.runs_dir, request.configs[0].backbone)
+        if request.experiment:
+            request.experiment = record_plan(request.experiment, request.runs_dir)
         with self._lock:
             if self._job and self._job.running:
                 job = self._job
@@ -166,6 +181,13 @@ class TrainingJobs:
                     f"({job.scenarios[job.current].scenario}, {job.backbone}). Wait for it to finish or cancel it; "
                     "only one job trains at a time so that runs never compete for the machine."
                 )
+            states = [ScenarioState(c.scenario) for c in request.configs]
+            if request.experiment:
+                cells = pending(request.experiment, list_runs(request.runs_dir).runs, request.experiment.grid())
+                if not cells:
+                    raise StudioError(f"Every cell of experiment {request.experiment.name} is saved already: its "
+                                      "results are shown. Add seeds or sizes to train more.")
+                states = [ScenarioState(cell.scenario, cell=cell) for cell in cells]
             self._count += 1
             self._cancel.clear()
             self._estimator, self._started = None, self.clock()
@@ -174,8 +196,9 @@ class TrainingJobs:
             deadline = min(request.deadline or math.inf, limit)
             self._job = JobSnapshot(
                 job_id=self._count, state="running", started=started, backbone=request.configs[0].backbone,
-                data_dir=str(request.data_dir), scenarios=[ScenarioState(c.scenario) for c in request.configs],
-                owner=owner, deadline=None if deadline == math.inf else deadline, configs=list(request.configs),
+                data_dir=str(request.data_dir), scenarios=states, owner=owner,
+                deadline=None if deadline == math.inf else deadline, configs=list(request.configs),
+                experiment=request.experiment.name if request.experiment else None,
             )
             self._thread = threading.Thread(target=self._run, args=(request,), name="training-job", daemon=True)
             self._thread.start()
@@ -209,7 +232,8 @@ class TrainingJobs:
     def _run(self, request: JobRequest) -> None:
         try:
             scan = load_dataset(request.data_dir)
-            estimator = Estimator([plan_scenario(config, scan) for config in request.configs], self.clock)
+            steps = self._steps(request, scan)
+            estimator = Estimator([plan for plan, _, _ in steps], self.clock)
         except Exception as exc:  # the job must end with a message the page can show, whatever happened
             message, setting = _describe(exc)
             with self._lock:
@@ -220,8 +244,8 @@ class TrainingJobs:
             return
         with self._lock:
             self._estimator = estimator
-        count = len(request.configs)
-        for index, config in enumerate(request.configs):
+        count = len(steps)
+        for index, (_, train_step, save_step) in enumerate(steps):
             if self._cancel.is_set():
                 self._set_scenario(index, status="skipped")
                 continue
@@ -230,10 +254,9 @@ class TrainingJobs:
                 self._job.scenarios[index].status = "running"
                 estimator.start(index)
             try:  # each scenario on its own: one that fails does not keep the others from training
-                result = train(config, scan, request.weights,
-                               on_batch=lambda progress, i=index: self._on_batch(progress, i, count),
-                               on_epoch=lambda stats, i=index: self._on_epoch(stats, i))
-                record = save_run(result, scan, request.runs_dir)
+                result = train_step(lambda progress, i=index: self._on_batch(progress, i, count),
+                                    lambda stats, i=index: self._on_epoch(stats, i))
+                record = save_step(result)
                 changes = {"status": result.status, "run_id": record.id}
             except Exception as exc:
                 message, setting = _describe(exc)
@@ -253,6 +276,18 @@ class TrainingJobs:
                 job.state, job.message, job.setting = "failed", failures[0].message, failures[0].setting
             else:
                 job.state, job.fraction = "completed", 1.0
+
+    def _steps(self, request: JobRequest, scan: DatasetScan) -> list[tuple[ScenarioPlan, Callable, Callable]]:
+        """(plan for the time left, train(on_batch, on_epoch), save(result)) of each run the job trains."""
+        if request.experiment is None:
+            return [(plan_scenario(config, scan),
+                     lambda on_batch, on_epoch, config=config: train(config, scan, request.weights, on_batch, on_epoch),
+                     lambda result: save_run(result, scan, request.runs_dir)) for config in request.configs]
+        runner = ExperimentRunner(request.experiment, scan, request.runs_dir, request.weights)
+        cells = [state.cell for state in self._job.scenarios]
+        plans = cell_plans(request.experiment, scan, cells)
+        return [(plan, lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch),
+                 lambda result, cell=cell: runner.save(cell, result)) for plan, cell in zip(plans, cells)]
 
     def _set_scenario(self, index: int, **changes) -> None:
         with self._lock:

@@ -17,7 +17,8 @@ from core import staging
 from core.data import DatasetScan, SkippedFile
 from core.errors import RUNS_DIR, RunError, StudioError
 from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
-from core.train import EpochStats, TrainConfig, TrainResult
+from core.stats import Estimate, wilson
+from core.train import EpochStats, EvalResult, TrainConfig, TrainResult
 
 RUNS_DIR_ENV = "STUDIO_RUNS_DIR"
 RUN_FORMAT = 1
@@ -27,6 +28,7 @@ STATUSES = ("completed", "cancelled", "diverged")
 # Staging folders of save_run: ".RUN-ID.xxxxxxxx", where a run ID starts with its date and time.
 STAGING = staging.staging_pattern(r"(?P<id>\d{8}-\d{6}-[^/]+)")
 WRITE_CHECK = "write-check"
+EXPERIMENTS_FOLDER = "experiments"  # in the runs folder, not a run: what core.experiment keeps of each experiment
 
 
 def default_runs_dir() -> Path:
@@ -76,8 +78,8 @@ class ValPrediction:
 
 
 @dataclass
-class ValPredictions:
-    """The saved weights' answers on every validation picture, in the data set's order."""
+class Predictions:
+    """The saved weights' answers on every picture of one evaluation split (val, or test), in the data set's order."""
 
     files: list[str]  # relative to the data set's folder
     labels: list[int]
@@ -86,6 +88,28 @@ class ValPredictions:
     @property
     def mistakes(self) -> int:
         return sum(label != predicted for label, predicted in zip(self.labels, self.predictions))
+
+    @property
+    def correct(self) -> list[bool]:
+        return [label == predicted for label, predicted in zip(self.labels, self.predictions)]
+
+    @property
+    def accuracy(self) -> Estimate:
+        """The share right, with the Wilson interval that the number of pictures allows."""
+        return wilson(len(self.labels) - self.mistakes, len(self.labels))
+
+    def check(self, classes: int, name: str) -> None:
+        if not len(self.files) == len(self.labels) == len(self.predictions):
+            raise ValueError(f"{name}' lists differ in length")
+        if not all(isinstance(file, str) for file in self.files):
+            raise TypeError(f"{name}.files must be names")
+        if not all(isinstance(i, int) and 0 <= i < classes for i in self.labels + self.predictions):
+            raise ValueError(f"{name} hold a class number out of range")
+
+    @classmethod
+    def of(cls, evaluation: EvalResult, scan: DatasetScan, split: str) -> Predictions:
+        return cls([str(path.relative_to(scan.root)) for path, _ in scan.samples[split]], evaluation.labels,
+                   evaluation.predictions)
 
     def confusion(self, num_classes: int) -> list[list[int]]:
         """counts[actual][predicted]."""
@@ -101,6 +125,25 @@ class ValPredictions:
                  for file, label, predicted in zip(self.files, self.labels, self.predictions)
                  if (path := (root / file).resolve()).is_relative_to(root) and path != root]
         return sorted(items, key=lambda item: item.correct) if mistakes_first else items
+
+
+@dataclass(frozen=True)
+class ExperimentCell:
+    """Where a run sits in an experiment (core.experiment): its scenario and seed are the run's own."""
+
+    experiment: str  # the experiment's name
+    pictures_per_class: int | None  # the training pictures of each class it was given; None: all of them
+    shared_features: bool = False  # a frozen backbone's features computed once for the whole experiment
+    train_files: list[str] | None = None  # the training pictures it was given, relative to the data set's folder;
+    # None when it was given all of them
+
+    def __post_init__(self) -> None:
+        _expect(self.__dict__, "experiment", str)
+        if self.pictures_per_class is not None and _expect(self.__dict__, "pictures_per_class", int) < 1:
+            raise ValueError("pictures_per_class must be at least 1")
+        if self.train_files is not None and not all(isinstance(f, str) for f in _expect(self.__dict__,
+                                                                                         "train_files", list)):
+            raise TypeError("train_files must be names")
 
 
 @dataclass
@@ -121,7 +164,9 @@ class RunRecord:
     weights_source: WeightsSource
     device: str
     seconds: float
-    val_predictions: ValPredictions | None = None  # None when no epoch finished
+    val_predictions: Predictions | None = None  # None when no epoch finished
+    test_predictions: Predictions | None = None  # of the kept weights on test/, when the data set has one
+    experiment: ExperimentCell | None = None  # when the run is a cell of an experiment (core.experiment)
     weights_bytes: int | None = None  # the size of model.pt as saved; None in runs saved before it was recorded
     path: Path | None = None
 
@@ -152,15 +197,37 @@ class RunRecord:
             return []
         return self.val_predictions.pictures(self.dataset.root, mistakes_first)
 
+    def best_val(self) -> Estimate | None:
+        """Validation accuracy of the kept (best-epoch) weights, with the Wilson interval its number of pictures
+        allows. Chosen on these same pictures, so optimistic."""
+        if self.val_predictions:
+            return self.val_predictions.accuracy
+        return self._accuracy(self.best_val_acc) if self.trained else None
+
+    def final_val(self) -> Estimate | None:
+        """The last finished epoch's validation accuracy, with its Wilson interval."""
+        return self._accuracy(self.final.val_acc) if self.final else None
+
+    def test(self) -> Estimate | None:
+        """Accuracy on test/ of the kept weights, with its Wilson interval: the number no choice looked at."""
+        return self.test_predictions.accuracy if self.test_predictions else None
+
+    def _accuracy(self, fraction: float) -> Estimate | None:
+        pictures = self.dataset.total("val")
+        return wilson(round(fraction * pictures), pictures) if pictures else None
+
     def summary(self, paths: bool = True) -> dict[str, str]:
-        """The run as one table row: the command line's tables and Compare's show these columns. Without `paths`
-        the weights file is named but its folder not shown (a shared server)."""
-        best = f"{self.best_val_acc:.4f} (epoch {self.best_epoch})" if self.best_epoch else "-"
+        """The run as one table row: the command line's tables and Compare's show these columns. Accuracies come
+        with their 95% Wilson interval in brackets. Without `paths` the weights file is named but its folder not
+        shown (a shared server)."""
+        best, final, test = self.best_val(), self.final_val(), self.test()
         return {
             "run": self.id, "status": self.status, "scenario": self.scenario, "backbone": self.backbone,
-            "epochs": f"{len(self.history)}/{self.config.epochs}", "best val acc": best,
-            "final val acc": f"{self.final.val_acc:.4f}" if self.final else "-", "time": f"{self.seconds:.1f} s",
-            "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
+            "epochs": f"{len(self.history)}/{self.config.epochs}",
+            "best val acc": f"{accuracy_text(best)} (epoch {self.best_epoch})" if best else "-",
+            "final val acc": accuracy_text(final) if final else "-",
+            "test acc": accuracy_text(test) if test else "-",
+            "time": f"{self.seconds:.1f} s", "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
             "trainable / total params": f"{self.trainable_params:,} / {self.total_params:,}",
             "weights": self.weights_source.describe(paths),
         }
@@ -172,6 +239,8 @@ class RunRecord:
         data["dataset"] = self.dataset.to_dict()
         data["weights_source"] = self.weights_source.to_dict()
         data["val_predictions"] = asdict(self.val_predictions) if self.val_predictions else {}
+        data["test_predictions"] = asdict(self.test_predictions) if self.test_predictions else None
+        data["experiment"] = asdict(self.experiment) if self.experiment else None
         return data
 
     @classmethod
@@ -189,7 +258,9 @@ class RunRecord:
         values["dataset"] = DatasetSummary.from_dict(_expect(data, "dataset", dict))
         values["history"] = [EpochStats(**epoch) for epoch in _expect(data, "history", list)]
         values["weights_source"] = WeightsSource(**_expect(data, "weights_source", dict))
-        values["val_predictions"] = ValPredictions(**data["val_predictions"]) if data.get("val_predictions") else None
+        values["val_predictions"] = Predictions(**data["val_predictions"]) if data.get("val_predictions") else None
+        values["test_predictions"] = Predictions(**data["test_predictions"]) if data.get("test_predictions") else None
+        values["experiment"] = ExperimentCell(**data["experiment"]) if data.get("experiment") else None
         record = cls(**values, path=path)
         record.check()
         return record
@@ -215,15 +286,16 @@ class RunRecord:
                 _finite(getattr(epoch, name), f"history {name}")
         if self.weights_bytes is not None:
             _expect(self.__dict__, "weights_bytes", int)
-        if self.val_predictions:
-            predictions = self.val_predictions
-            if not len(predictions.files) == len(predictions.labels) == len(predictions.predictions):
-                raise ValueError("val_predictions' lists differ in length")
-            if not all(isinstance(file, str) for file in predictions.files):
-                raise TypeError("val_predictions.files must be names")
-            classes = predictions.labels + predictions.predictions
-            if not all(isinstance(i, int) and 0 <= i < len(names) for i in classes):
-                raise ValueError("val_predictions hold a class number out of range")
+        for name in ("val_predictions", "test_predictions"):
+            if predictions := getattr(self, name):
+                predictions.check(len(names), name)
+
+
+def accuracy_text(accuracy: Estimate) -> str:
+    """An accuracy with its 95% interval, for tables: "0.961 [0.917, 0.982]"; a mean of one run has none."""
+    if accuracy.n < 2 and accuracy.low == accuracy.high:
+        return f"{accuracy.value:.3f} [one run: no interval]"
+    return f"{accuracy.value:.3f} [{accuracy.low:.3f}, {accuracy.high:.3f}]"
 
 
 class NewerFormat(ValueError):
@@ -289,8 +361,10 @@ def check_runs_dir(runs_dir: Path | None = None, backbone: str | None = None) ->
     return runs_dir
 
 
-def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = None) -> RunRecord:
-    """Write a finished or cancelled run. The folder appears complete, under its final name, or not at all."""
+def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = None,
+             experiment: ExperimentCell | None = None) -> RunRecord:
+    """Write a finished or cancelled run (of an experiment's cell when `experiment` is given). The folder appears
+    complete, under its final name, or not at all."""
     runs_dir = Path(runs_dir or default_runs_dir())
     now = datetime.now(UTC)
     evaluation = result.best_eval
@@ -309,11 +383,9 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         weights_source=result.built.weights_source,
         device=result.device,
         seconds=result.seconds,
-        val_predictions=ValPredictions(
-            files=[str(path.relative_to(scan.root)) for path, _ in scan.samples["val"]],
-            labels=evaluation.labels,
-            predictions=evaluation.predictions,
-        ) if evaluation else None,
+        val_predictions=Predictions.of(evaluation, scan, "val") if evaluation else None,
+        test_predictions=Predictions.of(result.test_eval, scan, "test") if result.test_eval else None,
+        experiment=experiment,
     )
     final = runs_dir / record.id
     try:
@@ -407,7 +479,7 @@ def list_runs(runs_dir: Path | None = None) -> RunListing:
         return listing
     listing.recovered = recover_runs(runs_dir)
     for folder in sorted(runs_dir.iterdir()):
-        if not folder.is_dir() or folder.name.startswith("."):
+        if not folder.is_dir() or folder.name.startswith(".") or folder.name == EXPERIMENTS_FOLDER:
             continue
         try:
             listing.runs.append(read_run(folder))
@@ -425,8 +497,11 @@ def latest_run(runs: list[RunRecord], scenario: str | None = None) -> RunRecord 
 
 def default_runs(runs: list[RunRecord], scenarios: tuple[str, ...] = TUTORIAL_SCENARIOS) -> list[RunRecord]:
     """The runs shown when the user has chosen none, all of one data set (that of the newest trained run): the
-    latest trained run of each scenario, else the two newest trained runs."""
+    latest trained run of each scenario, else the two newest trained runs. Experiment cells trained on a part of
+    the training pictures are passed over while there are runs trained on all of them."""
     trained = [run for run in runs if run.trained]
+    whole = [run for run in trained if not (run.experiment and run.experiment.pictures_per_class)]
+    trained = whole or trained
     same_data = [run for run in trained if run.dataset.root == trained[0].dataset.root]
     chosen = [run for scenario in scenarios if (run := latest_run(same_data, scenario))]
     return chosen or same_data[:2]

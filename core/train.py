@@ -108,6 +108,7 @@ class TrainResult:
     best_val_acc: float = 0.0
     best_eval: EvalResult | None = None  # validation predictions of the restored (best) weights
     seconds: float = 0.0
+    test_eval: EvalResult | None = None  # test predictions of the restored weights, when the data set has test/
 
     @property
     def model(self) -> nn.Module:
@@ -225,11 +226,12 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def planned_phase_batches(config: TrainConfig, scan: DatasetScan) -> dict[str, int]:
     """The batches a full run reports per phase: "features" once (0 unless a frozen backbone's features are
     cached), "train" and "val" in every epoch."""
-    count = {split: len(scan.samples[split]) for split in ("train", "val")}
-    batches = {"features": 0, **{split: math.ceil(n / config.batch_size) for split, n in count.items()}}
+    count = {split: len(samples) for split, samples in scan.samples.items()}
+    batches = {"features": 0, **{split: math.ceil(count[split] / config.batch_size) for split in ("train", "val")}}
     if config.fast and fast.cacheable(get_scenario(config.scenario)):
         size = fast.feature_batch_size(pick_device(config.device))
-        batches["features"] = config.cached_views * math.ceil(count["train"] / size) + math.ceil(count["val"] / size)
+        batches["features"] = sum(math.ceil(n / size) * (config.cached_views if split == "train" else 1)
+                                  for split, n in count.items())
     return batches
 
 
@@ -239,23 +241,30 @@ def planned_batches(config: TrainConfig, scan: DatasetScan) -> int:
     return batches["features"] + config.epochs * (batches["train"] + batches["val"])
 
 
+def cache_features(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,
+                   on_batch: OnBatch | None = None) -> fast.CachedFeatures:
+    """A truly frozen backbone's features of every picture of `scan`: `config.cached_views` augmented views of each
+    training picture (drawn with `config.seed`), one of each evaluation picture."""
+    loaders = fast.decoded_loaders(scan, fast.feature_batch_size(device), config.workers, config.seed, device,
+                                   shuffle=False)
+    return fast.extract_features(built, loaders, config.cached_views, device,
+                                 progress=batch_reporter(on_batch, 0, config.epochs), channels_last=True,
+                                 dtype=amp_dtype(device))
+
+
 def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,
-            on_batch: OnBatch | None = None) -> tuple[nn.Module, dict]:
+            on_batch: OnBatch | None = None, features: fast.CachedFeatures | None = None) -> tuple[nn.Module, dict]:
     """What trains and its loaders. Fast: pictures decoded once into memory (unless they would take more
-    than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front, train the head."""
+    than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front (or given, already
+    computed for `scan`'s pictures), train the head."""
     model = built.model.to(device)
     if not config.fast:
         return model, make_loaders(scan, config.batch_size, config.workers, config.seed)
     model.to(memory_format=torch.channels_last)
-    cached = fast.cacheable(built.scenario)
-    batch_size = fast.feature_batch_size(device) if cached else config.batch_size
-    loaders = fast.decoded_loaders(scan, batch_size, config.workers, config.seed, device, shuffle=not cached)
-    if not cached:
-        return model, loaders
-    features = fast.extract_features(built, loaders["train"], loaders["val"], config.cached_views, device,
-                                     progress=batch_reporter(on_batch, 0, config.epochs), channels_last=True,
-                                     dtype=amp_dtype(device))
-    return fast.head_of(built)[2], fast.feature_loaders(*features, config.batch_size, config.seed)
+    if not fast.cacheable(built.scenario):
+        return model, fast.decoded_loaders(scan, config.batch_size, config.workers, config.seed, device)
+    features = features or cache_features(config, scan, built, device, on_batch=on_batch)
+    return fast.head_of(built)[2], fast.feature_loaders(features, config.batch_size, config.seed)
 
 
 def train(
@@ -264,11 +273,14 @@ def train(
     weights: str | Path | None = None,
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
+    features: fast.CachedFeatures | None = None,
 ) -> TrainResult:
-    """Build the scenario's model, train it on a checked data set, and return the best weights and history.
+    """Build the scenario's model, train it on a checked data set, and return the best weights and history, with
+    their predictions on the test split when the data set has one.
 
-    A callback may raise TrainingCancelled: the run then stops, keeps its best epoch so far and is
-    marked "cancelled".
+    `features`, for a truly frozen backbone on the fast path only, are its features of `scan`'s pictures, computed
+    before (an experiment computes them once for all its runs). A callback may raise TrainingCancelled: the run
+    then stops, keeps its best epoch so far and is marked "cancelled".
     """
     scan.raise_if_invalid()
     device = pick_device(config.device)
@@ -278,8 +290,11 @@ def train(
     result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device))
     started = time.perf_counter()
     try:
-        model, loaders = prepare(config, scan, built, device, on_batch=on_batch)
+        model, loaders = prepare(config, scan, built, device, on_batch=on_batch, features=features)
         fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch)
+        if "test" in loaders and result.best_epoch is not None:
+            result.test_eval = evaluate(model, loaders["test"], nn.CrossEntropyLoss(), device,
+                                        channels_last=config.fast, dtype=amp_dtype(device) if config.fast else None)
     except TrainingCancelled:  # while caching features, before the first epoch
         result.status = "cancelled"
     result.seconds = time.perf_counter() - started

@@ -9,8 +9,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.experiment import ExperimentResults, learning_curve, repeats
 from core.predict import Prediction
 from core.runs import RunRecord
+from core.stats import Estimate
 from core.train import EpochStats
 
 COLORS = {"finetune": "#1f77b4", "frozen": "#2ca02c", "frozen-tutorial": "#ff7f0e", "scratch": "#d62728"}
@@ -25,7 +27,7 @@ ONE_OFF_COLOR = "#fd8d3c"
 TOOLBAR_ROOM = 30
 TITLE_ROOM = 26
 LEGEND_ROOM = 24
-PHONE_WIDTH, LEGEND_SYMBOL, LEGEND_CHAR = 340, 45, 7  # pixels: a legend entry takes its symbol and its letters
+PHONE_WIDTH, LEGEND_SYMBOL, LEGEND_CHAR = 330, 50, 7  # pixels: a legend entry takes its symbol and its letters
 # For st.plotly_chart(config=...): the toolbar on hover only, without the logo and the selection tools.
 PLOTLY_CONFIG = {"displayModeBar": "hover", "displaylogo": False,
                  "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "zoomIn2d", "zoomOut2d"]}
@@ -55,7 +57,12 @@ def one_off_seconds(run: RunRecord) -> float:
 def _legend_rows(fig: go.Figure) -> int:
     """How many rows the horizontal legend takes on a phone, about PHONE_WIDTH pixels wide: 0 without one."""
     names = [trace.name for trace in fig.data if trace.showlegend is not False and trace.name]
-    return -(-sum(LEGEND_SYMBOL + LEGEND_CHAR * len(name) for name in names) // PHONE_WIDTH)
+    rows, used = (1, 0) if names else (0, 0)
+    for width in (LEGEND_SYMBOL + LEGEND_CHAR * len(name) for name in names):  # entries wrap whole, as Plotly's
+        if used and used + width > PHONE_WIDTH:
+            rows, used = rows + 1, 0
+        used += width
+    return rows
 
 
 def _layout(fig: go.Figure, title: str, height: int = 340, hovermode: str = "x unified") -> go.Figure:
@@ -101,14 +108,73 @@ def live_history(series: dict[str, list[EpochStats]]) -> go.Figure:
     return _layout(fig, "", height=320)
 
 
+def _rgba(color: str, alpha: float) -> str:
+    red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def add_band(fig: go.Figure, x: list, estimates: list[Estimate], name: str, color: str, dash: str | None = None,
+             **where) -> None:
+    """The mean as a line with its 95% interval shaded around it (a band that hovers with its bounds)."""
+    bounds = [[e.low, e.high, e.n] for e in estimates]
+    fig.add_scatter(x=x, y=[e.high for e in estimates], mode="lines", line=dict(width=0), showlegend=False,
+                    hoverinfo="skip", legendgroup=name, **where)
+    fig.add_scatter(x=x, y=[e.low for e in estimates], mode="lines", line=dict(width=0), fill="tonexty",
+                    fillcolor=_rgba(color, 0.2), showlegend=False, hoverinfo="skip", legendgroup=name, **where)
+    fig.add_scatter(x=x, y=[e.value for e in estimates], name=name, mode="lines+markers", legendgroup=name,
+                    line=dict(color=color, dash=dash), customdata=bounds,
+                    hovertemplate="%{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}], "
+                                  "%{customdata[2]} runs<extra>%{fullData.name}</extra>", **where)
+
+
 def overlay(runs: list[RunRecord], key: str, title: str, labels: dict[str, str]) -> go.Figure:
-    """One line per run with a finished epoch."""
+    """One line per run with a finished epoch; runs that repeat one recipe with other seeds (core.experiment.repeats)
+    are drawn as their mean with its 95% band over seeds instead."""
     fig = go.Figure()
     runs = charted(runs)
-    for index, run in enumerate(runs):
-        fig.add_scatter(x=[e.epoch for e in run.history], y=[getattr(e, key) for e in run.history],
-                        name=labels[run.id], mode="lines+markers", line=dict(color=color_for(run.scenario, index)))
+    for index, group in enumerate(repeats(runs)):
+        color = color_for(group[0].scenario, index)
+        if len({run.config.seed for run in group}) > 1:
+            curve = learning_curve(group, key)
+            add_band(fig, list(range(1, len(curve) + 1)), curve, f"{labels[group[0].id]} · mean of {len(group)} runs",
+                     color)
+            continue
+        for run in group:
+            fig.add_scatter(x=[e.epoch for e in run.history], y=[getattr(e, key) for e in run.history],
+                            name=labels[run.id], mode="lines+markers", line=dict(color=color))
     _epoch_axis(fig, max((len(run.history) for run in runs), default=1))
+    return _layout(fig, title, height=300)
+
+
+def accuracy_by_size(outcome: ExperimentResults, metric: str = "best_val") -> go.Figure:
+    """Accuracy against training pictures per class (log axis): per scenario, the mean over seeds with its 95%
+    band. `metric` is a SizeResult field: best_val, final_val or test."""
+    fig = go.Figure()
+    scenarios = list(dict.fromkeys(row.scenario for row in outcome.rows))
+    for index, scenario in enumerate(scenarios):
+        rows = [row for row in outcome.rows if row.scenario == scenario and getattr(row, metric)]
+        if rows:
+            add_band(fig, [row.train_pictures for row in rows], [getattr(row, metric) for row in rows], scenario,
+                     color_for(scenario, index))
+    sizes = sorted({(row.train_pictures, row.pictures_per_class) for row in outcome.rows})
+    fig.update_xaxes(type="log", title_text="training pictures per class (log scale)",
+                     tickvals=[x for x, _ in sizes],
+                     ticktext=[f"all ({x:g})" if size is None else f"{x:g}" for x, size in sizes])
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%")
+    return _layout(fig, "Accuracy against training pictures per class", height=340, hovermode="closest")
+
+
+def curves_with_bands(groups: dict[str, list[RunRecord]], key: str, title: str) -> go.Figure:
+    """Per group of repeated runs (one recipe, several seeds): `key` per epoch, the mean with its 95% band."""
+    fig = go.Figure()
+    longest = 1
+    for index, (name, runs) in enumerate(groups.items()):
+        curve = learning_curve(runs, key)
+        longest = max(longest, len(curve))
+        add_band(fig, list(range(1, len(curve) + 1)), curve, name, color_for(runs[0].scenario, index))
+    _epoch_axis(fig, longest)
+    if key.endswith("acc"):
+        fig.update_yaxes(tickformat=".0%")
     return _layout(fig, title, height=300)
 
 

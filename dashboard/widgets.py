@@ -14,7 +14,7 @@ from core.images import open_image
 from core.jobs import JobLimits
 from core.models import BACKBONES, SCENARIOS, ensure_weights, local_backbones
 from core.presets import EVAL_TRANSFORM
-from core.runs import RunRecord, default_runs, default_runs_dir, list_runs
+from core.runs import RunRecord, accuracy_text, default_runs, default_runs_dir, list_runs
 from dashboard import state
 
 MAX_PHOTO_MB = 20
@@ -59,7 +59,7 @@ def shown_path(path: Path | str, before: str = " ") -> str:
 def limits_text(limits: JobLimits) -> str:
     """The limits a job is held to, as a sentence; empty when there are none."""
     parts = [f"at most {value:g} {unit}" for value, unit in ((limits.max_epochs, "epochs per scenario"),
-             (limits.max_pictures, "pictures in train/ and val/"), (limits.max_minutes, "minutes per job"))
+             (limits.max_pictures, "pictures in train/, val/ and test/"), (limits.max_minutes, "minutes per job"))
              if value is not None]
     return f"Limits on this studio: {', '.join(parts)}." if parts else ""
 
@@ -108,7 +108,7 @@ def run_label(run: RunRecord, details: bool = True) -> str:
     label = f"{run.scenario} · {run.backbone} · {run.dataset.root.name} · {run.created.replace('T', ' ')[:16]}"
     if not details:
         return label
-    label += f" · best {run.best_val_acc:.3f}" if run.trained else " · no epoch finished"
+    label += f" · best {accuracy_text(run.best_val())}" if run.trained else " · no epoch finished"
     return label + (f" ({run.status})" if run.status != "completed" else "")
 
 

@@ -3,13 +3,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.errors import JobRefused, StudioError
+from core.errors import StudioError
 from core.jobs import JobRequest
 from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir
-from dashboard import charts, state
+from dashboard import state
+from dashboard.job_panel import job_panel
 from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered
-from dashboard.widgets import error_message, limits_text, runnable_scenarios, show_error
+from dashboard.widgets import limits_text, runnable_scenarios, show_error
 
 st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
 st.title("Train")
@@ -62,70 +63,5 @@ if start:
         show_error(exc)
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-@st.fragment(run_every=1.0)
-def job_panel() -> None:
-    job = jobs.snapshot()
-    if job is None:
-        st.info("No training yet. Choose the scenarios above and press Start.")
-        return
-    names = ", ".join(s.scenario for s in job.scenarios)
-    failed = "\n\n".join(f"{s.scenario} failed: {error_message(s.message, s.setting)}" for s in job.failures)
-    if job.running:
-        progress = job.progress
-        current = job.scenarios[job.current].scenario
-        if progress is None:
-            where = "preparing"
-        elif progress.phase == "features":
-            where = f"computing the frozen backbone's features, batch {progress.batch}/{progress.batches}"
-        else:
-            where = (f"epoch {progress.epoch}/{progress.epochs}, "
-                     f"{progress.phase} batch {progress.batch}/{progress.batches}")
-        eta = (f" · about {_minutes(job.eta_seconds)} left" if job.eta_seconds is not None
-               else " · estimating time left…")
-        st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
-                                       f"{where} · {_minutes(job.elapsed)} so far{eta}")
-        if job.cancel_requested:
-            st.warning("Stopping: the time limit is reached..." if job.time_limited
-                       else "Cancelling after the current batch...")
-        elif job.owner not in (None, state.owner()):
-            st.caption("Started by another visitor; only they can cancel it.")
-        elif st.button("Cancel", key="cancel"):
-            try:
-                jobs.cancel(owner=state.owner())
-            except JobRefused as exc:
-                show_error(exc)
-    elif job.state == "completed" and failed:
-        st.warning(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}, but not every "
-                   "scenario trained; see the others on the Compare page.")
-    elif job.state == "completed":
-        st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {_minutes(job.elapsed)}. "
-                   "See it on the Compare page.")
-    elif job.state == "cancelled":
-        why = f"reached its time limit ({_minutes(job.minutes_allowed * 60)})" if job.time_limited else "was cancelled"
-        st.warning(f"Job {job.job_id} {why}; what it had trained was saved, marked cancelled.")
-    elif len(job.failures) > 1:
-        st.error(f"Job {job.job_id} failed: every scenario did.\n\n{failed}")
-    else:
-        st.error(f"Job {job.job_id} failed: {error_message(job.message, job.setting)}")
-    if failed and job.state != "failed":  # each failed scenario's reason, while the others train or after them
-        st.error(failed)
-
-    rows = {"scenario": [], "status": [], "epochs": [], "best val acc": [], "run": []}
-    for scenario in job.scenarios:
-        rows["scenario"].append(scenario.scenario)
-        rows["status"].append(scenario.status)
-        rows["epochs"].append(len(scenario.history))
-        rows["best val acc"].append(max((e.val_acc for e in scenario.history), default=None))
-        rows["run"].append(scenario.run_id or "")
-    st.dataframe(rows, hide_index=True)
-    series = {s.scenario: s.history for s in job.scenarios if s.history}
-    if series:
-        st.plotly_chart(charts.live_history(series))
-
-
 st.subheader("Progress")
-job_panel()
+job_panel(jobs)

@@ -18,8 +18,12 @@ labels = run_labels(runs)
 
 st.subheader("Summary")
 st.dataframe([summary_row(run, labels[run.id]) for run in runs], hide_index=True)
-st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial. "
-           "Final: the last epoch trained.")
+st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial; "
+           "chosen on the validation pictures, it is a little optimistic. Final: the last epoch trained. Test: the "
+           "kept weights on test/, pictures no choice looked at (when the data set has them). In brackets, the 95% "
+           "interval that the number of pictures allows (Wilson): two runs whose intervals overlap widely may not "
+           "differ at all. Runs that repeat one recipe with other seeds are charted as their mean with a 95% band; "
+           "the Experiments page repeats a recipe for you.")
 
 charted = charts.charted(runs)
 if charted:

@@ -16,7 +16,9 @@ st.title("Your own data")
 st.markdown(
     "Any picture set laid out like the tutorial's works: a folder with `train/` and `val/`, and in each one "
     "folder per class (at least two classes, the same in both), for example `train/cats/*.jpg`, "
-    "`train/dogs/*.jpg`, `val/cats/*.jpg`, `val/dogs/*.jpg`."
+    "`train/dogs/*.jpg`, `val/cats/*.jpg`, `val/dogs/*.jpg`. A third folder `test/`, with the same classes, is "
+    "optional: the best epoch is chosen on `val/`, which makes its accuracy a little optimistic, so each run is "
+    "also scored once on `test/`, pictures that no choice looked at."
 )
 settings = state.settings()
 
@@ -25,9 +27,10 @@ def show_scan(scan: DatasetScan) -> None:
     if not scan.ok:
         st.error(private(f"`{scan.root}` cannot be used: " + " ".join(scan.problems)))
         return
+    test = f" and {len(scan.samples['test'])} test pictures" if scan.has_test else " (no test/ folder)"
     st.success(private(f"`{scan.root}`: {len(scan.classes)} classes ({', '.join(scan.classes)}), "
-                       f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures. "
-                       "Choose it on the Train page."))
+                       f"{len(scan.samples['train'])} training and {len(scan.samples['val'])} validation pictures"
+                       f"{test}. Choose it on the Train page."))
     st.dataframe(scan.counts())
     if scan.skipped:
         st.warning(f"{len(scan.skipped)} file(s) will be skipped because they are not readable pictures:")
@@ -46,7 +49,7 @@ else:
             st.caption("On the Train page choose 'Another folder...' and paste this path.")
 
 with zip_tab:
-    upload = st.file_uploader("Zip file with train/ and val/", type=["zip"])
+    upload = st.file_uploader("Zip file with train/ and val/ (and test/ if you have one)", type=["zip"])
     if settings.shared:
         quota = f" All visitors' uploads share {settings.upload_quota_mb:g} MB." if settings.upload_quota_mb else ""
         st.caption("Your uploads are yours: other visitors do not see them, and they are offered to you for this "

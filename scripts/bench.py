@@ -1,8 +1,11 @@
-"""Benchmarks, beside the library: python -m scripts.bench train | predict | memory (from the project folder).
+"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory (from the project
+folder).
 
 `train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
 device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
-wall time, best and final validation accuracy, and the ratios. See docs/performance.md.
+wall time, best and final validation accuracy, and the ratios. `experiment` times a whole experiment grid end to
+end (features of a frozen backbone computed once, every cell trained and saved), then the same cells trained one
+by one as ordinary runs, each computing its own features. See docs/performance.md.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,9 +33,20 @@ from torchvision import datasets
 from core.cli import print_table
 from core.data import ensure_tutorial_data, load_dataset
 from core.device import pick_device
+from core.experiment import (
+    ExperimentPlan,
+    ExperimentRunner,
+    parse_size,
+    pending,
+    record_plan,
+    results,
+    size_text,
+    subset,
+)
 from core.models import build_model
 from core.predict import Predictor
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
+from core.runs import accuracy_text, list_runs
 from core.train import TrainConfig, train
 
 
@@ -219,6 +234,42 @@ def command_predict(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
+def command_experiment(args: argparse.Namespace) -> None:
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    scenario = (args.scenario or ["frozen"])[0]
+    recipe = TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, device=args.device)
+    plan = ExperimentPlan("bench", str(scan.root), recipe, [scenario], args.seeds, [parse_size(s) for s in args.sizes])
+    print(f"Machine: {machine()}; device {pick_device(args.device)}; {load()}")
+    print(f"Data: {scan.root}; {scenario} {args.backbone}; {args.epochs} epochs; seeds {args.seeds}; "
+          f"pictures per class {' '.join(args.sizes)}: {len(plan.grid())} runs")
+    with tempfile.TemporaryDirectory() as runs_dir:
+        started = time.perf_counter()
+        record_plan(plan, Path(runs_dir))
+        runner = ExperimentRunner(plan, scan, Path(runs_dir), args.weights)
+        cells = pending(plan, list_runs(Path(runs_dir)).runs)
+        cell_seconds = []
+        for cell in cells:
+            cell_started = time.perf_counter()
+            runner.save(cell, runner.train_cell(cell))
+            cell_seconds.append(time.perf_counter() - cell_started)
+        total = time.perf_counter() - started
+        outcome = results(plan, list_runs(Path(runs_dir)).runs)
+    others = statistics.median(cell_seconds[1:]) if len(cell_seconds) > 1 else 0.0
+    print(f"experiment: {len(cells)} runs trained and saved in {total:.1f} s end to end ({load()}); the first "
+          f"run, with the features: {cell_seconds[0]:.1f} s; the others: median {others:.2f} s; backbone feature "
+          f"passes: {runner.feature_passes}")
+    if not args.skip_alone:
+        started = time.perf_counter()
+        for cell in cells:
+            train(plan.config(cell), subset(scan, cell.pictures_per_class, cell.seed), args.weights)
+        alone = time.perf_counter() - started
+        print(f"the same {len(cells)} runs trained alone, each computing its own features (not saved): {alone:.1f} s, "
+              f"{alone / total:.1f} x the experiment's time ({load()})")
+    print_table([("size", "seeds", "best val acc (optimistic)", "final val acc"),
+                 *((size_text(row.pictures_per_class), len(row.seeds), accuracy_text(row.best_val),
+                    accuracy_text(row.final_val)) for row in outcome.rows)])
+
+
 def command_memory(args: argparse.Namespace) -> None:
     """One training run in this (fresh) process; its peak resident memory is the whole process's."""
     scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
@@ -238,6 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("train", "tutorial loop against the project's trainer, interleaved"),
+                            ("experiment", "a whole experiment grid end to end, then some of its cells alone"),
                             ("predict", "time classifying one uploaded photo"),
                             ("memory", "peak memory of one training run (run it in a fresh process)")):
         command = commands.add_parser(name, help=help_text)
@@ -251,10 +303,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             command.add_argument("--repeat", type=int, default=20)
             continue
         command.add_argument("--data", type=Path, help="any ImageFolder-style folder instead of hymenoptera_data")
-        command.add_argument("--scenario", action="append", choices=["finetune", "frozen", "frozen-tutorial"],
+        command.add_argument("--scenario", action="append",
+                             choices=["finetune", "frozen", "frozen-tutorial", "scratch"],
                              help="the project's scenario(s) to run (repeatable; default: finetune)")
         command.add_argument("--epochs", type=int, default=25)
-        if name == "train":
+        if name == "experiment":
+            command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+            command.add_argument("--sizes", nargs="+", default=["1", "2", "5", "10", "25", "all"])
+            command.add_argument("--skip-alone", action="store_true",
+                                 help="do not train the cells again one by one (for the ratio)")
+        elif name == "train":
             command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
             command.add_argument("--cached-views", type=int, default=TrainConfig.cached_views)
             command.add_argument("--tutorial-workers", type=int, default=4, help="the tutorial's num_workers (4)")
@@ -267,7 +325,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # the tutorial's 4 workers on 2 cores
-    {"train": command_train, "predict": command_predict, "memory": command_memory}[args.command](args)
+    {"train": command_train, "experiment": command_experiment, "predict": command_predict,
+     "memory": command_memory}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,14 @@ import core.predict
 from core.data import scan_dataset
 from core.errors import ConfigError
 from core.jobs import JobLimits
-from core.runs import list_runs
+from core.runs import accuracy_text, list_runs
 from dashboard import charts, state, widgets
 from dashboard.settings import Settings, read_settings
 from dashboard.widgets import run_label
 from tests.conftest import UNTRAINED, copy_run, make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
-PAGES = ["streamlit_app.py", "pages/1_Train.py", "pages/2_Compare.py", "pages/3_Classify.py",
+PAGES = ["streamlit_app.py", "pages/1_Train.py", "pages/2_Compare.py", "pages/5_Experiments.py", "pages/3_Classify.py",
          "pages/4_Your_own_data.py"]
 
 
@@ -311,7 +311,7 @@ def test_shared_mode_shows_no_server_path_on_any_page(page, state, shared, reque
 def test_shared_mode_has_no_folder_tab_no_folder_input_and_no_paths_on_home(shared, with_data, tmp_path_factory):
     own_data = open_page("pages/4_Your_own_data.py")
     assert [tab.label for tab in own_data.tabs] == [] and not own_data.text_input
-    assert own_data.file_uploader[0].label == "Zip file with train/ and val/"
+    assert own_data.file_uploader[0].label.startswith("Zip file with train/ and val/")
     train = open_page("pages/1_Train.py")
     assert train.selectbox(key="dataset").options == ["Tutorial: ants and bees (hymenoptera_data)"]
     assert not train.text_input and "Limits on this studio: at most 25 epochs" in train.caption[0].value
@@ -371,8 +371,8 @@ def test_shared_mode_caps_epochs_and_refuses_a_data_set_past_the_pictures_limit(
     app.number_input(key="epochs").set_value(5)
     assert app.run().number_input(key="epochs").value == 3
     app = app.button(key="start").click().run()
-    assert app.error[0].value == ("The data set has more than 20 pictures in train/ and val/; this studio trains on "
-                                  "at most 20. Choose a smaller data set.")
+    assert app.error[0].value == ("The data set has more than 20 pictures in train/, val/ and test/; this studio "
+                                  "trains on at most 20. Choose a smaller data set.")
     assert state.training_jobs().snapshot() is None  # the epochs limit itself is refused in tests/test_jobs.py
 
 
@@ -464,10 +464,10 @@ def test_defaults_come_from_one_data_set_and_labels_name_it(with_runs, tiny_run)
     for page in ("pages/2_Compare.py", "pages/3_Classify.py"):
         app = open_page(page)
         assert app.multiselect[0].value == [other.name], page  # the newest data set's runs only
+        best = accuracy_text(tiny_run.best_val())  # with its 95% interval: "0.750 [0.409, 0.929]"
         assert sorted(app.multiselect[0].options) == sorted([
-            f"finetune · mobilenet_v2 · colours · {tiny_run.created.replace('T', ' ')[:16]} · best "
-            f"{tiny_run.best_val_acc:.3f}", "frozen · mobilenet_v2 · abc · 2099-01-01 00:00 · best "
-            f"{tiny_run.best_val_acc:.3f}"])
+            f"finetune · mobilenet_v2 · colours · {tiny_run.created.replace('T', ' ')[:16]} · best {best}",
+            f"frozen · mobilenet_v2 · abc · 2099-01-01 00:00 · best {best}"])
 
 
 def compare_with_a_twin(with_runs, tiny_run) -> AppTest:
@@ -603,3 +603,59 @@ def test_the_train_form_keeps_its_choices_and_shows_a_running_jobs_settings(with
     assert other_tab.selectbox(key="backbone").value == "mobilenet_v2"
     assert other_tab.multiselect(key="scenarios").value == ["frozen"]
     assert other_tab.number_input(key="epochs").value == 50
+
+
+def bands(figure: dict) -> list[dict]:
+    """The shaded 95% bands of a figure (charts.add_band): traces filled down to the trace before them."""
+    return [trace for trace in figure["data"] if trace.get("fill") == "tonexty"]
+
+
+def start_experiment(app: AppTest, **choices) -> AppTest:
+    for key, value in {"experiment_backbone": "mobilenet_v2", "experiment_scenarios": ["frozen", "scratch"],
+                       "experiment_seeds": 2, "experiment_epochs": 1, "experiment_sizes": [1, None],
+                       **choices}.items():
+        widget = app.selectbox(key=key) if key == "experiment_backbone" else (
+            app.multiselect(key=key) if key.endswith(("scenarios", "sizes")) else app.number_input(key=key))
+        widget.set_value(value)
+        app = app.run()
+    return app
+
+
+def test_an_experiment_starts_with_its_estimate_and_shows_accuracy_by_size_with_bands(with_data):
+    app = start_experiment(open_page("pages/5_Experiments.py"))
+    assert_healthy(app)
+    estimate = next(info.value for info in app.info if info.value.startswith("Experiment"))
+    assert "8 cells (2 scenarios × 2 seeds × 2 sizes); 0 saved already, 8 to train: about" in estimate
+    app = app.button(key="start_experiment").click().run()
+    assert_healthy(app)
+    job = state.training_jobs().wait(300)
+    assert job.state == "completed" and job.experiment and len(job.scenarios) == 8, job.message
+    assert {s.label for s in job.scenarios} >= {"frozen · seed 0 · 1 per class", "scratch · seed 1 · all per class"}
+    app = app.run()
+    assert_healthy(app)
+    by_size, accuracy, loss = plotly_figures(app)
+    assert by_size["layout"]["xaxis"]["type"] == "log"
+    assert {trace["name"] for trace in by_size["data"] if trace.get("name")} == {"frozen", "scratch"}
+    assert len(bands(by_size)) == 2 and len(bands(accuracy)) == 2 and len(bands(loss)) == 2
+    table = app.dataframe[-1].value
+    assert list(table["seeds"]) == [2, 2, 2, 2] and table["best val acc (optimistic)"].str.contains(r"\[").all()
+    assert any("per class: " in m.value and ("is ahead of" in m.value or "not distinguishable with 8 validation "
+                                              "pictures and 2 seeds" in m.value) for m in app.markdown)
+    again = open_page("pages/5_Experiments.py")  # the same grid again: every cell is saved, nothing to train
+    again = start_experiment(again)
+    assert "8 saved already, 0 to train" in next(i.value for i in again.info if i.value.startswith("Experiment"))
+    again = again.button(key="start_experiment").click().run()
+    assert "is saved already" in again.error[0].value and len(list_runs().runs) == 8
+
+
+def test_compare_draws_repeats_of_one_recipe_as_a_band(with_runs, tiny_run):
+    repeat = copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + "see1", config={"seed": 1}).name
+    app = open_page("pages/2_Compare.py")
+    app.multiselect[0].set_value([tiny_run.id, repeat])
+    app = app.run()
+    assert_healthy(app)
+    accuracy, loss = plotly_figures(app)[:2]
+    assert len(bands(accuracy)) == 1 and len(bands(loss)) == 1
+    assert any("mean of 2 runs" in trace.get("name", "") for trace in accuracy["data"])
+    twin = compare_with_a_twin(with_runs, tiny_run)  # the same seed twice is not a repeat: two lines, no band
+    assert not bands(plotly_figures(twin)[0])

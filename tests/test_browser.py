@@ -26,7 +26,8 @@ from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS, UNTRAINED, cop
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS_DIR") or PROJECT / "test-artifacts/screenshots")
-PAGES = {"home": "", "train": "Train", "compare": "Compare", "classify": "Classify", "your-own-data": "Your_own_data"}
+PAGES = {"home": "", "train": "Train", "compare": "Compare", "experiments": "Experiments", "classify": "Classify",
+         "your-own-data": "Your_own_data"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -121,8 +122,8 @@ def settle(page) -> None:
 def test_every_page_opens_without_an_exception(server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    titles = {"home": "Transfer Learning Studio", "train": "Train", "compare": "Compare", "classify": "Classify",
-              "your-own-data": "Your own data"}
+    titles = {"home": "Transfer Learning Studio", "train": "Train", "compare": "Compare", "experiments": "Experiments",
+              "classify": "Classify", "your-own-data": "Your own data"}
     for name, path in PAGES.items():
         page.goto(f"{server}/{path}")
         settle(page)
@@ -149,6 +150,31 @@ def test_a_photo_uploaded_on_classify_is_classified(server, browser, app_home):
     assert scan.classes[label] in predicted
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "classify-result.png"), full_page=True)
+    page.close()
+
+
+def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_bands(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/Experiments")
+    settle(page)
+    for label, value in (("Seeds (repeats of each cell)", "2"), ("Epochs", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        settle(page)
+    estimate = page.get_by_text(re.compile(r"12 cells \(1 scenario × 2 seeds × 6 sizes\)")).first
+    estimate.wait_for(timeout=60_000)
+    assert re.search(r"about \d+(\.\d)? (s|min)", estimate.inner_text()), estimate.inner_text()
+    page.get_by_role("button", name="Start experiment").click()
+    page.get_by_text(re.compile(r"Training frozen · seed \d · \w+ per class")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"finished in")).first.wait_for(timeout=300_000)
+    settle(page)
+    page.get_by_text("Accuracy against training pictures per class").first.wait_for(timeout=60_000)
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    assert chart.locator("path.js-fill").count() >= 1  # the shaded 95% band
+    assert page.get_by_text(re.compile(r"12 of 12 cells saved")).count() == 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(SCREENSHOTS / "experiments.png"), full_page=True)
     page.close()
 
 
@@ -307,13 +333,17 @@ def test_on_a_phone_home_and_compare_stay_short_and_enter_never_starts_training(
 
     page.goto(f"{server}/Train")
     settle(page)
+    jobs_shown = re.compile(r"^(No training yet|Job \d+ )")  # the panel: no job yet, or an earlier test's, finished
+    before = page.get_by_text(jobs_shown).all_inner_texts()
+    assert before and page.locator("[data-testid='stProgress']").count() == 0
     page.get_by_text("Recipe (the tutorial's values)").click()
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
     page.wait_for_timeout(2000)
     settle(page)
-    assert page.get_by_text("No training yet").count() == 1  # Enter in a recipe field starts nothing
+    assert page.get_by_text(jobs_shown).all_inner_texts() == before  # Enter in a recipe field starts nothing
+    assert page.locator("[data-testid='stProgress']").count() == 0
 
     # A file of a type the uploader would refuse is named, and the previous photo's answers go away
     _, _, scan = app_home

@@ -4,7 +4,7 @@ import pytest
 
 from core.models import WeightsSource
 from core.predict import Prediction
-from core.runs import DatasetSummary, RunRecord, ValPredictions
+from core.runs import DatasetSummary, Predictions, RunRecord
 from core.train import EpochStats, TrainConfig
 from dashboard import charts
 
@@ -21,7 +21,7 @@ def make_run(run_id: str = "20240101-000000-frozen-resnet18-aaaa", scenario: str
         best_epoch=min(2, epochs) if history else None, best_val_acc=0.7 if history else 0.0,
         trainable_params=1_026 if scenario == "frozen" else 11_177_538, total_params=11_177_538,
         weights_source=WeightsSource("none"), device="cpu", seconds=seconds,
-        val_predictions=ValPredictions(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 1], [0, 0, 1]) if history else None)
+        val_predictions=Predictions(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 1], [0, 0, 1]) if history else None)
 
 
 FROZEN = make_run()

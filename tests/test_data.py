@@ -24,7 +24,7 @@ from core.data import (
 )
 from core.errors import ArchiveError, DatasetError, StudioError
 from core.staging import staging_folder
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, make_picture
 
 
 @pytest.fixture
@@ -305,3 +305,28 @@ def test_the_next_import_cleans_up_after_an_import_killed_midway(tmp_path, colou
     folder, scan = import_dataset_zip(colours_zip, uploads, "colours")
     assert not work.exists() and scan.ok
     assert sorted(p.name for p in uploads.iterdir()) == ["colours", "first"]
+
+
+def add_test_split(root: Path, per_class: int = 3, classes=("blue", "red")) -> Path:
+    """A test/ folder beside train/ and val/, generated like them."""
+    for label in classes:
+        folder = root / "test" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            make_picture(label, 1000 + index).save(folder / f"{label}_test_{index}.png")
+    return root
+
+
+def test_a_test_folder_is_a_third_split_with_its_own_counts_and_loader(dataset):
+    scan = scan_dataset(add_test_split(dataset))
+    assert scan.ok and scan.has_test
+    assert scan.counts()["test"] == {"blue": 3, "red": 3} and len(scan.samples["train"]) == 16
+    loaders = make_loaders(scan, batch_size=4, workers=0)
+    inputs, labels = next(iter(loaders["test"]))
+    assert inputs.shape == (4, 3, 224, 224) and labels.tolist() == [0, 0, 0, 1]  # in order, unshuffled
+    assert not scan_dataset(dataset.parent / "nothing").has_test
+
+
+def test_a_test_folder_with_other_classes_is_a_problem(dataset):
+    scan = scan_dataset(add_test_split(dataset, classes=("blue", "green")))
+    assert not scan.ok and "test/ must hold the same class folders as train/ and val/" in scan.problems[0]

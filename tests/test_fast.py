@@ -71,7 +71,8 @@ def test_cached_features_are_what_the_backbone_gives_the_head(scan, random_weigh
     built = build_model(backbone, "frozen", 2, random_weights_dir)
     assert fast.head_of(built)[2] is built.model.get_submodule(head)
     loaders = fast.decoded_loaders(scan, 4, 0, 0, CPU, shuffle=False)
-    train_set, val_set = fast.extract_features(built, loaders["train"], loaders["val"], 3, CPU, channels_last=True)
+    features = fast.extract_features(built, loaders, 3, CPU, channels_last=True)
+    train_set, val_set = features.train, features.evaluation["val"]
     assert train_set.tensors[0].shape[:2] == (16, 3) and not torch.equal(*train_set.tensors[0][:, :2].unbind(1))
     model = built.model.eval()
     inputs = torch.stack([EVAL_TRANSFORM(open_image(path)) for path, _ in scan.samples["val"]])

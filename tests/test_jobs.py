@@ -1,6 +1,7 @@
 """The background job manager on its own, without Streamlit: start, refusal, cancel, failure, snapshots."""
 import copy
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -134,6 +135,15 @@ def test_limits_refuse_too_many_epochs_or_pictures_before_anything_starts(tiny_d
         jobs.start(request(tiny_dataset, tmp_path / "runs", random_weights_dir, epochs=3))
     assert jobs.snapshot() is None and not (tmp_path / "runs").exists()
     assert count_pictures(tiny_dataset) == 24
+
+
+def test_test_pictures_count_towards_the_pictures_limit(tiny_dataset, tmp_path):
+    from tests.test_data import add_test_split
+
+    data = add_test_split(Path(shutil.copytree(tiny_dataset, tmp_path / "with-test")), per_class=2)
+    assert count_pictures(data) == 28  # 16 + 8 + 4
+    with pytest.raises(JobRefused, match="more than 25 pictures in train/, val/ and test/"):
+        JobLimits(max_pictures=25).check(request(data, tmp_path / "runs", None))
 
 
 def test_the_time_limit_cancels_the_job_and_keeps_its_work(tiny_dataset, random_weights_dir, tmp_path):
@@ -333,3 +343,31 @@ def test_the_page_shows_each_failed_scenarios_reason(tmp_path, monkeypatch):
     error = app.error[0].value
     assert error.startswith("Job 3 failed: every scenario did.") and hint in error
     assert "scratch failed: RuntimeError: out of memory" in error
+
+
+def test_a_cancelled_experiment_job_keeps_its_cells_and_a_new_start_trains_only_the_rest(
+        jobs, tiny_dataset, random_weights_dir, tmp_path):
+    from core.experiment import ExperimentPlan
+
+    recipe = TrainConfig(backbone="mobilenet_v2", scenario="finetune", epochs=300, device="cpu", workers=0)
+    plan = ExperimentPlan("cancel-me", str(tiny_dataset), recipe, ["frozen", "finetune"], [0, 1], [2])
+    experiment = dataclasses.replace(request(tiny_dataset, tmp_path / "runs", random_weights_dir), experiment=plan)
+    jobs.start(experiment)
+    assert [s.label for s in jobs.snapshot().scenarios] == [
+        "frozen · seed 0 · 2 per class", "frozen · seed 1 · 2 per class",
+        "finetune · seed 0 · 2 per class", "finetune · seed 1 · 2 per class"]
+    wait_for(lambda: (job := jobs.snapshot()).current == 2 and job.progress and job.progress.epoch >= 2, 240)
+    jobs.cancel()
+    job = jobs.wait(60)
+    assert job.state == "cancelled" and job.experiment == "cancel-me"
+    assert [s.status for s in job.scenarios] == ["completed", "completed", "cancelled", "skipped"]
+    first = {run.id for run in list_runs(tmp_path / "runs").runs}
+    assert len(first) == 3  # the cancelled cell is saved too, marked cancelled, and trained again next time
+
+    quick = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, epochs=1))
+    with pytest.raises(StudioError, match="made with another epochs"):  # its runs could not be compared
+        jobs.start(dataclasses.replace(experiment, experiment=quick))
+    jobs.start(dataclasses.replace(experiment, experiment=dataclasses.replace(plan, seeds=[0])))
+    assert [s.label for s in jobs.snapshot().scenarios] == ["finetune · seed 0 · 2 per class"]  # only what is missing
+    jobs.cancel()
+    assert jobs.wait(60).state == "cancelled"

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +10,12 @@ import torch
 from core import staging
 from core.data import scan_dataset
 from core.errors import RunError, TrainingCancelled
+from core.images import open_image
 from core.predict import load_predictor
+from core.presets import EVAL_TRANSFORM
 from core.runs import (
+    Predictions,
     RunRecord,
-    ValPredictions,
     check_runs_dir,
     default_runs,
     find_run,
@@ -143,7 +146,7 @@ def test_run_json_keeps_its_format_and_old_files_load_typed(tiny_run):
 
 
 def test_validation_predictions_list_mistakes_first_and_count_per_class(tmp_path):
-    predictions = ValPredictions(files=["val/a/1.jpg", "val/a/2.jpg", "val/b/3.jpg", "val/b/4.jpg"],
+    predictions = Predictions(files=["val/a/1.jpg", "val/a/2.jpg", "val/b/3.jpg", "val/b/4.jpg"],
                                  labels=[0, 0, 1, 1], predictions=[0, 1, 1, 0])
     assert predictions.mistakes == 2 and predictions.confusion(2) == [[1, 1], [1, 1]]
     pictures = predictions.pictures(tmp_path, mistakes_first=True)
@@ -315,7 +318,7 @@ def test_paths_in_run_json_never_lead_outside_the_data_set(tmp_path):
     (root / "val" / "a").mkdir(parents=True)
     (tmp_path / "secret.jpg").write_text("")
     (root / "val" / "a" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
-    predictions = ValPredictions(files=["val/a/1.jpg", "/etc/passwd", "../secret.jpg", "val/../../secret.jpg",
+    predictions = Predictions(files=["val/a/1.jpg", "/etc/passwd", "../secret.jpg", "val/../../secret.jpg",
                                         "val/a/link.jpg", "."], labels=[0] * 6, predictions=[0] * 6)
     assert [p.path for p in predictions.pictures(root)] == [(root / "val/a/1.jpg").resolve()]
 
@@ -352,3 +355,48 @@ def test_default_runs_all_come_from_the_newest_trained_runs_data_set(tiny_run):
                     run("frozen", "2", "/data/ants")]
     assert [r.id for r in default_runs(newest_first)] == ["4-frozen"]
     assert [r.id for r in default_runs(newest_first[1:])] == ["3-finetune", "2-frozen"]
+
+
+def test_a_data_set_with_test_pictures_gives_every_run_its_test_accuracy(tmp_path, tiny_dataset, random_weights_dir):
+    from tests.test_data import add_test_split
+
+    data = add_test_split(Path(shutil.copytree(tiny_dataset, tmp_path / "with-test")), per_class=5)
+    scan = scan_dataset(data)
+    for scenario in ("frozen", "finetune"):  # cached features, and the whole network
+        config = TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=2, workers=0, device="cpu", lr=0.01)
+        run = read_run(save_run(train(config, scan, random_weights_dir), scan, tmp_path / "runs").path)
+        model = load_model(run)
+        expected = [predicted for path, _ in scan.samples["test"]
+                    for predicted in model(EVAL_TRANSFORM(open_image(path))[None]).argmax(1).tolist()]
+        assert run.test_predictions.predictions == expected  # the kept (best-on-val) weights, on test/
+        assert run.test_predictions.files[0] == "test/blue/blue_test_0.png"
+        test = run.test()
+        assert test.n == 10 and test.value == sum(p == label for p, (_, label) in zip(expected, scan.samples["test"])
+                                                  ) / 10
+        assert run.summary()["test acc"] == f"{test.value:.3f} [{test.low:.3f}, {test.high:.3f}]"
+
+
+def test_accuracies_in_a_summary_carry_their_wilson_interval(tiny_run):
+    row = read_run(tiny_run.path).summary()
+    correct = 8 - tiny_run.val_predictions.mistakes
+    low, high = wilson_by_hand(correct, 8)
+    assert row["best val acc"] == f"{correct / 8:.3f} [{low:.3f}, {high:.3f}] (epoch {tiny_run.best_epoch})"
+    assert row["test acc"] == "-"  # the generated set has no test/
+
+
+def wilson_by_hand(correct: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    share = correct / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * (share * (1 - share) / total + z * z / (4 * total * total)) ** 0.5
+    return centre - half, centre + half
+
+
+def test_experiment_cells_on_part_of_the_pictures_are_not_defaults(tiny_run):
+    def run(created, pictures_per_class):
+        data = {**tiny_run.to_dict(), "id": f"{created}-finetune", "created": created,
+                "experiment": {"experiment": "e", "pictures_per_class": pictures_per_class}}
+        return RunRecord.from_dict(data)
+
+    newest_first = [run("3", 2), run("2", None), run("1", None)]
+    assert [r.id for r in default_runs(newest_first)] == ["2-finetune"]  # a whole-set cell is a run like any
+    assert [r.id for r in default_runs(newest_first[:1])] == ["3-finetune"]  # nothing else: better than nothing

@@ -1,0 +1,522 @@
+"""Experiments: one recipe on one data set, over a grid of scenarios x seeds x training pictures per class.
+
+Each cell of the grid is an ordinary saved run, tagged with the experiment's name and its pictures per class
+(core.runs.ExperimentCell), so Compare, Classify and export use it unchanged. For a seed and a size the training
+pictures are a stratified draw that every scenario gets, and a seed's smaller draws lie inside its larger ones;
+validation (and test) always use every picture. Running an experiment again resumes it: cells with a saved run
+are skipped. A truly frozen backbone's features are computed once per experiment, for every picture and cached
+view, and every frozen cell trains its head on its own pictures' rows of them.
+
+The experiment itself, its name, data set, recipe and the cells asked for so far, is kept in the runs folder as
+experiments/NAME.json; the statistics over its runs come from core.stats.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+from pathlib import Path
+
+import torch
+
+from core import fast, staging
+from core.data import DatasetScan
+from core.device import pick_device
+from core.errors import RUNS_DIR, ConfigError, RunError
+from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
+from core.models import SCENARIOS, build_architecture, build_model, get_scenario
+from core.runs import EXPERIMENTS_FOLDER, ExperimentCell, RunRecord, default_runs_dir, save_run
+from core.stats import Estimate, mean_interval, paired_difference, verdict
+from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, planned_phase_batches, train
+
+FORMAT = 1
+DEFAULT_SIZES: tuple[int | None, ...] = (1, 2, 5, 10, 25, None)  # None: every training picture
+FEATURE_SEED = 0  # the augmented views whose features every frozen cell shares are drawn with this seed
+DONE = ("completed", "diverged")  # a cell with such a run is not trained again; a cancelled one is
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+# Recipe fields that do not change what a cell measures, so an experiment may be resumed with other values.
+NOT_RECIPE = ("scenario", "seed", "device", "workers")
+
+
+def size_text(pictures_per_class: int | None) -> str:
+    return "all" if pictures_per_class is None else str(pictures_per_class)
+
+
+def parse_size(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        raise ConfigError(f"A size is a number of training pictures per class, or 'all' (got {text!r}).") from None
+    if size < 1:
+        raise ConfigError(f"A size must be at least 1 picture per class (got {size}).")
+    return size
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: str
+    seed: int
+    pictures_per_class: int | None  # None: all
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario} · seed {self.seed} · {size_text(self.pictures_per_class)} per class"
+
+
+def _size_order(size: int | None) -> float:
+    return math.inf if size is None else size
+
+
+@dataclass
+class ExperimentPlan:
+    """What an experiment trains: the recipe (its scenario and seed are set per cell) and the grid."""
+
+    name: str
+    data_dir: str
+    recipe: TrainConfig
+    scenarios: list[str]
+    seeds: list[int]
+    sizes: list[int | None]
+    extra_cells: list[Cell] = field(default_factory=list)  # asked for by earlier grids of the same experiment
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ConfigError(f"An experiment's name has letters, digits, '-', '_' or '.', up to 80, and starts "
+                              f"with a letter or digit (got {self.name!r}).")
+        for scenario in self.scenarios:
+            get_scenario(scenario)
+        if not self.scenarios or not self.seeds or not self.sizes:
+            raise ConfigError("An experiment needs at least one scenario, one seed and one size.")
+        if any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in self.seeds):
+            raise ConfigError(f"Seeds are whole numbers, at least 0 (got {self.seeds}).")
+        for size in self.sizes:
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ConfigError(f"A size is a number of pictures per class, at least 1, or all (got {size!r}).")
+        self.seeds = sorted(set(self.seeds))
+        self.sizes = sorted(set(self.sizes), key=_size_order)
+
+    def grid(self) -> list[Cell]:
+        """The cells asked for now, scenario by scenario, each seed's sizes from the smallest: a stopped experiment
+        already has whole curves."""
+        return [Cell(scenario, seed, size) for scenario in self.scenarios for seed in self.seeds for size in self.sizes]
+
+    def cells(self) -> list[Cell]:
+        """The cells asked for now and before."""
+        grid = self.grid()
+        return grid + [cell for cell in self.extra_cells if cell not in grid]
+
+    def config(self, cell: Cell) -> TrainConfig:
+        return replace(self.recipe, scenario=cell.scenario, seed=cell.seed)
+
+    def recipe_key(self) -> dict:
+        recipe = {k: v for k, v in self.recipe.to_dict().items() if k not in NOT_RECIPE}
+        return {"data_dir": str(Path(self.data_dir).resolve()), **recipe}
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "data_dir": str(Path(self.data_dir).resolve()),
+                "recipe": self.recipe.to_dict(),
+                "cells": [[c.scenario, c.seed, c.pictures_per_class] for c in self.cells()]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExperimentPlan:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unknown experiment format {data.get('format')!r}")
+        cells = [Cell(str(scenario), int(seed), size) for scenario, seed, size in data["cells"]]
+        if not cells:
+            raise ValueError("it lists no cells")
+        first = cells[0]
+        return cls(data["name"], data["data_dir"], TrainConfig(**data["recipe"]), [first.scenario], [first.seed],
+                   [first.pictures_per_class], extra_cells=cells)
+
+
+def default_name(data_dir: Path, recipe: TrainConfig) -> str:
+    """A name that the same data set and recipe always get: running the same command again resumes."""
+    key = {k: v for k, v in recipe.to_dict().items() if k not in NOT_RECIPE}
+    digest = hashlib.sha256(json.dumps([str(Path(data_dir).resolve()), key], sort_keys=True).encode()).hexdigest()
+    folder = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(data_dir).resolve().name).strip("-.") or "data"
+    return f"{folder[:40]}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
+
+
+# ---------------------------------------------------------------- the experiments folder
+
+def experiments_dir(runs_dir: Path | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / EXPERIMENTS_FOLDER
+
+
+def read_plan(name: str, runs_dir: Path | None = None) -> ExperimentPlan:
+    path = experiments_dir(runs_dir) / f"{name}.json"
+    try:
+        return ExperimentPlan.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise RunError(f"No experiment {name!r} in {path.parent}.", RUNS_DIR) from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunError(f"{path} is damaged ({type(exc).__name__}: {exc}). Remove it to start the experiment afresh "
+                       "(its runs stay), or give the experiment another name.", RUNS_DIR) from exc
+
+
+def list_plans(runs_dir: Path | None = None) -> list[ExperimentPlan]:
+    """Every readable experiment in the runs folder, the most recently changed first."""
+    folder = experiments_dir(runs_dir)
+    paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    plans = []
+    for path in paths:
+        with contextlib.suppress(RunError):
+            plans.append(read_plan(path.stem, runs_dir))
+    return plans
+
+
+def record_plan(plan: ExperimentPlan, runs_dir: Path | None = None) -> ExperimentPlan:
+    """Keep `plan` in the runs folder, merged with the cells asked for before under its name. An experiment of that
+    name with another data set or recipe is refused: its runs could not be compared."""
+    folder = experiments_dir(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)  # one NAME.json per experiment
+    path = folder / f"{plan.name}.json"
+    merged = plan
+    if path.exists():
+        before = read_plan(plan.name, runs_dir)
+        if before.recipe_key() != plan.recipe_key():
+            changed = [k for k, v in plan.recipe_key().items() if before.recipe_key().get(k) != v]
+            raise ConfigError(f"Experiment {plan.name!r} was made with another {', '.join(changed)}; its runs could "
+                              "not be compared with these. Give the experiment another name, or the same settings.")
+        merged = replace(plan, extra_cells=[c for c in before.cells() if c not in plan.cells()])
+    with staging.staging_file(path) as partial:
+        partial.write_text(json.dumps(merged.to_dict(), indent=2))
+        partial.rename(path)
+    return merged
+
+
+# ---------------------------------------------------------------- the pictures of a cell
+
+def subset(scan: DatasetScan, pictures_per_class: int | None, seed: int) -> DatasetScan:
+    """`scan` with at most `pictures_per_class` training pictures of each class (None: all), drawn by `seed`.
+
+    Each class's pictures, class after class, are put in an order drawn from `seed`, and a size takes the first of
+    them: the same pictures for every scenario, and a seed's smaller draws inside its larger ones. They keep the
+    data set's order. Validation and test pictures are all kept."""
+    if pictures_per_class is None:
+        return replace(scan, samples=dict(scan.samples))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in range(len(scan.classes)):
+        of_class = [i for i, (_, sample_label) in enumerate(scan.samples["train"]) if sample_label == label]
+        order = torch.randperm(len(of_class), generator=generator).tolist()
+        chosen += [of_class[i] for i in order[:pictures_per_class]]
+    return replace(scan, samples={**scan.samples, "train": [scan.samples["train"][i] for i in sorted(chosen)]})
+
+
+# ---------------------------------------------------------------- training the cells
+
+def cell_of(run: RunRecord) -> Cell | None:
+    if run.experiment is None or run.config.seed is None:
+        return None
+    return Cell(run.scenario, run.config.seed, run.experiment.pictures_per_class)
+
+
+def cell_runs(name: str, runs: list[RunRecord]) -> dict[Cell, RunRecord]:
+    """The saved run of each finished cell of experiment `name` (the newest when a cell has several)."""
+    found: dict[Cell, RunRecord] = {}
+    for run in sorted(runs, key=lambda r: (r.created, r.id)):
+        cell = cell_of(run)
+        if cell and run.experiment.experiment == name and run.status in DONE:
+            found[cell] = run
+    return found
+
+
+def pending(plan: ExperimentPlan, runs: list[RunRecord], cells: list[Cell] | None = None) -> list[Cell]:
+    """The cells of `cells` (by default all the experiment's) that have no saved run yet."""
+    done = cell_runs(plan.name, runs)
+    return [cell for cell in (plan.cells() if cells is None else cells) if cell not in done]
+
+
+class ExperimentRunner:
+    """Trains and saves an experiment's cells, one at a time, on a checked data set."""
+
+    def __init__(self, plan: ExperimentPlan, scan: DatasetScan, runs_dir: Path | None = None,
+                 weights: str | Path | None = None):
+        scan.raise_if_invalid()
+        self.plan, self.scan, self.runs_dir, self.weights = plan, scan, runs_dir, weights
+        self._features: fast.CachedFeatures | None = None
+        self._scans: dict[Cell, DatasetScan] = {}
+        self._position = {path: i for i, (path, _) in enumerate(scan.samples["train"])}
+        self.feature_passes = 0  # how many times the backbone's features were computed: once per experiment
+
+    def shares_features(self, cell: Cell) -> bool:
+        config = self.plan.config(cell)
+        return config.fast and fast.cacheable(get_scenario(cell.scenario))
+
+    def cell_scan(self, cell: Cell) -> DatasetScan:
+        """The data set as the cell trains on it: its share of the training pictures (`subset`)."""
+        if cell not in self._scans:
+            self._scans[cell] = subset(self.scan, cell.pictures_per_class, cell.seed)
+        return self._scans[cell]
+
+    def train_cell(self, cell: Cell, on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+        """Train one cell; its frozen backbone's features, when it has one, are computed for the first such cell
+        (reported as its "features" phase) and reused by the others."""
+        config, cell_scan = self.plan.config(cell), self.cell_scan(cell)
+        features = None
+        if self.shares_features(cell):
+            features = self._shared_features(config, on_batch)
+            features = features.select([self._position[path] for path, _ in cell_scan.samples["train"]])
+        return train(config, cell_scan, self.weights, on_batch=on_batch, on_epoch=on_epoch, features=features)
+
+    def planned_batches(self, cell: Cell) -> int:
+        """How many times `train_cell(cell)` will call on_batch: for progress bars."""
+        config, cell_scan = self.plan.config(cell), self.cell_scan(cell)
+        batches = planned_phase_batches(config, cell_scan)
+        if self.shares_features(cell):
+            batches["features"] = 0 if self._features else planned_phase_batches(config, self.scan)["features"]
+        return batches["features"] + config.epochs * (batches["train"] + batches["val"])
+
+    def save(self, cell: Cell, result: TrainResult) -> RunRecord:
+        cell_scan = self.cell_scan(cell)
+        files = None if cell.pictures_per_class is None else [str(path.relative_to(self.scan.root))
+                                                               for path, _ in cell_scan.samples["train"]]
+        tag = ExperimentCell(self.plan.name, cell.pictures_per_class, self.shares_features(cell), files)
+        return save_run(result, cell_scan, self.runs_dir, tag)
+
+    def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> fast.CachedFeatures:
+        if self._features is None:
+            config = replace(config, seed=FEATURE_SEED)
+            device = pick_device(config.device)
+            with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
+                torch.manual_seed(FEATURE_SEED)
+                built = build_model(config.backbone, config.scenario, len(self.scan.classes), self.weights)
+                built.model.to(device).to(memory_format=torch.channels_last)
+                self._features = cache_features(config, self.scan, built, device, on_batch=on_batch)
+            self.feature_passes += 1
+        return self._features
+
+
+def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> list[ScenarioPlan]:
+    """What each cell goes through, for the time left (core.eta): the shared features once, in the first cell
+    that needs them."""
+    plans, features_counted = [], False
+    for cell in cells:
+        config = plan.config(cell)
+        cell_plan = plan_scenario(config, subset(scan, cell.pictures_per_class, cell.seed))
+        if cell_plan.batches["features"]:
+            whole = plan_scenario(config, scan)
+            cell_plan.batches["features"] = 0 if features_counted else whole.batches["features"]
+            cell_plan.pictures["features"] = 0 if features_counted else whole.pictures["features"]
+            features_counted = True
+        plans.append(cell_plan)
+    return plans
+
+
+# ---------------------------------------------------------------- time before starting
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    seconds: float
+    cells: int
+    basis: str  # where the seconds per epoch come from, in words
+
+
+def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
+                     runs: list[RunRecord]) -> TimeEstimate:
+    """The time `cells` will take, from seconds per epoch measured in saved runs of the same backbone and device
+    (scaled by the pictures each epoch goes through), or else timed now on the backbone's forward and backward
+    passes. A frozen backbone's features are counted once, as the experiment computes them."""
+    device = str(pick_device(plan.recipe.device))
+    val = sum(len(samples) for split, samples in scan.samples.items() if split != "train")
+    measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
+    probe = None
+    total, shared_features_counted, sources = 0.0, False, set()
+    for cell in cells:
+        config = plan.config(cell)
+        scenario = get_scenario(cell.scenario)
+        train_pictures = len(subset(scan, cell.pictures_per_class, cell.seed).samples["train"])
+        if config.fast and fast.cacheable(scenario):
+            if not shared_features_counted:
+                probe = probe or _probe(plan.recipe.backbone, device)
+                total += probe["forward"] * (config.cached_views * len(scan.samples["train"]) + val)
+                shared_features_counted = True
+                sources.add("a measurement of the backbone now")
+            total += HEAD_BATCH_S * config.epochs * math.ceil((train_pictures + val) / config.batch_size)
+            continue
+        kind = "train-backbone" if scenario.train_backbone else "train-frozen"
+        if kind in measured:
+            per_picture, sources_text = measured[kind], "your saved runs"
+        else:
+            probe = probe or _probe(plan.recipe.backbone, device)
+            per_picture, sources_text = probe[kind], "a measurement of the backbone now"
+        sources.add(sources_text)
+        total += config.epochs * per_picture * (FORWARD_PASSES[kind] * train_pictures + val)
+    return TimeEstimate(total, len(cells), " and ".join(sorted(sources)) or "nothing to train")
+
+
+# A batch of the head alone on cached features, saving the run included: measured 0.06 ms on a 2-core CPU
+# (docs/performance.md, experiment grid); small next to any backbone work.
+HEAD_BATCH_S = 0.0001
+
+
+def _measured_seconds_per_picture(runs: list[RunRecord], backbone: str, device: str) -> dict[str, float]:
+    """Seconds per forward-pass-equivalent picture, from the newest trained runs of each kind of work."""
+    found: dict[str, float] = {}
+    for run in runs:
+        if run.backbone != backbone or run.device != device or not run.config.fast or len(run.history) < 2:
+            continue
+        scenario = get_scenario(run.scenario)
+        if fast.cacheable(scenario):
+            continue
+        kind = "train-backbone" if scenario.train_backbone else "train-frozen"
+        counts = {split: sum(per_class.values()) for split, per_class in run.dataset.counts.items()}
+        pictures = FORWARD_PASSES[kind] * counts.get("train", 0) + sum(n for s, n in counts.items() if s != "train")
+        epoch = statistics.median(e.seconds for e in run.history[1:])
+        found.setdefault(kind, epoch / max(pictures, 1))
+    return found
+
+
+@torch.no_grad()
+def _time_forward(model, batch) -> float:
+    started = time.perf_counter()
+    model(batch)
+    return time.perf_counter() - started
+
+
+@functools.cache
+def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) -> dict[str, float]:
+    """Seconds per picture of the backbone's forward pass and of a training step, timed on random pictures (once
+    per process)."""
+    model = build_architecture(backbone, 2).to(device).to(memory_format=torch.channels_last)
+    batch = torch.randn(batch_size, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+    model.eval()
+    _time_forward(model, batch)
+    forward = min(_time_forward(model, batch) for _ in range(repeats)) / batch_size
+    model.train()
+    steps = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        model(batch).sum().backward()
+        steps.append(time.perf_counter() - started)
+    step = min(steps[1:]) / batch_size
+    return {"forward": forward, "train-frozen": forward, "train-backbone": step / FORWARD_PASSES["train-backbone"]}
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class SizeResult:
+    """One scenario at one size, over its seeds."""
+
+    scenario: str
+    pictures_per_class: int | None
+    train_pictures: float  # per class, as trained (a class with fewer pictures gives what it has)
+    seeds: list[int]
+    best_val: Estimate  # each run's best epoch, chosen on the validation pictures: optimistic
+    final_val: Estimate
+    test: Estimate | None  # when the data set has test/
+
+
+@dataclass(frozen=True)
+class Comparison:
+    pictures_per_class: int | None
+    first: str
+    second: str
+    difference: Estimate  # first's accuracy minus second's, paired over seeds and pictures
+    split: str  # "validation" or "test"
+    pictures: int
+    seeds: int
+
+    @property
+    def text(self) -> str:
+        return verdict(self.first, self.second, self.difference, self.pictures, self.seeds, self.split)
+
+
+@dataclass
+class ExperimentResults:
+    plan: ExperimentPlan
+    runs: dict[Cell, RunRecord]
+    rows: list[SizeResult]
+    comparisons: list[Comparison]
+
+    @property
+    def done(self) -> int:
+        return sum(cell in self.runs for cell in self.plan.cells())
+
+    def runs_of(self, scenario: str, pictures_per_class: int | None) -> list[RunRecord]:
+        return [run for cell, run in sorted(self.runs.items(), key=lambda item: item[0].seed)
+                if cell.scenario == scenario and cell.pictures_per_class == pictures_per_class]
+
+
+def accuracy_mean(values: list[float]) -> Estimate:
+    """The mean of accuracies over seeds with its 95% interval, kept within 0 and 1."""
+    mean = mean_interval(values)
+    return replace(mean, low=max(mean.low, 0.0), high=min(mean.high, 1.0))
+
+
+def learning_curve(runs: list[RunRecord], metric: str = "val_acc") -> list[Estimate]:
+    """Per epoch, the mean of `metric` over `runs` (repeats of one recipe) with its 95% interval, over the runs
+    that reached that epoch. Accuracies are kept within 0 and 1."""
+    longest = max((len(run.history) for run in runs), default=0)
+    mean = accuracy_mean if metric.endswith("acc") else mean_interval
+    return [mean([getattr(run.history[epoch], metric) for run in runs if len(run.history) > epoch])
+            for epoch in range(longest)]
+
+
+def repeats(runs: list[RunRecord]) -> list[list[RunRecord]]:
+    """`runs` in groups, in order of first appearance: runs that differ by their seed only (same scenario, data,
+    training pictures and recipe) share a group."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        recipe = {k: v for k, v in run.config.to_dict().items() if k not in ("seed", "device", "workers")}
+        size = run.experiment.pictures_per_class if run.experiment else None
+        key = json.dumps([recipe, str(run.dataset.root), run.dataset.counts, size], sort_keys=True)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
+    """The experiment's saved cells with, per scenario and size, means over seeds with 95% intervals, and, per
+    size, each pair of scenarios' paired difference with its verdict."""
+    found = {cell: run for cell, run in cell_runs(plan.name, runs).items() if cell in plan.cells() and run.trained}
+    outcome = ExperimentResults(plan, found, [], [])
+    scenarios = [name for name in SCENARIOS if name in {cell.scenario for cell in plan.cells()}]
+    sizes = sorted({cell.pictures_per_class for cell in plan.cells()}, key=_size_order)
+    for size in sizes:
+        for scenario in scenarios:
+            chosen = outcome.runs_of(scenario, size)
+            if not chosen:
+                continue
+            tests = [run.test() for run in chosen]
+            outcome.rows.append(SizeResult(
+                scenario, size, statistics.mean(run.dataset.total("train") / len(run.class_names) for run in chosen),
+                [run.config.seed for run in chosen], accuracy_mean([run.best_val().value for run in chosen]),
+                accuracy_mean([run.final_val().value for run in chosen]),
+                accuracy_mean([t.value for t in tests]) if all(tests) else None))
+        for first, second in combinations(scenarios, 2):
+            if comparison := _compare(outcome, first, second, size):
+                outcome.comparisons.append(comparison)
+    return outcome
+
+
+def _compare(outcome: ExperimentResults, first: str, second: str, size: int | None) -> Comparison | None:
+    """The paired difference of two scenarios over the seeds both have, on test/ when every run has it, else on
+    the validation pictures (with each run's best epoch)."""
+    a = {run.config.seed: run for run in outcome.runs_of(first, size)}
+    b = {run.config.seed: run for run in outcome.runs_of(second, size)}
+    seeds = sorted(a.keys() & b.keys())
+    pairs = [(a[seed], b[seed]) for seed in seeds]
+    if not pairs:
+        return None
+    split = "test" if all(r.test_predictions for pair in pairs for r in pair) else "validation"
+    predictions = [[getattr(r, "test_predictions" if split == "test" else "val_predictions") for r in pair]
+                   for pair in pairs]
+    if any(p is None for pair in predictions for p in pair) or len({tuple(p.files) for pair in predictions
+                                                                     for p in pair}) != 1:
+        return None  # the pictures changed between runs: nothing to pair
+    correct_a = [pa.correct for pa, _ in predictions]
+    correct_b = [pb.correct for _, pb in predictions]
+    difference = paired_difference(correct_a, correct_b)
+    return Comparison(size, first, second, difference, split, len(correct_a[0]), len(seeds))
+

@@ -1,0 +1,134 @@
+"""Experiments: one recipe over scenarios x seeds x training pictures per class, with means, 95% intervals and
+plain verdicts, so that a difference can be told from luck."""
+import streamlit as st
+
+from core.errors import StudioError
+from core.experiment import (
+    DEFAULT_SIZES,
+    Cell,
+    ExperimentPlan,
+    default_name,
+    estimate_seconds,
+    list_plans,
+    pending,
+    results,
+    size_text,
+)
+from core.jobs import JobRequest
+from core.models import BACKBONES, SCENARIOS
+from core.runs import accuracy_text, default_runs_dir, list_runs
+from core.train import TrainConfig
+from dashboard import charts, state
+from dashboard.job_panel import job_panel, minutes
+from dashboard.train_form import default_backbone
+from dashboard.widgets import limits_text, runnable_scenarios, show_error
+
+SIZE_CHOICES = [1, 2, 5, 10, 25, 50, 100, None]
+METRICS = {"best_val": "Best epoch (chosen on validation: optimistic)", "final_val": "Final epoch",
+           "test": "Test pictures (kept weights; untouched by any choice)"}
+
+st.set_page_config(page_title="Experiments · Transfer Learning Studio", page_icon="🧪", layout="wide")
+st.title("Experiments")
+st.caption("One run gives one number, and luck is in it: the seed, which pictures were trained on, which were "
+           "validated on. An experiment repeats the recipe over seeds and over the number of training pictures, "
+           "then shows each mean with its 95% interval and says which differences are real.")
+
+settings, jobs = state.settings(), state.training_jobs()
+datasets = state.datasets()
+most_epochs = settings.limits.max_epochs or 500
+
+dataset = st.selectbox("Data set", list(datasets), key="experiment_dataset")
+left, right = st.columns(2)
+backbones = list(BACKBONES)
+backbone = left.selectbox("Backbone", backbones, index=backbones.index(default_backbone()),
+                          format_func=lambda name: BACKBONES[name].title, key="experiment_backbone")
+scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["frozen"],
+                              format_func=lambda name: SCENARIOS[name].title, key="experiment_scenarios")
+a, b, c = st.columns(3)
+seeds = a.number_input("Seeds (repeats of each cell)", 1, 20, 5, key="experiment_seeds")
+epochs = b.number_input("Epochs", 1, most_epochs, min(TrainConfig().epochs, most_epochs), key="experiment_epochs")
+lr = c.number_input("Learning rate", 1e-6, 1.0, TrainConfig().lr, format="%.4f", key="experiment_lr")
+sizes = st.multiselect("Training pictures per class", SIZE_CHOICES, default=list(DEFAULT_SIZES),
+                       format_func=size_text, key="experiment_sizes")
+name = st.text_input("Name (optional: the same name and settings resume an experiment)", key="experiment_name")
+if limits := limits_text(settings.limits):
+    st.caption(limits)
+
+runs = state.visible(list_runs().runs)
+plan = None
+try:
+    data_dir = datasets[dataset]
+    scan = state.scan(data_dir)
+    scan.raise_if_invalid()
+    recipe = TrainConfig(backbone=backbone, scenario=(scenarios or ["frozen"])[0], epochs=int(epochs), lr=lr)
+    plan = ExperimentPlan(name.strip() or default_name(data_dir, recipe), str(data_dir), recipe, scenarios,
+                          list(range(int(seeds))), sizes)
+    with st.spinner("Estimating the time..."):
+        estimate = estimate_seconds(plan, scan, pending(plan, runs, plan.grid()), runs)
+    grid = " × ".join(f"{n} {word if n == 1 else word + 's'}"
+                      for n, word in ((len(scenarios), "scenario"), (int(seeds), "seed"), (len(sizes), "size")))
+    st.info(f"Experiment **{plan.name}**: {len(plan.grid())} cells ({grid}); {len(plan.grid()) - estimate.cells} "
+            f"saved already, {estimate.cells} to train: about **{minutes(estimate.seconds)}** (from "
+            f"{estimate.basis}).")
+except (StudioError, ValueError) as exc:
+    show_error(exc)
+
+if st.button("Start experiment", type="primary", disabled=plan is None, key="start_experiment"):
+    try:
+        runnable = runnable_scenarios(backbone, scenarios)
+        if runnable and runnable != scenarios:
+            plan.scenarios = runnable
+        if runnable:
+            configs = [plan.config(Cell(scenario, plan.seeds[0], None)) for scenario in plan.scenarios]
+            jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir(), experiment=plan),
+                       owner=state.owner())
+    except (StudioError, ValueError) as exc:
+        show_error(exc)
+
+st.subheader("Progress")
+job_panel(jobs, idle="No experiment running. Choose the grid above and press Start experiment.")
+
+st.subheader("Results")
+allowed = {str(folder.resolve()) for folder in datasets.values()}
+plans = [p for p in list_plans() if not settings.shared or p.data_dir in allowed]
+if not plans:
+    st.info("No experiment yet. Start one above; its results appear here as its cells are saved.")
+    st.stop()
+running = (job := jobs.snapshot()) and job.experiment
+names = [p.name for p in plans]
+shown = st.selectbox("Experiment", names, index=names.index(running) if running in names else 0,
+                     key="experiment_shown")
+outcome = results(plans[names.index(shown)], runs)
+st.caption(f"{outcome.done} of {len(outcome.plan.cells())} cells saved · {outcome.plan.recipe.backbone} · "
+           f"{outcome.plan.recipe.epochs} epochs · lr {outcome.plan.recipe.lr:g}")
+if not outcome.rows:
+    st.info("No cell of this experiment is saved yet.")
+    st.stop()
+
+metrics = [key for key in METRICS if key != "test" or any(row.test for row in outcome.rows)]
+metric = st.radio("Accuracy", metrics, format_func=METRICS.get, horizontal=True, key="experiment_metric")
+st.plotly_chart(charts.accuracy_by_size(outcome, metric), config=charts.PLOTLY_CONFIG)
+st.caption("Each line is a scenario's mean over seeds; the shaded band is its 95% interval (Student t over seeds). "
+           "Few seeds give wide bands: add seeds to narrow them.")
+
+sizes_saved = sorted({row.pictures_per_class for row in outcome.rows}, key=lambda s: float("inf") if s is None else s)
+size = st.select_slider("Learning curves at", sizes_saved, value=sizes_saved[-1],
+                        format_func=lambda s: f"{size_text(s)} per class", key="experiment_curve_size")
+groups = {f"{scenario} ({len(runs)} seeds)": runs for scenario in dict.fromkeys(r.scenario for r in outcome.rows)
+          if (runs := outcome.runs_of(scenario, size))}
+left, right = st.columns(2)
+left.plotly_chart(charts.curves_with_bands(groups, "val_acc", "Validation accuracy per epoch"),
+                  config=charts.PLOTLY_CONFIG)
+right.plotly_chart(charts.curves_with_bands(groups, "train_loss", "Training loss per epoch"),
+                   config=charts.PLOTLY_CONFIG)
+
+st.markdown("**Means over seeds, with 95% intervals**")
+st.dataframe([{"scenario": row.scenario, "per class": size_text(row.pictures_per_class),
+               "seeds": len(row.seeds), "best val acc (optimistic)": accuracy_text(row.best_val),
+               "final val acc": accuracy_text(row.final_val),
+               **({"test acc": accuracy_text(row.test) if row.test else "-"} if "test" in metrics else {})}
+              for row in outcome.rows], hide_index=True)
+if outcome.comparisons:
+    st.markdown("**Is the difference real?** Paired over the same seeds (the same training pictures) and the same "
+                "pictures, by bootstrap:")
+    st.markdown("\n".join(f"- {size_text(c.pictures_per_class)} per class: {c.text}" for c in outcome.comparisons))
