@@ -54,7 +54,8 @@ def plan_scenario(config: TrainConfig, scan: DatasetScan) -> ScenarioPlan:
     count = {split: len(scan.samples[split]) for split in ("train", "val")}
     batches = planned_phase_batches(config, scan)
     cached = batches["features"] > 0
-    pictures = {"features": config.cached_views * count["train"] + count["val"] if cached else 0, **count}
+    evaluated = sum(len(samples) for split, samples in scan.samples.items() if split != "train")  # val, test
+    pictures = {"features": config.cached_views * count["train"] + evaluated if cached else 0, **count}
     train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
     kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
     return ScenarioPlan(config.scenario, config.epochs, batches, pictures, kinds)

@@ -174,10 +174,6 @@ class CachedFeatures:
     train: TensorDataset
     evaluation: dict[str, TensorDataset]
 
-    @property
-    def views(self) -> int:
-        return self.train.tensors[0].size(1)
-
     def select(self, indices: list[int]) -> CachedFeatures:
         """Only the training pictures at `indices` (in the data set's order); every evaluation picture stays."""
         index = torch.as_tensor(indices, dtype=torch.long, device=self.train.tensors[0].device)
