@@ -294,8 +294,9 @@ def command_experiment(args: argparse.Namespace) -> int:
     runs = list_runs(args.runs_dir).runs
     todo = pending(plan, runs, plan.grid())
     estimate = estimate_seconds(plan, scan, todo, runs)
-    print(f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved; "
-          f"{len(todo)} to train, about {duration(estimate.seconds)} (from {estimate.basis}).")
+    saved = f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved"
+    print(f"{saved}; {len(todo)} to train, about {duration(estimate.seconds)} (from {estimate.basis})." if todo
+          else f"{saved}: nothing to train.")
     runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights)
     for number, cell in enumerate(todo, start=1):
         if stop.pressed:

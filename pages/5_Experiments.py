@@ -67,9 +67,10 @@ try:
         estimate = estimate_seconds(plan, scan, pending(plan, runs, plan.grid()), runs)
     grid = " × ".join(f"{n} {word if n == 1 else word + 's'}"
                       for n, word in ((len(scenarios), "scenario"), (int(seeds), "seed"), (len(sizes), "size")))
+    todo = (f"{estimate.cells} to train: about **{minutes(estimate.seconds)}** (from {estimate.basis})"
+            if estimate.cells else "nothing to train: its results are below")
     st.info(f"Experiment **{plan.name}**: {len(plan.grid())} cells ({grid}); {len(plan.grid()) - estimate.cells} "
-            f"saved already, {estimate.cells} to train: about **{minutes(estimate.seconds)}** (from "
-            f"{estimate.basis}).")
+            f"saved already, {todo}.")
 except (StudioError, ValueError) as exc:
     show_error(exc)
 

@@ -643,7 +643,7 @@ def test_an_experiment_starts_with_its_estimate_and_shows_accuracy_by_size_with_
                                               "pictures and 2 seeds" in m.value) for m in app.markdown)
     again = open_page("pages/5_Experiments.py")  # the same grid again: every cell is saved, nothing to train
     again = start_experiment(again)
-    assert "8 saved already, 0 to train" in next(i.value for i in again.info if i.value.startswith("Experiment"))
+    assert "8 saved already, nothing to train" in next(i.value for i in again.info if i.value.startswith("Experiment"))
     again = again.button(key="start_experiment").click().run()
     assert "is saved already" in again.error[0].value and len(list_runs().runs) == 8
 
