@@ -153,7 +153,19 @@ def test_a_photo_uploaded_on_classify_is_classified(server, browser, app_home):
     page.close()
 
 
-def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_bands(server, browser):
+@pytest.fixture
+def experiment_server(app_home, tmp_path):
+    """A server of its own, with the data and weights of app_home and no runs: the experiment's job and runs stay
+    out of the module's server."""
+    _, weights, scan = app_home
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/hymenoptera_data").symlink_to(scan.root)
+    with streamlit_server(tmp_path, weights) as url:
+        yield url
+
+
+def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_bands(experiment_server, browser):
+    server = experiment_server
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(f"{server}/Experiments")
     settle(page)
