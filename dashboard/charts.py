@@ -6,10 +6,12 @@ whole epochs. A run with no finished epoch has nothing to chart: its own figures
 """
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.experiment import ExperimentResults, learning_curve, repeats
+from core.experiment import ExperimentResults, learning_curve, repeats, size_text
 from core.predict import Prediction
 from core.runs import RunRecord
 from core.stats import Estimate
@@ -156,10 +158,14 @@ def accuracy_by_size(outcome: ExperimentResults, metric: str = "best_val") -> go
         if rows:
             add_band(fig, [row.train_pictures for row in rows], [getattr(row, metric) for row in rows], scenario,
                      color_for(scenario, index))
-    sizes = sorted({(row.train_pictures, row.pictures_per_class) for row in outcome.rows})
-    fig.update_xaxes(type="log", title_text="training pictures per class (log scale)",
-                     tickvals=[x for x, _ in sizes],
-                     ticktext=[f"all ({x:g})" if size is None else f"{x:g}" for x, size in sizes])
+    ticks: dict[float, list[str]] = {}  # sizes past what the classes hold train on the same pictures: one tick
+    for row in sorted(outcome.rows, key=lambda r: (r.train_pictures, r.pictures_per_class or math.inf)):
+        names = ticks.setdefault(row.train_pictures, [])
+        if (name := size_text(row.pictures_per_class)) not in names:
+            names.append(name)
+    fig.update_xaxes(type="log", title_text="training pictures per class (log scale)", tickvals=list(ticks),
+                     ticktext=[f"{x:g}" if names == [f"{x:g}"] else f"{' / '.join(names)} ({x:g})"
+                               for x, names in ticks.items()])
     fig.update_yaxes(title_text="accuracy", tickformat=".0%")
     return _layout(fig, "Accuracy against training pictures per class", height=340, hovermode="closest")
 

@@ -170,3 +170,17 @@ def test_the_toolbar_shows_on_hover_only_with_the_buttons_that_matter():
     assert charts.PLOTLY_CONFIG["displayModeBar"] == "hover"
     assert charts.PLOTLY_CONFIG["displaylogo"] is False
     assert {"lasso2d", "select2d"} <= set(charts.PLOTLY_CONFIG["modeBarButtonsToRemove"])
+
+
+def test_accuracy_by_size_joins_sizes_that_a_small_data_set_trains_on_the_same_pictures():
+    from core.experiment import ExperimentResults, SizeResult
+    from core.stats import Estimate
+
+    def row(size, pictures):
+        mean = Estimate(0.9, 0.8, 1.0, 2)
+        return SizeResult("frozen", size, pictures, [0, 1], mean, mean, None)
+
+    outcome = ExperimentResults(plan=None, runs={}, rows=[row(1, 1.0), row(10, 8.0), row(25, 8.0), row(None, 8.0)],
+                                comparisons=[])
+    axis = charts.accuracy_by_size(outcome).layout.xaxis  # classes of 8 pictures: 10, 25 and all are the same 8
+    assert list(axis.tickvals) == [1.0, 8.0] and list(axis.ticktext) == ["1", "10 / 25 / all (8)"]
