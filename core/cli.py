@@ -15,11 +15,13 @@ from core import errors
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.errors import StudioError, TrainingCancelled
+from core.eta import duration_text
 from core.experiment import (
     DEFAULT_SIZES,
     ExperimentPlan,
     ExperimentResults,
     ExperimentRunner,
+    cell_plans,
     default_name,
     estimate_seconds,
     parse_size,
@@ -295,14 +297,15 @@ def command_experiment(args: argparse.Namespace) -> int:
     todo = pending(plan, runs, plan.grid())
     estimate = estimate_seconds(plan, scan, todo, runs)
     saved = f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved"
-    print(f"{saved}; {len(todo)} to train, about {duration(estimate.seconds)} (from {estimate.basis})." if todo
+    print(f"{saved}; {len(todo)} to train, about {duration_text(estimate.seconds)} (from {estimate.basis})." if todo
           else f"{saved}: nothing to train.")
     runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights)
-    for number, cell in enumerate(todo, start=1):
+    plans = cell_plans(plan, scan, todo)  # the shared features are counted in the first cell that computes them
+    for number, (cell, cell_plan) in enumerate(zip(todo, plans), start=1):
         if stop.pressed:
             break
         result = train_with_progress_bar(
-            f"{number}/{len(todo)}", runner.planned_batches(cell), stop,
+            f"{number}/{len(todo)}", cell_plan.total_batches, stop,
             lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False)
         with stop.saving():
             record = runner.save(cell, result)
@@ -311,10 +314,6 @@ def command_experiment(args: argparse.Namespace) -> int:
               f"{accuracy_text(best) if best else '-'}, run {record.id}")
     print_experiment(results(plan, list_runs(args.runs_dir).runs))
     return stop.exit_code if stop.pressed else 0
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def print_experiment(outcome: ExperimentResults) -> None:

@@ -155,6 +155,11 @@ class DatasetScan:
     def has_test(self) -> bool:
         return TEST_SPLIT in self.samples
 
+    @property
+    def evaluation_splits(self) -> list[str]:
+        """The splits that are only evaluated: "val", and "test" when the data set has it."""
+        return [split for split in (*SPLITS, TEST_SPLIT) if split != "train" and split in self.samples]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Pictures per class for each split: {"train": {"ants": 124, ...}, ...}, "test" included when present."""
         result = {}
@@ -279,7 +284,7 @@ def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None,
     workers = default_workers() if workers is None else workers
     loaders = {"train": make_loader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), batch_size, shuffle,
                                     workers, seed)}
-    for split in scan.samples.keys() - {"train"}:
+    for split in scan.evaluation_splits:
         loaders[split] = make_loader(ImageListDataset(scan.samples[split], EVAL_TRANSFORM), batch_size, False, workers)
     return loaders
 

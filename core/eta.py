@@ -54,7 +54,7 @@ def plan_scenario(config: TrainConfig, scan: DatasetScan) -> ScenarioPlan:
     count = {split: len(scan.samples[split]) for split in ("train", "val")}
     batches = planned_phase_batches(config, scan)
     cached = batches["features"] > 0
-    evaluated = sum(len(samples) for split, samples in scan.samples.items() if split != "train")  # val, test
+    evaluated = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     pictures = {"features": config.cached_views * count["train"] + evaluated if cached else 0, **count}
     train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
     kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
@@ -153,6 +153,11 @@ class Estimator:
             forwards = [self._per_picture[k] / FORWARD_PASSES[k] for k in FORWARD_PASSES if k in self._per_picture]
             per_picture = FORWARD_PASSES[kind] * sum(forwards) / len(forwards) if forwards else 0.0
         return (per_picture or 0.0) * plan.pictures[phase] / plan.batches[phase]
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as the pages and the command line write it: seconds up to 90, then minutes."""
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _mean(values) -> float:

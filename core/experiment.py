@@ -34,7 +34,7 @@ from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
 from core.models import SCENARIOS, build_architecture, build_model, get_scenario
 from core.runs import EXPERIMENTS_FOLDER, ExperimentCell, RunRecord, default_runs_dir, save_run
 from core.stats import Estimate, mean_interval, paired_difference, verdict
-from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, planned_phase_batches, train
+from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, train
 
 FORMAT = 1
 DEFAULT_SIZES: tuple[int | None, ...] = (1, 2, 5, 10, 25, None)  # None: every training picture
@@ -72,7 +72,8 @@ class Cell:
         return f"{self.scenario} · seed {self.seed} · {size_text(self.pictures_per_class)} per class"
 
 
-def _size_order(size: int | None) -> float:
+def size_order(size: int | None) -> float:
+    """Sizes from the smallest, "all" last."""
     return math.inf if size is None else size
 
 
@@ -102,7 +103,7 @@ class ExperimentPlan:
             if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
                 raise ConfigError(f"A size is a number of pictures per class, at least 1, or all (got {size!r}).")
         self.seeds = sorted(set(self.seeds))
-        self.sizes = sorted(set(self.sizes), key=_size_order)
+        self.sizes = sorted(set(self.sizes), key=size_order)
 
     def grid(self) -> list[Cell]:
         """The cells asked for now, scenario by scenario, each seed's sizes from the smallest: a stopped experiment
@@ -204,10 +205,12 @@ def subset(scan: DatasetScan, pictures_per_class: int | None, seed: int) -> Data
     data set's order. Validation and test pictures are all kept."""
     if pictures_per_class is None:
         return replace(scan, samples=dict(scan.samples))
+    by_class: list[list[int]] = [[] for _ in scan.classes]
+    for index, (_, label) in enumerate(scan.samples["train"]):
+        by_class[label].append(index)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for label in range(len(scan.classes)):
-        of_class = [i for i, (_, sample_label) in enumerate(scan.samples["train"]) if sample_label == label]
+    for of_class in by_class:
         order = torch.randperm(len(of_class), generator=generator).tolist()
         chosen += [of_class[i] for i in order[:pictures_per_class]]
     return replace(scan, samples={**scan.samples, "train": [scan.samples["train"][i] for i in sorted(chosen)]})
@@ -269,14 +272,6 @@ class ExperimentRunner:
             features = features.select([self._position[path] for path, _ in cell_scan.samples["train"]])
         return train(config, cell_scan, self.weights, on_batch=on_batch, on_epoch=on_epoch, features=features)
 
-    def planned_batches(self, cell: Cell) -> int:
-        """How many times `train_cell(cell)` will call on_batch: for progress bars."""
-        config, cell_scan = self.plan.config(cell), self.cell_scan(cell)
-        batches = planned_phase_batches(config, cell_scan)
-        if self.shares_features(cell):
-            batches["features"] = 0 if self._features else planned_phase_batches(config, self.scan)["features"]
-        return batches["features"] + config.epochs * (batches["train"] + batches["val"])
-
     def save(self, cell: Cell, result: TrainResult) -> RunRecord:
         cell_scan = self.cell_scan(cell)
         files = None if cell.pictures_per_class is None else [str(path.relative_to(self.scan.root))
@@ -328,7 +323,7 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
     (scaled by the pictures each epoch goes through), or else timed now on the backbone's forward and backward
     passes. A frozen backbone's features are counted once, as the experiment computes them."""
     device = str(pick_device(plan.recipe.device))
-    val = sum(len(samples) for split, samples in scan.samples.items() if split != "train")
+    val = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
     probe = None
     total, shared_features_counted, sources = 0.0, False, set()
@@ -482,7 +477,7 @@ def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
     found = {cell: run for cell, run in cell_runs(plan.name, runs).items() if cell in plan.cells() and run.trained}
     outcome = ExperimentResults(plan, found, [], [])
     scenarios = [name for name in SCENARIOS if name in {cell.scenario for cell in plan.cells()}]
-    sizes = sorted({cell.pictures_per_class for cell in plan.cells()}, key=_size_order)
+    sizes = sorted({cell.pictures_per_class for cell in plan.cells()}, key=size_order)
     for size in sizes:
         for scenario in scenarios:
             chosen = outcome.runs_of(scenario, size)

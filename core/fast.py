@@ -72,7 +72,7 @@ def decode_eval(path: Path) -> torch.Tensor:
 
 def decoded_bytes(scan: DatasetScan) -> int:
     """What the decoded pictures of `scan` take in memory, from the picture headers."""
-    evaluated = sum(len(samples) for split, samples in scan.samples.items() if split != "train")
+    evaluated = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     total = evaluated * 3 * EVAL_TRANSFORM.crop_size**2
     for path, _ in scan.samples["train"]:
         with Image.open(path) as image:
@@ -107,7 +107,7 @@ class InMemoryData:
         pictures, sizes = zip(*map(decode, paths))
         self.train = AugmentedPictures([picture.to(storage) for picture in pictures], list(sizes), list(labels))
         self.evaluation = {}
-        for split in scan.samples.keys() - {"train"}:
+        for split in scan.evaluation_splits:
             crops = torch.stack([decode_eval(path) for path, _ in scan.samples[split]]).to(storage)
             labels = torch.tensor([label for _, label in scan.samples[split]], device=storage)
             self.evaluation[split] = TensorDataset(crops, labels)

@@ -6,12 +6,10 @@ whole epochs. A run with no finished epoch has nothing to chart: its own figures
 """
 from __future__ import annotations
 
-import math
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.experiment import ExperimentResults, learning_curve, repeats, size_text
+from core.experiment import ExperimentResults, learning_curve, repeats, size_order, size_text
 from core.predict import Prediction
 from core.runs import RunRecord
 from core.stats import Estimate
@@ -159,7 +157,7 @@ def accuracy_by_size(outcome: ExperimentResults, metric: str = "best_val") -> go
             add_band(fig, [row.train_pictures for row in rows], [getattr(row, metric) for row in rows], scenario,
                      color_for(scenario, index))
     ticks: dict[float, list[str]] = {}  # sizes past what the classes hold train on the same pictures: one tick
-    for row in sorted(outcome.rows, key=lambda r: (r.train_pictures, r.pictures_per_class or math.inf)):
+    for row in sorted(outcome.rows, key=lambda r: (r.train_pictures, size_order(r.pictures_per_class))):
         names = ticks.setdefault(row.train_pictures, [])
         if (name := size_text(row.pictures_per_class)) not in names:
             names.append(name)

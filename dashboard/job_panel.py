@@ -5,13 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import JobRefused
+from core.eta import duration_text
 from core.jobs import JobSnapshot, TrainingJobs
 from dashboard import charts, state
 from dashboard.widgets import error_message, show_error
-
-
-def minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _where(job: JobSnapshot) -> str:
@@ -27,13 +24,15 @@ def _outcome(job: JobSnapshot, failed: str) -> None:
     names = f"experiment {job.experiment}" if job.experiment else ", ".join(s.scenario for s in job.scenarios)
     unit = "cell" if job.experiment else "scenario"
     where = "below" if job.experiment else "on the Compare page"
+    took = duration_text(job.elapsed)
     if job.state == "completed" and failed:
-        st.warning(f"Job {job.job_id} ({names}, {job.backbone}) finished in {minutes(job.elapsed)}, but not every "
-                   f"{unit} trained; see the others {where}.")
+        st.warning(f"Job {job.job_id} ({names}, {job.backbone}) finished in {took}, but not every {unit} trained; see "
+                   f"the others {where}.")
     elif job.state == "completed":
-        st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {minutes(job.elapsed)}. See it {where}.")
+        st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {took}. See it {where}.")
     elif job.state == "cancelled":
-        why = f"reached its time limit ({minutes(job.minutes_allowed * 60)})" if job.time_limited else "was cancelled"
+        limit = duration_text(job.minutes_allowed * 60) if job.time_limited else ""
+        why = f"reached its time limit ({limit})" if job.time_limited else "was cancelled"
         again = " Start the same experiment again to train the cells left." if job.experiment else ""
         st.warning(f"Job {job.job_id} {why}; what it had trained was saved, marked cancelled.{again}")
     elif len(job.failures) > 1:
@@ -50,11 +49,11 @@ def job_panel(jobs: TrainingJobs, idle: str = "No training yet. Choose the scena
         return
     failed = "\n\n".join(f"{s.label} failed: {error_message(s.message, s.setting)}" for s in job.failures)
     if job.running:
-        eta = (f" · about {minutes(job.eta_seconds)} left" if job.eta_seconds is not None
+        eta = (f" · about {duration_text(job.eta_seconds)} left" if job.eta_seconds is not None
                else " · estimating time left…")
         current = job.scenarios[job.current].label
         st.progress(job.fraction, text=f"Training {current} ({job.current + 1} of {len(job.scenarios)}): "
-                                       f"{_where(job)} · {minutes(job.elapsed)} so far{eta}")
+                                       f"{_where(job)} · {duration_text(job.elapsed)} so far{eta}")
         if job.cancel_requested:
             st.warning("Stopping: the time limit is reached..." if job.time_limited
                        else "Cancelling after the current batch...")

@@ -3,6 +3,7 @@ plain verdicts, so that a difference can be told from luck."""
 import streamlit as st
 
 from core.errors import StudioError
+from core.eta import duration_text
 from core.experiment import (
     DEFAULT_SIZES,
     Cell,
@@ -12,6 +13,7 @@ from core.experiment import (
     list_plans,
     pending,
     results,
+    size_order,
     size_text,
 )
 from core.jobs import JobRequest
@@ -19,7 +21,7 @@ from core.models import BACKBONES, SCENARIOS
 from core.runs import accuracy_text, default_runs_dir, list_runs
 from core.train import TrainConfig
 from dashboard import charts, state
-from dashboard.job_panel import job_panel, minutes
+from dashboard.job_panel import job_panel
 from dashboard.train_form import default_backbone
 from dashboard.widgets import limits_text, runnable_scenarios, show_error
 
@@ -67,7 +69,7 @@ try:
         estimate = estimate_seconds(plan, scan, pending(plan, runs, plan.grid()), runs)
     grid = " × ".join(f"{n} {word if n == 1 else word + 's'}"
                       for n, word in ((len(scenarios), "scenario"), (int(seeds), "seed"), (len(sizes), "size")))
-    todo = (f"{estimate.cells} to train: about **{minutes(estimate.seconds)}** (from {estimate.basis})"
+    todo = (f"{estimate.cells} to train: about **{duration_text(estimate.seconds)}** (from {estimate.basis})"
             if estimate.cells else "nothing to train: its results are below")
     st.info(f"Experiment **{plan.name}**: {len(plan.grid())} cells ({grid}); {len(plan.grid()) - estimate.cells} "
             f"saved already, {todo}.")
@@ -112,7 +114,7 @@ st.plotly_chart(charts.accuracy_by_size(outcome, metric), config=charts.PLOTLY_C
 st.caption("Each line is a scenario's mean over seeds; the shaded band is its 95% interval (Student t over seeds). "
            "Few seeds give wide bands: add seeds to narrow them.")
 
-sizes_saved = sorted({row.pictures_per_class for row in outcome.rows}, key=lambda s: float("inf") if s is None else s)
+sizes_saved = sorted({row.pictures_per_class for row in outcome.rows}, key=size_order)
 size = st.select_slider("Learning curves at", sizes_saved, value=sizes_saved[-1],
                         format_func=lambda s: f"{size_text(s)} per class", key="experiment_curve_size")
 groups = {f"{scenario} ({len(runs)} seeds)": runs for scenario in dict.fromkeys(r.scenario for r in outcome.rows)
