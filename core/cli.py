@@ -12,10 +12,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core import errors
+from core.analysis import class_metrics, disagreements
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
-from core.errors import StudioError, TrainingCancelled
+from core.errors import ConfigError, StudioError, TrainingCancelled
 from core.eta import duration_text
+from core.exclusions import apply_exclusions, change_exclusions, read_exclusions
 from core.experiment import (
     DEFAULT_SIZES,
     ExperimentPlan,
@@ -32,6 +34,7 @@ from core.experiment import (
     size_text,
 )
 from core.export import FORMATS, export_run
+from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
 from core.runs import RunRecord, accuracy_text, check_runs_dir, find_run, list_runs, save_run
@@ -67,12 +70,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: {command})\n")
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, training: bool = False) -> None:
     parser.add_argument("--data", type=Path, help="a folder with train/ and val/, one sub-folder per class "
                         "(default: the tutorial's hymenoptera_data under the data root)")
     parser.add_argument("--data-root", type=Path, help="where the tutorial's data set is kept or downloaded "
                         "(default: $STUDIO_DATA_ROOT or ./data)")
     parser.add_argument("--no-download", action="store_true", help="never download the tutorial's data set")
+    if training:
+        parser.add_argument("--keep-excluded", action="store_true", help="train on every picture, also those on the "
+                            "data set's exclusion list (python -m core data --health shows it)")
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="both = finetune and frozen; all = every scenario (default: both)")
     add_recipe_options(train_cmd)
     train_cmd.add_argument("--seed", type=int, default=TrainConfig().seed)
-    add_data_options(train_cmd)
+    add_data_options(train_cmd, training=True)
 
     experiment_cmd = commands.add_parser(
         "experiment", help="train a grid of scenarios x seeds x training pictures per class, or resume it, and show "
@@ -121,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 "data set and recipe, so the same command resumes)")
     experiment_cmd.add_argument("--show", action="store_true", help="only show the results saved so far")
     add_recipe_options(experiment_cmd)
-    add_data_options(experiment_cmd)
+    add_data_options(experiment_cmd, training=True)
 
     predict_cmd = commands.add_parser("predict", help="classify pictures with a saved run")
     predict_cmd.add_argument("images", nargs="+", type=Path)
@@ -129,7 +135,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     predict_cmd.add_argument("--runs-dir", type=Path)
     predict_cmd.add_argument("--device", default="cpu")
 
-    runs_cmd = commands.add_parser("runs", help="list saved runs")
+    runs_cmd = commands.add_parser("runs", help="list saved runs, or show some of them in detail")
+    runs_cmd.add_argument("--show", nargs="+", metavar="RUN", help="these runs (id, id prefix, folder, latest or "
+                          "latest:SCENARIO) side by side: per-class precision, recall and F1, confusion matrices, and "
+                          "the validation pictures on which two of them disagree")
     runs_cmd.add_argument("--runs-dir", type=Path)
 
     export_cmd = commands.add_parser("export", help="write a saved run as a bundle to use outside the studio")
@@ -140,14 +149,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     export_cmd.add_argument("--out", type=Path, default=Path("exports"), help="folder for the zip (default: ./exports)")
     export_cmd.add_argument("--runs-dir", type=Path)
 
-    data_cmd = commands.add_parser("data", help="check a data set (downloading the tutorial's if needed)")
+    data_cmd = commands.add_parser("data", help="check a data set (downloading the tutorial's if needed), its health, "
+                                   "and which of its pictures training leaves out")
+    data_cmd.add_argument("--health", action="store_true", help="class balance, exact and near-duplicates (within "
+                          "and across splits) and likely label errors; kept beside the runs until a picture changes")
+    data_cmd.add_argument("--exclude", nargs="+", default=[], metavar="FILE", help="leave these pictures out of "
+                          "training from now on (paths under the data set's folder, as --health lists them); the "
+                          "files themselves are not touched")
+    data_cmd.add_argument("--include", nargs="+", default=[], metavar="FILE", help="take pictures off the exclusion "
+                          "list")
+    data_cmd.add_argument("--backbone", choices=list(BACKBONES), help="whose ImageNet features the health check "
+                          "compares (default: the tutorial's ResNet-18 if its weights are here, else one whose are)")
+    data_cmd.add_argument("--weights", type=Path, help="its pretrained weights file or folder (default: "
+                          "$STUDIO_WEIGHTS, then torchvision's cache, then download)")
+    data_cmd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    data_cmd.add_argument("--runs-dir", type=Path, help="where the exclusion list and the health check are kept, "
+                          "beside the runs (default: $STUDIO_RUNS_DIR or ./runs)")
     add_data_options(data_cmd)
     return parser.parse_args(argv)
 
 
 def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
+    """The data set to use, checked, without the pictures on its exclusion list when the command trains (unless
+    --keep-excluded)."""
     folder = args.data or ensure_tutorial_data(args.data_root, download=not args.no_download)
     scan = load_dataset(folder)
+    if hasattr(args, "keep_excluded") and not args.keep_excluded:
+        scan = apply_exclusions(scan, args.runs_dir)
+        scan.raise_if_invalid()
     counts = scan.counts()
     splits = ", ".join(f"{split} {sum(per_class.values())}" for split, per_class in counts.items())
     print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); {splits} pictures")
@@ -155,6 +184,9 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
         print(f"Skipped {len(scan.skipped)} file(s) that are not readable pictures:", file=sys.stderr)
         for skipped in scan.skipped:
             print(f"  {skipped.path.relative_to(scan.root)}: {skipped.reason}", file=sys.stderr)
+    if scan.excluded:
+        print(f"Left out {len(scan.excluded)} picture(s) on the data set's exclusion list (python -m core data "
+              "--health shows it; --keep-excluded trains on them)")
     return scan
 
 
@@ -285,8 +317,9 @@ def command_experiment(args: argparse.Namespace) -> int:
         return 0
     scan = resolve_dataset(args)
     base = recipe(args, scenarios[0], args.seeds[0])
-    plan = ExperimentPlan(args.name or default_name(scan.root, base), str(scan.root), base, scenarios, args.seeds,
-                          sizes)
+    excluded = [scan.relative(path) for path in scan.excluded]
+    plan = ExperimentPlan(args.name or default_name(scan.root, base, excluded), str(scan.root), base, scenarios,
+                          args.seeds, sizes, excluded=excluded)
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
@@ -368,6 +401,9 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def command_runs(args: argparse.Namespace) -> int:
+    if args.show:
+        show_runs([find_run(reference, args.runs_dir) for reference in args.show])
+        return 0
     listing = list_runs(args.runs_dir)
     for recovered in listing.recovered:
         print(f"note: recovered {recovered}, whose saving had been cut off", file=sys.stderr)
@@ -378,6 +414,48 @@ def command_runs(args: argparse.Namespace) -> int:
         return 0
     print_runs(listing.runs)
     return 0
+
+
+def show_runs(runs: list[RunRecord]) -> None:
+    """The runs' summary rows, their per-class metrics side by side, their confusion matrices, and for the first two
+    the validation pictures on which they disagree."""
+    print_runs(runs)
+    numbered = [(number, run) for number, run in enumerate(runs, start=1) if run.val_predictions]
+    if not numbered:
+        print("\nNo validation predictions were saved with these runs (no epoch finished).")
+        return
+    print("\nPer class, on the validation pictures (kept weights): precision / recall / F1")
+    for number, run in numbered:
+        print(f"  [{number}] {run.id} ({run.scenario})")
+    header = ["class", "pictures", *(f"[{number}] P / R / F1" for number, _ in numbered)]
+    metrics = [class_metrics(run.val_predictions, run.class_names) for _, run in numbered]
+    rows = [[row[0].name, row[0].support, *(f"{m.precision:.3f} / {m.recall:.3f} / {m.f1:.3f}" for m in row)]
+            for row in zip(*metrics)] if len({tuple(run.class_names) for _, run in numbered}) == 1 else []
+    if rows:
+        print_table([header, *rows])
+    else:
+        for (number, _), per_class in zip(numbered, metrics):
+            print(f"[{number}]")
+            print_table([["class", "pictures", "P / R / F1"], *([m.name, m.support, f"{m.precision:.3f} / "
+                         f"{m.recall:.3f} / {m.f1:.3f}"] for m in per_class)])
+    for number, run in numbered:
+        counts = run.val_predictions.confusion(len(run.class_names))
+        print(f"\n[{number}] confusion matrix: rows are the actual class, columns the predicted one")
+        print_table([["actual \\ predicted", *run.class_names],
+                     *([name, *row] for name, row in zip(run.class_names, counts))])
+    if len(numbered) >= 2:
+        (a, first), (b, second) = numbered[:2]
+        parted = disagreements(first, second)
+        if parted is None:
+            print(f"\n[{a}] and [{b}] share no validation picture: nothing to pair.")
+            return
+        print(f"\nOf {parted.pictures} validation pictures, [{a}] alone is right on {len(parted.first_only)}, [{b}] "
+              f"alone on {len(parted.second_only)}, both are wrong on {parted.both_wrong} (McNemar's exact test: "
+              f"p = {parted.p_value:.3g}).")
+        for who, items in ((a, parted.first_only), (b, parted.second_only)):
+            for item in items:
+                print(f"  [{who}] alone right: {item.file} (is {first.class_names[item.label]}; [{a}] says "
+                      f"{first.class_names[item.first]}, [{b}] says {first.class_names[item.second]})")
 
 
 def command_export(args: argparse.Namespace) -> int:
@@ -402,7 +480,76 @@ def command_data(args: argparse.Namespace) -> int:
     scan = resolve_dataset(args)
     for split, per_class in scan.counts().items():
         print(f"  {split}: " + ", ".join(f"{name} {count}" for name, count in per_class.items()))
+    if args.exclude or args.include:
+        known = {scan.relative(path) for pictures in scan.samples.values() for path, _ in pictures}
+        unknown = [file for file in args.exclude if file not in known]
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: not a picture of {scan.root}. Give paths under the data set's "
+                              "folder, as --health lists them (for example train/ants/0013035.jpg).")
+        change_exclusions(scan.root, args.exclude, args.include, args.runs_dir)
+    if args.health:
+        print_health(check_health_with_progress(scan, args))
+    excluded = read_exclusions(scan.root, args.runs_dir)
+    print(f"\nExclusion list: {len(excluded)} picture(s) left out of training" + (":" if excluded else
+          " (python -m core data --exclude FILE adds one)."))
+    for file in excluded:
+        print(f"  {file}")
     return 0
+
+
+def check_health_with_progress(scan: DatasetScan, args: argparse.Namespace) -> HealthReport:
+    bars: dict[str, tqdm] = {}
+    words = {"reading": "reading files", "features": "ImageNet features", "labels": "label check"}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase) or bars.setdefault(phase, tqdm(total=total, desc=f"{words[phase]:>17}", unit="picture"
+                                                              if phase != "labels" else "step", leave=False))
+        bar.update(done - bar.n)
+
+    try:
+        return check_health(scan, args.runs_dir, args.weights, args.backbone, str(pick_device(args.device)), progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def print_health(report: HealthReport) -> None:
+    print(f"\nHealth of {report.data_dir}: {report.pictures} pictures"
+          + (f", compared by {BACKBONES[report.backbone].title}'s ImageNet features" if report.backbone else "")
+          + f" ({report.seconds:.1f} s when it was made; kept beside the runs until a picture changes).")
+    for warning in report.warnings or ["No warning on class counts."]:
+        print(f"  {warning}")
+    if report.unavailable:
+        print(f"  {report.unavailable}")
+    for title, pairs in (("Exact duplicates (the same file content)", report.exact_duplicates),
+                         (f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE})", report.near_duplicates)):
+        print(f"\n{title}: {len(pairs)}" + (" (across splits: "
+              f"{sum(pair.across_splits for pair in pairs)})" if pairs else ""))
+        for pair in pairs[:MOST_SHOWN]:
+            print(f"  {pair_text(pair)}")
+        if len(pairs) > MOST_SHOWN:
+            print(f"  ... and {len(pairs) - MOST_SHOWN} more")
+    if report.most_similar:
+        print("\nThe most similar other pairs, for a look (not counted as duplicates):")
+        for pair in report.most_similar:
+            print(f"  {pair_text(pair)}")
+    if report.backbone and not report.unavailable:
+        flagged = sum(issue.flagged for issue in report.label_issues)
+        print(f"\nLabel suspects: {len(report.label_issues)} picture(s) that a classifier trained on the other "
+              f"pictures puts in another class; cleanlab finds {flagged} of them likely label errors.")
+        if report.label_issues:
+            print_table([["file", "given", "suggested", "label quality", "cleanlab"],
+                         *([issue.file, issue.given, issue.suggested, f"{issue.quality:.3f}",
+                            "likely error" if issue.flagged else "-"] for issue in report.label_issues[:MOST_SHOWN])])
+
+
+MOST_SHOWN = 20  # pairs and suspects printed by data --health
+
+
+def pair_text(pair: DuplicatePair) -> str:
+    notes = [note for note, applies in (("across splits", pair.across_splits),
+                                        ("in different classes", pair.classes_differ)) if applies]
+    return f"{pair.first} = {pair.second} ({pair.similarity:.3f}{'; ' + ', '.join(notes) if notes else ''})"
 
 
 COMMANDS = {"train": command_train, "experiment": command_experiment, "predict": command_predict,

@@ -12,7 +12,7 @@ import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -146,6 +146,7 @@ class DatasetScan:
     samples: dict[str, list[tuple[Path, int]]]
     skipped: list[SkippedFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    excluded: list[Path] = field(default_factory=list)  # pictures the user chose to leave out (`without`)
 
     @property
     def ok(self) -> bool:
@@ -171,6 +172,27 @@ class DatasetScan:
     def raise_if_invalid(self) -> None:
         if self.problems:
             raise DatasetError(f"{self.root} cannot be used: " + " ".join(self.problems))
+
+    def relative(self, path: Path) -> str:
+        """A picture's name as runs and lists keep it: its path under the data set's folder, with '/'."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def without(self, files: list[str]) -> DatasetScan:
+        """The scan without the pictures named in `files` (relative to its folder, as `relative` gives them),
+        which are listed in `excluded`. Names of pictures it does not hold are ignored. A class left with no
+        picture in a split is a problem, as it is in a scan."""
+        leave_out = set(files)
+        if not leave_out:
+            return replace(self, samples=dict(self.samples), excluded=list(self.excluded))
+        samples = {split: [(path, label) for path, label in pictures if self.relative(path) not in leave_out]
+                   for split, pictures in self.samples.items()}
+        excluded = [path for pictures in self.samples.values() for path, _ in pictures
+                    if self.relative(path) in leave_out]
+        scan = replace(self, samples=samples, excluded=[*self.excluded, *excluded], problems=list(self.problems))
+        if self.ok and (empty := _empty_classes(scan)):
+            scan.problems.append(f"leaving out the excluded pictures leaves no picture in {', '.join(empty)}; keep "
+                                 "at least one picture of each class in each split.")
+        return scan
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -234,11 +256,14 @@ def scan_dataset(root: Path) -> DatasetScan:
                     scan.skipped.append(SkippedFile(path, reason))
                 else:
                     scan.samples[split].append((path, label))
-    empty = [f"{split}/{name}" for split, per_class in scan.counts().items() for name, n in per_class.items() if n == 0]
-    if empty:
+    if empty := _empty_classes(scan):
         scan.problems.append("every class needs at least one readable picture in each split "
                              f"(none in {', '.join(empty)}).")
     return scan
+
+
+def _empty_classes(scan: DatasetScan) -> list[str]:
+    return [f"{split}/{name}" for split, per_class in scan.counts().items() for name, n in per_class.items() if n == 0]
 
 
 def load_dataset(root: Path) -> DatasetScan:

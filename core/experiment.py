@@ -88,6 +88,7 @@ class ExperimentPlan:
     seeds: list[int]
     sizes: list[int | None]
     extra_cells: list[Cell] = field(default_factory=list)  # asked for by earlier grids of the same experiment
+    excluded: list[str] = field(default_factory=list)  # pictures left out, from the data set's exclusion list
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
@@ -104,6 +105,7 @@ class ExperimentPlan:
                 raise ConfigError(f"A size is a number of pictures per class, at least 1, or all (got {size!r}).")
         self.seeds = sorted(set(self.seeds))
         self.sizes = sorted(set(self.sizes), key=size_order)
+        self.excluded = sorted(set(self.excluded))
 
     def grid(self) -> list[Cell]:
         """The cells asked for now, scenario by scenario, each seed's sizes from the smallest: a stopped experiment
@@ -120,12 +122,14 @@ class ExperimentPlan:
 
     def recipe_key(self) -> dict:
         recipe = {k: v for k, v in self.recipe.to_dict().items() if k not in NOT_RECIPE}
-        return {"data_dir": str(Path(self.data_dir).resolve()), **recipe}
+        return {"data_dir": str(Path(self.data_dir).resolve()), **recipe,
+                **({"excluded pictures": self.excluded} if self.excluded else {})}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "data_dir": str(Path(self.data_dir).resolve()),
                 "recipe": self.recipe.to_dict(),
-                "cells": [[c.scenario, c.seed, c.pictures_per_class] for c in self.cells()]}
+                "cells": [[c.scenario, c.seed, c.pictures_per_class] for c in self.cells()],
+                "excluded": self.excluded}
 
     @classmethod
     def from_dict(cls, data: dict) -> ExperimentPlan:
@@ -135,14 +139,19 @@ class ExperimentPlan:
         if not cells:
             raise ValueError("it lists no cells")
         first = cells[0]
+        excluded = data.get("excluded", [])
+        if not isinstance(excluded, list) or not all(isinstance(file, str) for file in excluded):
+            raise ValueError("its excluded pictures are not a list of names")
         return cls(data["name"], data["data_dir"], TrainConfig(**data["recipe"]), [first.scenario], [first.seed],
-                   [first.pictures_per_class], extra_cells=cells)
+                   [first.pictures_per_class], extra_cells=cells, excluded=excluded)
 
 
-def default_name(data_dir: Path, recipe: TrainConfig) -> str:
-    """A name that the same data set and recipe always get: running the same command again resumes."""
+def default_name(data_dir: Path, recipe: TrainConfig, excluded: list[str] = ()) -> str:
+    """A name that the same data set, recipe and excluded pictures always get: running the same command again
+    resumes."""
     key = {k: v for k, v in recipe.to_dict().items() if k not in NOT_RECIPE}
-    digest = hashlib.sha256(json.dumps([str(Path(data_dir).resolve()), key], sort_keys=True).encode()).hexdigest()
+    identity = [str(Path(data_dir).resolve()), key] + ([sorted(set(excluded))] if excluded else [])
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     folder = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(data_dir).resolve().name).strip("-.") or "data"
     return f"{folder[:40]}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
 
@@ -185,7 +194,8 @@ def record_plan(plan: ExperimentPlan, runs_dir: Path | None = None) -> Experimen
     if path.exists():
         before = read_plan(plan.name, runs_dir)
         if before.recipe_key() != plan.recipe_key():
-            changed = [k for k, v in plan.recipe_key().items() if before.recipe_key().get(k) != v]
+            old, new = before.recipe_key(), plan.recipe_key()
+            changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
             raise ConfigError(f"Experiment {plan.name!r} was made with another {', '.join(changed)}; its runs could "
                               "not be compared with these. Give the experiment another name, or the same settings.")
         merged = replace(plan, extra_cells=[c for c in before.cells() if c not in plan.cells()])
@@ -245,6 +255,7 @@ class ExperimentRunner:
 
     def __init__(self, plan: ExperimentPlan, scan: DatasetScan, runs_dir: Path | None = None,
                  weights: str | Path | None = None):
+        scan = scan.without(plan.excluded)
         scan.raise_if_invalid()
         self.plan, self.scan, self.runs_dir, self.weights = plan, scan, runs_dir, weights
         self._features: fast.CachedFeatures | None = None

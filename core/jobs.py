@@ -48,6 +48,7 @@ class JobRequest:
     weights: str | Path | None = None
     deadline: float | None = None  # time.time() past which the job is cancelled, keeping its work
     experiment: ExperimentPlan | None = None  # train the cells of its grid that have no saved run, not `configs`
+    excluded: list[str] = field(default_factory=list)  # pictures to leave out (an experiment's are its plan's)
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,9 @@ class TrainingJobs:
 
     def _run(self, request: JobRequest) -> None:
         try:
-            scan = load_dataset(request.data_dir)
+            scan = load_dataset(request.data_dir).without(
+                request.experiment.excluded if request.experiment else request.excluded)
+            scan.raise_if_invalid()
             steps = self._steps(request, scan)
             estimator = Estimator([plan for plan, _, _ in steps], self.clock)
         except Exception as exc:  # the job must end with a message the page can show, whatever happened

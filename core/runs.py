@@ -1,9 +1,11 @@
 """Runs on disk: one folder per run with run.json and model.pt, written atomically."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -29,6 +31,7 @@ STATUSES = ("completed", "cancelled", "diverged")
 STAGING = staging.staging_pattern(r"(?P<id>\d{8}-\d{6}-[^/]+)")
 WRITE_CHECK = "write-check"
 EXPERIMENTS_FOLDER = "experiments"  # in the runs folder, not a run: what core.experiment keeps of each experiment
+DATASETS_FOLDER = "datasets"  # in the runs folder, not a run: per data set, its exclusion list and health check
 
 
 def default_runs_dir() -> Path:
@@ -42,6 +45,7 @@ class DatasetSummary:
     path: str
     counts: dict[str, dict[str, int]]  # {"train": {"ants": 123, ...}, "val": {...}}
     skipped: list[SkippedFile] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # pictures left out by the data set's exclusion list
 
     @property
     def root(self) -> Path:
@@ -52,16 +56,21 @@ class DatasetSummary:
 
     @classmethod
     def from_scan(cls, scan: DatasetScan) -> DatasetSummary:
-        return cls(str(Path(scan.root).resolve()), scan.counts(), list(scan.skipped))
+        return cls(str(Path(scan.root).resolve()), scan.counts(), list(scan.skipped),
+                   sorted(scan.relative(path) for path in scan.excluded))
 
     def to_dict(self) -> dict:
         return {"path": self.path, "counts": self.counts,
-                "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped]}
+                "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
+                "excluded": self.excluded}
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSummary:
         skipped = [SkippedFile(Path(s["path"]), s["reason"]) for s in data.get("skipped", [])]
-        return cls(data["path"], data["counts"], skipped)
+        excluded = data.get("excluded", [])
+        if not isinstance(excluded, list) or not all(isinstance(file, str) for file in excluded):
+            raise TypeError("dataset.excluded must be a list of names")
+        return cls(data["path"], data["counts"], skipped, excluded)
 
 
 @dataclass(frozen=True)
@@ -340,6 +349,15 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(stream.fileno())
 
 
+def dataset_dir(data_dir: Path, runs_dir: Path | None = None) -> Path:
+    """The folder beside the runs that keeps what belongs to one data set (its exclusion list, its health check):
+    named after the data set's folder, and told apart from others of that name by a hash of its full path."""
+    resolved = Path(data_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", resolved.name).strip("-.")[:40] or "data"
+    return Path(runs_dir or default_runs_dir()) / DATASETS_FOLDER / f"{name}-{digest}"
+
+
 def check_runs_dir(runs_dir: Path | None = None, backbone: str | None = None) -> Path:
     """Raise RunError now, before any training, when a run could not be saved into `runs_dir`: it cannot be
     made, is not a folder, cannot be written, or (given the backbone) has too little room for the weights."""
@@ -479,7 +497,7 @@ def list_runs(runs_dir: Path | None = None) -> RunListing:
         return listing
     listing.recovered = recover_runs(runs_dir)
     for folder in sorted(runs_dir.iterdir()):
-        if not folder.is_dir() or folder.name.startswith(".") or folder.name == EXPERIMENTS_FOLDER:
+        if not folder.is_dir() or folder.name.startswith(".") or folder.name in (EXPERIMENTS_FOLDER, DATASETS_FOLDER):
             continue
         try:
             listing.runs.append(read_run(folder))

@@ -140,3 +140,11 @@ def verdict(
         f"(difference {_points(difference.value):+.1f} points, {level} interval "
         f"{_points(difference.low):.1f} to {_points(difference.high):.1f})"
     )
+
+
+def mcnemar(first_only: int, second_only: int) -> float:
+    """McNemar's exact test on paired right/wrong answers: the two-sided p-value that one model alone was right
+    `first_only` times and the other alone `second_only` times if both were equally good (1 when they never part)."""
+    if first_only + second_only == 0:
+        return 1.0
+    return float(stats.binomtest(first_only, first_only + second_only, 0.5).pvalue)

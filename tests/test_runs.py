@@ -135,7 +135,7 @@ def test_no_runs_folder_means_no_runs(tmp_path):
 
 def test_run_json_keeps_its_format_and_old_files_load_typed(tiny_run):
     written = json.loads((tiny_run.path / "run.json").read_text())
-    assert set(written["dataset"]) == {"path", "counts", "skipped"}
+    assert set(written["dataset"]) == {"path", "counts", "skipped", "excluded"} and written["dataset"]["excluded"] == []
     assert set(written["val_predictions"]) == {"files", "labels", "predictions"} and written["format"] == 1
     run = RunRecord.from_dict(written)
     assert run.dataset.total("train") == 16 and run.dataset.total("val") == 8 and run.dataset.skipped == []
@@ -143,6 +143,8 @@ def test_run_json_keeps_its_format_and_old_files_load_typed(tiny_run):
     cancelled = {**written, "val_predictions": {}, "history": [], "best_epoch": None, "status": "cancelled"}
     run = RunRecord.from_dict(cancelled)
     assert run.val_predictions is None and run.val_pictures() == [] and run.to_dict() == cancelled
+    before_exclusions = {**written, "dataset": {k: v for k, v in written["dataset"].items() if k != "excluded"}}
+    assert RunRecord.from_dict(before_exclusions).dataset.excluded == []
 
 
 def test_validation_predictions_list_mistakes_first_and_count_per_class(tmp_path):
