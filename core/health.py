@@ -149,6 +149,7 @@ def similar_pairs(files: list[str], features: np.ndarray, exact: list[DuplicateP
     if len(files) < 2:
         return [], []
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    group = {file: pair.first for pair in exact for file in (pair.first, pair.second)}  # same bytes, same group
     known = {frozenset((pair.first, pair.second)) for pair in exact}
     near, others = [], []
     for start in range(0, len(files), 1024):  # in blocks: a big data set's similarity matrix would not fit
@@ -161,7 +162,8 @@ def similar_pairs(files: list[str], features: np.ndarray, exact: list[DuplicateP
                  if block[row, column] > -2.0]
         for found, chosen in ((near, pairs), (others, below)):
             found += [DuplicatePair(files[rows[row]], files[column], float(block[row, column]))
-                      for row, column in chosen if frozenset((files[rows[row]], files[column])) not in known]
+                      for row, column in chosen
+                      if group.get(files[rows[row]], files[rows[row]]) != group.get(files[column], files[column])]
     near.sort(key=lambda pair: -pair.similarity)
     others.sort(key=lambda pair: -pair.similarity)
     return near[:MOST_PAIRS], others[:MOST_SIMILAR]
