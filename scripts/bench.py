@@ -1,11 +1,13 @@
-"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory (from the project
-folder).
+"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory | analysis (from the
+project folder).
 
 `train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
 device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
 wall time, best and final validation accuracy, and the ratios. `experiment` times a whole experiment grid end to
 end (features of a frozen backbone computed once, every cell trained and saved), then the same cells trained one
-by one as ordinary runs, each computing its own features. See docs/performance.md.
+by one as ordinary runs, each computing its own features. `analysis` times what the dashboard's error analysis and
+data health cost, the first time (features computed) and the second (read from their caches). See
+docs/performance.md.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import io
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,9 +33,11 @@ from torch import nn, optim
 from torch.optim import lr_scheduler
 from torchvision import datasets
 
+from core.analysis import MAP_METHODS, feature_map, losses, run_outputs
 from core.cli import print_table
 from core.data import ensure_tutorial_data, load_dataset
 from core.device import pick_device
+from core.errors import RunError
 from core.experiment import (
     ExperimentPlan,
     ExperimentRunner,
@@ -43,10 +48,12 @@ from core.experiment import (
     size_text,
     subset,
 )
+from core.features import imagenet_outputs
+from core.health import check_health
 from core.models import build_model
 from core.predict import Predictor
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
-from core.runs import accuracy_text, list_runs
+from core.runs import RunRecord, accuracy_text, dataset_dir, list_runs, read_run, save_run
 from core.train import TrainConfig, train
 
 
@@ -285,13 +292,120 @@ def command_memory(args: argparse.Namespace) -> None:
     print(f"peak resident memory: {peak:.0f} MiB = {peak / 1024:.2f} GiB = {peak * 2**20 / 1e9:.2f} GB")
 
 
+ANALYSIS_TARGETS = {"first": 30.0, "cached": 2.0}  # seconds, every step together
+ANALYSIS_PAIR = ({"finetune": 0, "frozen-tutorial": 1}, {"frozen": 0})  # per run: the scenarios it may be, preferred
+
+
+def pick_runs(runs: list[RunRecord], root: Path) -> list[RunRecord]:
+    """A finetune (else frozen-tutorial) run and a frozen run of the data set at `root`: of each, the one trained on
+    the most pictures, with the lowest seed."""
+    root = Path(root).resolve()
+    chosen = []
+    for scenarios in ANALYSIS_PAIR:
+        candidates = [run for run in runs if run.scenario in scenarios and run.trained and run.val_predictions
+                      and run.dataset.root.resolve() == root]
+        if not candidates:
+            sys.exit(f"error: no saved {' or '.join(scenarios)} run of {root} with validation predictions in the runs "
+                     "folder; leave out --runs-dir to train two quick runs.")
+        chosen.append(min(candidates, key=lambda run: (scenarios[run.scenario], -run.dataset.total("train"),
+                                                        run.config.seed or 0, run.id)))
+    return chosen
+
+
+def saved_runs(runs_dir: Path) -> list[RunRecord]:
+    """The readable runs of `runs_dir`, read only (list_runs would also finish a cut-off save there)."""
+    runs = []
+    for folder in sorted(Path(runs_dir).iterdir()):
+        try:
+            runs.append(read_run(folder))
+        except (RunError, OSError):
+            pass
+    return runs
+
+
+def quick_runs(scan, runs_dir: Path, args: argparse.Namespace) -> list[RunRecord]:
+    """frozen-tutorial and frozen runs of `args.epochs` epochs, saved into `runs_dir` (not timed)."""
+    saved = []
+    for scenario in ("frozen-tutorial", "frozen"):
+        config = TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, seed=0, device=args.device)
+        saved.append(save_run(train(config, scan, args.weights), scan, runs_dir))
+    return saved
+
+
+def analysis_pass(scan, runs: list[RunRecord], runs_dir: Path, args: argparse.Namespace) -> list[tuple[str, float]]:
+    """The dashboard's calls, one timed step each: the health check, the ImageNet features of the validation pictures
+    (from the health check's cache), each run's outputs on its validation pictures, the top losses, and the PCA and
+    t-SNE maps of each run's features and of the ImageNet ones."""
+    device = str(pick_device(args.device))
+    steps: list[tuple[str, float]] = []
+
+    def timed(name: str, call):
+        started = time.perf_counter()
+        value = call()
+        steps.append((name, time.perf_counter() - started))
+        return value
+
+    files = [scan.relative(path) for split in scan.samples for path, _ in scan.samples[split]]
+    report = timed(f"health check ({len(files)} pictures' features)",
+                   lambda: check_health(scan, runs_dir, args.weights, args.backbone, device=device))
+    features = {}
+    if report.backbone:  # else no ImageNet weights: no reference map
+        everything = timed("ImageNet features (health's cache)", lambda: imagenet_outputs(
+            args.backbone, scan.root, files, dataset_dir(scan.root, runs_dir), args.weights, device))
+        rows = [i for i, file in enumerate(everything.files) if file.startswith("val/")]
+        features["ImageNet"] = everything.features[rows]
+    for run in runs:
+        outputs = timed(f"run outputs, {run.scenario} ({len(run.val_predictions.files)} val pictures)",
+                        lambda run=run: run_outputs(run, "val", device))
+        features[run.scenario] = outputs.features
+        timed(f"top losses, {run.scenario}", lambda run=run, outputs=outputs: losses(run, outputs))
+    for method, title in MAP_METHODS.items():
+        for name, values in features.items():
+            timed(f"{title} map, {name} features", lambda values=values, method=method: feature_map(values, method))
+    return steps
+
+
+def command_analysis(args: argparse.Namespace) -> None:
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    print(f"Machine: {machine()}; device {pick_device(args.device)}; {load()}")
+    with tempfile.TemporaryDirectory() as work:
+        runs_dir = Path(work) / "runs"
+        runs_dir.mkdir()
+        if args.runs_dir:
+            runs = []
+            for run in pick_runs(saved_runs(args.runs_dir), scan.root):  # copied without their kept outputs
+                shutil.copytree(run.path, runs_dir / run.path.name, ignore=shutil.ignore_patterns("outputs-*.pt"))
+                runs.append(read_run(runs_dir / run.path.name))
+            origin = f"copied from {args.runs_dir}"
+        else:
+            started = time.perf_counter()
+            runs = quick_runs(scan, runs_dir, args)
+            origin = f"trained for this: {args.epochs} epochs, {time.perf_counter() - started:.0f} s, not counted"
+        print(f"Data: {scan.root}; runs {', '.join(f'{r.scenario} {r.id}' for r in runs)} ({origin}); every cache "
+              f"starts empty in {work}")
+        first = analysis_pass(scan, runs, runs_dir, args)
+        print(f"first time done ({load()})", flush=True)
+        cached = analysis_pass(scan, runs, runs_dir, args)
+    rows = [("step", "first time", "second time (cached)")]
+    rows += [(name, f"{a:.2f} s", f"{b:.2f} s") for (name, a), (_, b) in zip(first, cached)]
+    totals = [sum(seconds for _, seconds in steps) for steps in (first, cached)]
+    rows.append(("total", f"{totals[0]:.1f} s", f"{totals[1]:.2f} s"))
+    rows.append(("target", f"<= {ANALYSIS_TARGETS['first']:.0f} s", f"<= {ANALYSIS_TARGETS['cached']:.0f} s"))
+    rows.append(("met", *("yes" if total <= target else "no" for total, target in
+                          zip(totals, ANALYSIS_TARGETS.values()))))
+    print_table(rows)
+    print("(The maps are not kept on disk: the dashboard keeps them in memory, per features and method, "
+          f"st.cache_data; the second time here computes them again. {load()})")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("train", "tutorial loop against the project's trainer, interleaved"),
                             ("experiment", "a whole experiment grid end to end, then some of its cells alone"),
                             ("predict", "time classifying one uploaded photo"),
-                            ("memory", "peak memory of one training run (run it in a fresh process)")):
+                            ("memory", "peak memory of one training run (run it in a fresh process)"),
+                            ("analysis", "error analysis and data health: first time, then cached")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--backbone", default="mobilenet_v2", nargs="+" if name == "predict" else None)
         command.add_argument("--weights", type=Path, help="weights file or folder (default: $STUDIO_WEIGHTS, ...)")
@@ -303,6 +417,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             command.add_argument("--repeat", type=int, default=20)
             continue
         command.add_argument("--data", type=Path, help="any ImageFolder-style folder instead of hymenoptera_data")
+        if name == "analysis":
+            command.add_argument("--runs-dir", type=Path, help="take a finetune (else frozen-tutorial) and a frozen "
+                                 "run of the data set from here, copied (default: train two quick runs, not timed)")
+            command.add_argument("--epochs", type=int, default=3, help="epochs of the quick runs (default: 3)")
+            continue
         command.add_argument("--scenario", action="append",
                              choices=["finetune", "frozen", "frozen-tutorial", "scratch"],
                              help="the project's scenario(s) to run (repeatable; default: finetune)")
@@ -326,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # the tutorial's 4 workers on 2 cores
     {"train": command_train, "experiment": command_experiment, "predict": command_predict,
-     "memory": command_memory}[args.command](args)
+     "memory": command_memory, "analysis": command_analysis}[args.command](args)
 
 
 if __name__ == "__main__":

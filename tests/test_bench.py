@@ -37,3 +37,14 @@ def test_skip_tutorial_compares_the_projects_scenarios_with_the_first(tiny_datas
     out = capsys.readouterr().out
     assert re.search(r"seed 0 +frozen-tutorial:", out) and not re.search(r"seed 0 +tutorial:", out)
     assert "vs frozen" in out
+
+
+def test_analysis_times_the_first_and_the_cached_look(tiny_dataset, random_weights_dir, capsys):
+    main(["analysis", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--epochs", "1",
+          "--device", "cpu"])
+    out = capsys.readouterr().out
+    table = out[out.index("first time"):]
+    for step in ("health check", "ImageNet features", "run outputs, frozen-tutorial", "run outputs, frozen",
+                 "top losses", "PCA map, ImageNet", "t-SNE map, frozen features", "total", "target"):
+        assert step in table
+    assert re.search(r"total +[\d.]+ s +[\d.]+ s", table)
