@@ -14,7 +14,7 @@ import torch
 
 from core.features import PictureOutputs, Progress, cached_outputs, fingerprint, picture_outputs
 from core.models import get_backbone
-from core.runs import Predictions, RunRecord, load_model
+from core.runs import Predictions, RunRecord, ValPrediction, load_model, picture_path
 from core.stats import mcnemar
 
 ANALYSIS_FILE = "outputs-{split}.pt"  # in a run's folder: its model's features and logits on that split
@@ -42,10 +42,9 @@ def class_metrics(predictions: Predictions, class_names: list[str]) -> list[Clas
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
 
 
-def cell_files(predictions: Predictions, actual: int, predicted: int) -> list[str]:
-    """The pictures of one confusion-matrix cell: of class `actual`, predicted as `predicted`."""
-    return [file for file, label, guess in zip(predictions.files, predictions.labels, predictions.predictions)
-            if label == actual and guess == predicted]
+def cell_pictures(run: RunRecord, actual: int, predicted: int) -> list[ValPrediction]:
+    """The validation pictures of one confusion-matrix cell: of class `actual`, predicted as `predicted`."""
+    return [picture for picture in run.val_pictures() if (picture.label, picture.predicted) == (actual, predicted)]
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def run_outputs(run: RunRecord, split: str = "val", device: torch.device | str =
     """The run's model on its `split` pictures (as saved with the run): the features its head sees and its logits,
     kept in the run's folder until a picture changes."""
     predictions = run.val_predictions if split == "val" else run.test_predictions
-    files = list(predictions.files) if predictions else []
+    files = [file for file in (predictions.files if predictions else []) if picture_path(run.dataset.root, file)]
     key = f"{run.id}-{split}-{fingerprint(run.dataset.root, files)}"
 
     def compute() -> PictureOutputs:

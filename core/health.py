@@ -26,7 +26,7 @@ import numpy as np
 from core import staging
 from core.data import DatasetScan
 from core.errors import WeightsError
-from core.features import fingerprint, imagenet_outputs
+from core.features import PictureOutputs, fingerprint, imagenet_outputs
 from core.models import local_backbones
 from core.runs import dataset_dir
 from core.train import TrainConfig
@@ -92,8 +92,8 @@ class HealthReport:
 
     @property
     def flagged(self) -> list[str]:
-        """Every picture the check points at, each once: the second of each duplicate pair, and label suspects."""
-        files = [pair.second for pair in self.exact_duplicates + self.near_duplicates]
+        """Every picture the check points at, each once: both of each duplicate pair, and the label suspects."""
+        files = [file for pair in self.exact_duplicates + self.near_duplicates for file in (pair.first, pair.second)]
         return list(dict.fromkeys(files + [issue.file for issue in self.label_issues]))
 
     def to_dict(self) -> dict:
@@ -208,6 +208,21 @@ def health_backbone(preferred: str | None = None) -> str:
     return preferred if preferred in here or not here else here[0]
 
 
+def all_files(scan: DatasetScan) -> list[str]:
+    """Every picture of the data set, split after split, relative to its folder."""
+    return [scan.relative(path) for pictures in scan.samples.values() for path, _ in pictures]
+
+
+def dataset_features(scan: DatasetScan, runs_dir: Path | None = None, backbone: str | None = None,
+                     weights: str | Path | None = None, device: str = "cpu",
+                     progress: Callable[[int, int], None] | None = None) -> PictureOutputs:
+    """An untouched ImageNet backbone's features of every picture of the data set (by default `health_backbone`'s),
+    kept beside the runs: the health check compares them, the feature maps show them as the reference. Raises
+    WeightsError when the backbone's weights can be neither found nor downloaded."""
+    return imagenet_outputs(backbone or health_backbone(), scan.root, all_files(scan), dataset_dir(scan.root, runs_dir),
+                            weights, device, progress)
+
+
 def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str | Path | None = None,
                  backbone: str | None = None, device: str = "cpu", progress: Progress | None = None,
                  refresh: bool = False) -> HealthReport:
@@ -216,11 +231,10 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     says so and holds the rest."""
     scan.raise_if_invalid()
     backbone = backbone or health_backbone()
-    files = [scan.relative(path) for split in scan.samples for path, _ in scan.samples[split]]
-    labels = np.array([label for split in scan.samples for _, label in scan.samples[split]], dtype=int)
-    folder = dataset_dir(scan.root, runs_dir)
-    key = f"{HEALTH_FORMAT}-{backbone}-{NEAR_DUPLICATE}-{fingerprint(scan.root, files)}"
-    cache = folder / f"health-{backbone}.json"
+    files = all_files(scan)
+    labels = np.array([label for pictures in scan.samples.values() for _, label in pictures], dtype=int)
+    cache = dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json"
+    key = _report_key(scan, backbone)
     if not refresh and (saved := _read_report(cache, key)):
         return saved
     started = time.perf_counter()
@@ -229,7 +243,7 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     report = HealthReport(str(Path(scan.root).resolve()), key, list(scan.classes), counts, count_warnings(counts),
                           exact, [], [], backbone, pictures=len(files))
     try:
-        outputs = imagenet_outputs(backbone, scan.root, files, folder, weights, device,
+        outputs = dataset_features(scan, runs_dir, backbone, weights, device,
                                    (lambda done, total: progress("features", done, total)) if progress else None)
     except WeightsError as exc:
         report.backbone, report.unavailable = None, f"Near-duplicates and label errors were not checked: {exc}"
@@ -244,12 +258,14 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     return report
 
 
+def _report_key(scan: DatasetScan, backbone: str) -> str:
+    return f"{HEALTH_FORMAT}-{backbone}-{NEAR_DUPLICATE}-{fingerprint(scan.root, all_files(scan))}"
+
+
 def cached_health(scan: DatasetScan, runs_dir: Path | None = None, backbone: str | None = None) -> HealthReport | None:
     """The kept health check of exactly these pictures, or None when there is none (nothing is computed)."""
     backbone = backbone or health_backbone()
-    files = [scan.relative(path) for split in scan.samples for path, _ in scan.samples[split]]
-    key = f"{HEALTH_FORMAT}-{backbone}-{NEAR_DUPLICATE}-{fingerprint(scan.root, files)}"
-    return _read_report(dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json", key)
+    return _read_report(dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json", _report_key(scan, backbone))
 
 
 def _read_report(path: Path, key: str) -> HealthReport | None:

@@ -129,11 +129,18 @@ class Predictions:
 
     def pictures(self, root: Path, mistakes_first: bool = False) -> list[ValPrediction]:
         """The pictures under `root`; an entry that would lead outside it (absolute, `..`, a link) is left out."""
-        root = Path(root).resolve()
         items = [ValPrediction(path, label, predicted)
                  for file, label, predicted in zip(self.files, self.labels, self.predictions)
-                 if (path := (root / file).resolve()).is_relative_to(root) and path != root]
+                 if (path := picture_path(root, file))]
         return sorted(items, key=lambda item: item.correct) if mistakes_first else items
+
+
+def picture_path(root: Path, file: str) -> Path | None:
+    """The picture `file` (as a run names it) under `root`; None when the name would lead outside it (absolute,
+    `..`, a link)."""
+    root = Path(root).resolve()
+    path = (root / file).resolve()
+    return path if path.is_relative_to(root) and path != root else None
 
 
 @dataclass(frozen=True)

@@ -238,16 +238,53 @@ def parameters(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
 
 
 def confusion_matrix(run: RunRecord, label: str) -> go.Figure | None:
-    """Counts of actual against predicted class on the validation set; None when no predictions were saved."""
+    """Counts of actual against predicted class on the validation set, each cell clickable (a square point on it
+    carries [actual, predicted] as customdata: Plotly selects points, not heatmap cells); None when no predictions
+    were saved."""
     if not run.val_predictions:
         return None
     names = run.class_names
     counts = run.val_predictions.confusion(len(names))
-    fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, text=counts, texttemplate="%{text}",
-                               colorscale="Blues", showscale=False))
-    fig.update_xaxes(title_text="predicted")
-    fig.update_yaxes(title_text="actual", autorange="reversed")
+    fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, text=counts, texttemplate="%{text}", colorscale="Blues",
+                               showscale=False, hoverinfo="skip", zmin=0))
+    cells = [(actual, predicted) for actual in range(len(names)) for predicted in range(len(names))]
+    fig.add_scatter(
+        x=[names[p] for _, p in cells], y=[names[a] for a, _ in cells], mode="markers", showlegend=False,
+        customdata=[[a, p, counts[a][p]] for a, p in cells],
+        marker=dict(symbol="square", size=max(12, min(60, 240 // len(names))), opacity=0.01, color="black"),
+        selected=dict(marker=dict(opacity=0.2)), unselected=dict(marker=dict(opacity=0.01)),
+        hovertemplate="actual %{y}, predicted %{x}: %{customdata[2]} picture(s)<br>click to see them<extra></extra>")
+    fig.update_xaxes(title_text="predicted", type="category", fixedrange=True)
+    fig.update_yaxes(title_text="actual", autorange="reversed", type="category", fixedrange=True)
     return _layout(fig, label, height=260, hovermode="closest")
+
+
+CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                "#17becf"]
+
+
+def feature_map(points, files: list[str], labels: list[int], predictions: list[int] | None, class_names: list[str],
+                title: str) -> go.Figure:
+    """Pictures as points in two dimensions, a colour per class; a model's mistakes as crosses. Each point carries its
+    file as customdata: hover names it, a click selects it."""
+    fig = go.Figure()
+    for index, name in enumerate(class_names):
+        for wrong in (False, True):
+            rows = [row for row, label in enumerate(labels) if label == index
+                    and (predictions is not None and predictions[row] != label) == wrong]
+            if not rows:
+                continue
+            said = [f"predicted {class_names[predictions[row]]}" if predictions is not None else "" for row in rows]
+            fig.add_scatter(
+                x=[float(points[row, 0]) for row in rows], y=[float(points[row, 1]) for row in rows], mode="markers",
+                name=f"{name}{' (mistakes)' if wrong else ''}", legendgroup=name,
+                marker=dict(color=CLASS_COLORS[index % len(CLASS_COLORS)], size=11 if wrong else 7,
+                            symbol="x" if wrong else "circle", line=dict(width=0)),
+                customdata=[[files[row], text] for row, text in zip(rows, said)],
+                hovertemplate=f"{name}: %{{customdata[0]}}<br>%{{customdata[1]}}<extra></extra>")
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    return _layout(fig, title, height=300, hovermode="closest")
 
 
 def probabilities(prediction: Prediction, scenario: str) -> go.Figure:

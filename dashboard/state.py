@@ -1,5 +1,6 @@
 """What the pages keep between reruns, all through Streamlit's caches: the settings, the job manager, loaded
-models, data-set scans, heat maps and export bundles. Each is keyed on what identifies it: a run by its folder,
+models, data-set scans, heat maps, feature maps and export bundles. (A run's features and a data set's health
+check are kept on disk by core, beside the runs.) Each is keyed on what identifies it: a run by its folder,
 a data set by its folder and what the folder holds. And what each browser session keeps: its visitor token,
 which names its uploads in shared mode and owns the jobs it starts."""
 from __future__ import annotations
@@ -9,10 +10,12 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 import torch
 from PIL import Image
 
+from core import analysis
 from core.data import (
     DatasetScan,
     known_datasets,
@@ -133,6 +136,12 @@ def heat_map(run_folder: str, picture: bytes | str) -> Image.Image:
     with _explain_lock:
         return grad_cam(loaded.model, run.backbone, picture if isinstance(picture, bytes) else Path(picture),
                         device=loaded.device).overlay()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def feature_map(features: np.ndarray, method: str) -> np.ndarray:
+    """The features in two dimensions (core.analysis.feature_map), computed once per features and method."""
+    return analysis.feature_map(features, method)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -34,6 +34,7 @@ class TrainChoices:
     step_size: int = _DEFAULTS.step_size
     gamma: float = _DEFAULTS.gamma
     seed: int = _DEFAULTS.seed
+    leave_out: bool = True  # the pictures on the data set's exclusion list
 
     def configs(self) -> list[TrainConfig]:
         return [TrainConfig(backbone=self.backbone, scenario=scenario, epochs=self.epochs, batch_size=self.batch_size,
@@ -51,6 +52,9 @@ class TrainChoices:
                 continue
             text = params.get_all(item.name) if item.name == "scenarios" else params[item.name]
             try:
+                if isinstance(getattr(choices, item.name), bool):
+                    values[item.name] = text == "True"
+                    continue
                 values[item.name] = type(getattr(choices, item.name))(text) if item.name != "dataset" else text
             except (TypeError, ValueError):
                 continue

@@ -8,6 +8,7 @@ import streamlit as st
 from PIL import Image
 
 from core import errors
+from core.analysis import cell_pictures, class_metrics
 from core.data import default_data_root, uploads_dir
 from core.errors import StudioError, WeightsError
 from core.images import open_image
@@ -15,7 +16,8 @@ from core.jobs import JobLimits
 from core.models import BACKBONES, SCENARIOS, ensure_weights, local_backbones
 from core.presets import EVAL_TRANSFORM
 from core.runs import RunRecord, accuracy_text, default_runs, default_runs_dir, list_runs
-from dashboard import state
+from dashboard import charts, state
+from dashboard.charts import GALLERY_WIDTH
 
 MAX_PHOTO_MB = 20
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
@@ -186,3 +188,84 @@ def photo_input() -> tuple[str, bytes, Image.Image]:
     except StudioError as exc:
         st.error(f"{exc} Choose a picture file ({', '.join(PHOTO_TYPES)}).")
         st.stop()
+
+
+def picture_gallery(items: list[tuple[Path, str]], run: RunRecord | None = None, heat: bool = False) -> None:
+    """Pictures with their captions, as many to a row as fit (two on a phone); with `heat`, each shows where the
+    run's model looked (Grad-CAM of its predicted class)."""
+    with st.container(horizontal=True, gap="small"):
+        for path, caption in items:
+            try:
+                shown = state.heat_map(str(run.path), str(path)) if heat and run else state.thumbnail(str(path))
+                st.image(shown, caption=caption, width=GALLERY_WIDTH)
+            except StudioError:
+                st.caption(f"{caption}: {path.name} is no longer readable", width=GALLERY_WIDTH)
+
+
+def clicked(chart_key: str) -> list | None:
+    """The customdata of the point last clicked on the chart of `chart_key` (st.plotly_chart with on_select), or
+    None when none is selected."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", [])
+    return next((point["customdata"] for point in points if "customdata" in point), None)
+
+
+class ProgressBar:
+    """A progress bar that appears at the first (done, total) report only: nothing flashes when the work was kept."""
+
+    def __init__(self, text: str):
+        self.text, self.slot, self.shown = text, st.empty(), False
+
+    def __call__(self, done: int, total: int) -> None:
+        self.shown = True
+        self.slot.progress(min(done / max(total, 1), 1.0), text=f"{self.text} {done} of {total}")
+
+    def phase(self, phase: str, done: int, total: int) -> None:
+        self.text = HEALTH_PHASES.get(phase, phase)
+        self(done, total)
+
+    def close(self) -> None:
+        self.slot.empty()
+
+
+HEALTH_PHASES = {"reading": "Reading every file (exact duplicates)...", "features": "ImageNet features of picture",
+                 "labels": "Checking the labels (cross-validated classifier)..."}
+
+
+def per_class_rows(runs: list[RunRecord], labels: dict[str, str]) -> list[dict]:
+    """Precision, recall, F1 and pictures per class of each run's kept weights on its validation pictures."""
+    return [{"run": labels[run.id], "class": metrics.name, "precision": round(metrics.precision, 3),
+             "recall": round(metrics.recall, 3), "F1": round(metrics.f1, 3), "pictures": metrics.support}
+            for run in runs if run.val_predictions
+            for metrics in class_metrics(run.val_predictions, run.class_names)]
+
+
+def clickable_confusion(run: RunRecord, label: str, heat: bool) -> None:
+    """The run's confusion matrix, whose cells open their pictures: a click on a cell, or the cell chosen below it."""
+    figure = charts.confusion_matrix(run, label)
+    if figure is None:
+        st.info(f"{label}: {charts.NOTHING_TO_CHART}.")
+        return
+    chart_key, cell_key = f"confusion-{run.id}", f"cell-{run.id}"
+
+    def copy_click() -> None:
+        if (cell := clicked(chart_key)) is not None:
+            st.session_state[cell_key] = (cell[0], cell[1])
+
+    st.plotly_chart(figure, key=chart_key, on_select=copy_click, selection_mode="points", config=charts.PLOTLY_CONFIG)
+    names, counts = run.class_names, run.val_predictions.confusion(len(run.class_names))
+    cells = [(actual, predicted) for actual in range(len(names)) for predicted in range(len(names))]
+    cell = st.selectbox("Pictures of a cell", cells, index=None, key=cell_key, placeholder="Click a cell, or choose it",
+                        format_func=lambda c: f"{names[c[0]]} predicted as {names[c[1]]} ({counts[c[0]][c[1]]})")
+    if cell is None:
+        return
+    pictures = cell_pictures(run, *cell)
+    shown = pictures[:CELL_PICTURES]
+    if not pictures:
+        st.caption("No picture in this cell.")
+    picture_gallery([(picture.path, picture.path.name) for picture in shown], run, heat)
+    if len(pictures) > len(shown):
+        st.caption(f"The first {len(shown)} of {len(pictures)} pictures.")
+
+
+CELL_PICTURES = 24  # pictures of a confusion cell shown at once

@@ -4,6 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import StudioError
+from core.exclusions import read_exclusions
 from core.jobs import JobRequest
 from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir
@@ -41,13 +42,17 @@ with st.form("train", enter_to_submit=False):
         step_size = a.number_input("LR step (epochs)", 1, 500, shown.step_size, key="step_size")
         gamma = b.number_input("LR factor", 0.01, 1.0, shown.gamma, key="gamma")
         seed = c.number_input("Seed", 0, 2**31 - 1, shown.seed, key="seed")
+    leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=shown.leave_out,
+                            key="leave_out", help="The health check on Home and Your own data flags duplicates and "
+                            "label suspects; the ones you put on the list stay in their folders and each run records "
+                            "what it left out.")
     start = st.form_submit_button("Start training", type="primary", key="start")
 if limits := limits_text(settings.limits):
     st.caption(limits)
 
 if start:
     choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), int(epochs), int(batch_size), lr, momentum,
-                           int(step_size), gamma, int(seed))
+                           int(step_size), gamma, int(seed), leave_out)
     remember(choices)
     try:
         if dataset == ANOTHER_FOLDER and not choices.folder:
@@ -58,7 +63,11 @@ if start:
         runnable = runnable_scenarios(backbone, scenarios)
         if runnable:
             configs = [config for config in choices.configs() if config.scenario in runnable]
-            jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir()), owner=state.owner())
+            excluded = read_exclusions(data_dir, default_runs_dir()) if leave_out else []
+            jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir(), excluded=excluded),
+                       owner=state.owner())
+            if excluded:
+                st.info(f"{len(excluded)} picture(s) on the data set's exclusion list are left out.")
     except (StudioError, ValueError) as exc:
         show_error(exc)
 

@@ -1,9 +1,17 @@
 """Compare: saved runs side by side (by default the latest finetune and frozen runs)."""
 import streamlit as st
 
-from core.errors import ImageError
-from dashboard import charts, state
-from dashboard.widgets import download_bundles, pick_runs, run_labels, side_by_side, summary_row
+from dashboard import charts
+from dashboard.widgets import (
+    clickable_confusion,
+    download_bundles,
+    per_class_rows,
+    pick_runs,
+    picture_gallery,
+    run_labels,
+    side_by_side,
+    summary_row,
+)
 
 st.set_page_config(page_title="Compare · Transfer Learning Studio", page_icon="📊", layout="wide")
 st.title("Compare")
@@ -24,6 +32,12 @@ st.caption("Best: the epoch with the highest validation accuracy, whose weights 
            "interval that the number of pictures allows (Wilson): two runs whose intervals overlap widely may not "
            "differ at all. Runs that repeat one recipe with other seeds are charted as their mean with a 95% band; "
            "the Experiments page repeats a recipe for you.")
+
+st.subheader("Per class (validation set, kept weights)")
+st.dataframe(per_class_rows(runs, labels), hide_index=True)
+st.caption("Precision: of the pictures a model called this class, the share that are. Recall: of this class's "
+           "pictures, the share it found. F1 balances the two. Accuracy alone hides a class that is often missed, "
+           "more so when the classes are of unequal size. The Mistakes page shows why.")
 
 charted = charts.charted(runs)
 if charted:
@@ -50,11 +64,11 @@ if charted:
 right.plotly_chart(charts.parameters(runs, labels), config=charts.PLOTLY_CONFIG)
 
 st.subheader("Confusion matrices (validation set, kept weights)")
+st.caption("Click a cell to see its pictures.")
+cell_heat = st.toggle("Show where each model looked on a cell's pictures (Grad-CAM)", value=False, key="cell_heat")
 for column, run in side_by_side(runs):
-    if figure := charts.confusion_matrix(run, labels[run.id]):
-        column.plotly_chart(figure, key=f"confusion-{run.id}", config=charts.PLOTLY_CONFIG)
-    else:
-        column.info(f"{labels[run.id]}: {charts.NOTHING_TO_CHART}.")
+    with column:
+        clickable_confusion(run, labels[run.id], cell_heat)
 
 st.subheader("Take a model away")
 for column, run in side_by_side(runs):
@@ -63,8 +77,9 @@ for column, run in side_by_side(runs):
         download_bundles(run, key="compare")
 
 st.subheader("Predictions on validation pictures")
-show_all = st.toggle(f"Show every picture, {charts.GALLERY_PAGE} to a page (mistakes come first)", value=False)
-show_heat = st.toggle("Show Grad-CAM heat maps (where each model looked)", value=False)
+show_all = st.toggle(f"Show every picture, {charts.GALLERY_PAGE} to a page (mistakes come first)", value=False,
+                     key="gallery_all")
+show_heat = st.toggle("Show Grad-CAM heat maps (where each model looked)", value=False, key="gallery_heat")
 expand = True  # the first gallery only: a phone scrolls past each one
 for run in runs:
     pictures = run.val_pictures(mistakes_first=True)
@@ -76,15 +91,10 @@ for run in runs:
     with st.expander(f"Pictures of {labels[run.id]}", expanded=expand, key=f"gallery-{run.id}"):
         expand = False
         page = st.number_input(f"Page (of {pages})", 1, pages, key=f"page-{run.id}") if pages > 1 else 1
-        with st.container(horizontal=True, gap="small"):  # as many to a row as fit: two on a phone
-            for picture in charts.page_of(pictures, page):
-                caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
-                if not picture.correct:
-                    caption += f" (is {run.class_names[picture.label]})"
-                try:
-                    path = str(picture.path)
-                    shown = state.heat_map(str(run.path), path) if show_heat else state.thumbnail(path)
-                    st.image(shown, caption=caption, width=charts.GALLERY_WIDTH)
-                except ImageError:
-                    st.caption(f"{caption}: {picture.path.relative_to(run.dataset.root)} is no longer readable",
-                               width=charts.GALLERY_WIDTH)
+        items = []
+        for picture in charts.page_of(pictures, page):
+            caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
+            if not picture.correct:
+                caption += f" (is {run.class_names[picture.label]})"
+            items.append((picture.path, caption))
+        picture_gallery(items, run, show_heat)

@@ -9,6 +9,7 @@ import streamlit as st
 from core.data import DatasetScan, import_dataset_zip, safe_folder_name, uploads_dir
 from core.errors import StudioError
 from dashboard import state
+from dashboard.health_panel import health_panel
 from dashboard.widgets import private, show_error
 
 st.set_page_config(page_title="Your own data · Transfer Learning Studio", page_icon="🗂️", layout="wide")
@@ -36,6 +37,8 @@ def show_scan(scan: DatasetScan) -> None:
         st.warning(f"{len(scan.skipped)} file(s) will be skipped because they are not readable pictures:")
         st.dataframe({"file": [str(s.path.relative_to(scan.root)) for s in scan.skipped],
                       "reason": [private(s.reason) for s in scan.skipped]}, hide_index=True)
+    st.subheader("Data health")
+    health_panel(scan, str(scan.root))
 
 
 if settings.shared:  # visitors see no server folders: uploads only

@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.eta import duration_text
+from core.exclusions import read_exclusions
 from core.experiment import (
     DEFAULT_SIZES,
     Cell,
@@ -53,6 +54,9 @@ lr = c.number_input("Learning rate", 1e-6, 1.0, TrainConfig().lr, format="%.4f",
 sizes = st.multiselect("Training pictures per class", SIZE_CHOICES, default=list(DEFAULT_SIZES),
                        format_func=size_text, key="experiment_sizes")
 name = st.text_input("Name (optional: the same name and settings resume an experiment)", key="experiment_name")
+leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=True,
+                        key="experiment_leave_out", help="Set on Home or Your own data, from the health check. An "
+                        "experiment with other pictures left out is another experiment.")
 if limits := limits_text(settings.limits):
     st.caption(limits)
 
@@ -63,16 +67,18 @@ try:
     scan = state.scan(data_dir)
     scan.raise_if_invalid()
     recipe = TrainConfig(backbone=backbone, scenario=(scenarios or ["frozen"])[0], epochs=int(epochs), lr=lr)
-    plan = ExperimentPlan(name.strip() or default_name(data_dir, recipe), str(data_dir), recipe, scenarios,
-                          list(range(int(seeds))), sizes)
+    excluded = read_exclusions(data_dir, default_runs_dir()) if leave_out else []
+    plan = ExperimentPlan(name.strip() or default_name(data_dir, recipe, excluded), str(data_dir), recipe, scenarios,
+                          list(range(int(seeds))), sizes, excluded=excluded)
     with st.spinner("Estimating the time..."):
-        estimate = estimate_seconds(plan, scan, pending(plan, runs, plan.grid()), runs)
+        estimate = estimate_seconds(plan, scan.without(excluded), pending(plan, runs, plan.grid()), runs)
     grid = " × ".join(f"{n} {word if n == 1 else word + 's'}"
                       for n, word in ((len(scenarios), "scenario"), (int(seeds), "seed"), (len(sizes), "size")))
     todo = (f"{estimate.cells} to train: about **{duration_text(estimate.seconds)}** (from {estimate.basis})"
             if estimate.cells else "nothing to train: its results are below")
+    left_out = f" {len(excluded)} picture(s) on the exclusion list are left out." if excluded else ""
     st.info(f"Experiment **{plan.name}**: {len(plan.grid())} cells ({grid}); {len(plan.grid()) - estimate.cells} "
-            f"saved already, {todo}.")
+            f"saved already, {todo}.{left_out}")
 except (StudioError, ValueError) as exc:
     show_error(exc)
 

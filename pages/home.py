@@ -8,6 +8,7 @@ from core.errors import StudioError
 from core.models import BACKBONES, SCENARIOS, find_local_weights, torchvision_cache_file
 from core.runs import default_runs_dir, list_runs
 from dashboard import state
+from dashboard.health_panel import health_panel
 from dashboard.widgets import private, show_error, shown_path
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="🐜", layout="wide")
@@ -26,8 +27,8 @@ st.dataframe({
     "name": [s.name for s in SCENARIOS.values()],
     "what it does": [s.description for s in SCENARIOS.values()],
 }, hide_index=True)
-st.caption("Train them on the Train page, see them side by side on Compare, and try them on your own photos "
-           "on Classify. Your own data set goes on the Your own data page.")
+st.caption("Train them on the Train page, see them side by side on Compare, find out why they are wrong on "
+           "Mistakes, and try them on your own photos on Classify. Your own data set goes on the Your own data page.")
 
 data_col, status_col = st.columns([3, 2])
 
@@ -48,6 +49,8 @@ with data_col:
             with st.container(horizontal=True, gap="small"):  # as many to a row as fit: two on a phone
                 for path in samples[:SAMPLES]:
                     st.image(state.thumbnail(str(path)), caption=f"{path.parent.name}: {path.name}", width=SAMPLE_WIDTH)
+            st.subheader("Data health")
+            health_panel(scan, "tutorial")
         else:
             st.error(private(" ".join(scan.problems)))
     else:

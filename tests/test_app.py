@@ -11,8 +11,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import core.predict
+from core.analysis import class_metrics
 from core.data import scan_dataset
 from core.errors import ConfigError
+from core.exclusions import read_exclusions, write_exclusions
 from core.jobs import JobLimits
 from core.runs import accuracy_text, list_runs
 from dashboard import charts, state, widgets
@@ -21,8 +23,8 @@ from dashboard.widgets import run_label
 from tests.conftest import UNTRAINED, copy_run, make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
-PAGES = ["streamlit_app.py", "pages/1_Train.py", "pages/2_Compare.py", "pages/5_Experiments.py", "pages/3_Classify.py",
-         "pages/4_Your_own_data.py"]
+PAGES = ["streamlit_app.py", "pages/1_Train.py", "pages/2_Compare.py", "pages/5_Experiments.py", "pages/6_Mistakes.py",
+         "pages/3_Classify.py", "pages/4_Your_own_data.py"]
 
 
 @pytest.fixture
@@ -264,7 +266,7 @@ def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
     app = open_page("pages/2_Compare.py")
     plain = [picture.caption for image in app.image for picture in image.proto.imgs]
     plain_urls = {picture.url for image in app.image for picture in image.proto.imgs}
-    app.toggle[1].set_value(True)
+    app.toggle(key="gallery_heat").set_value(True)
     app = app.run()
     assert_healthy(app)
     assert len(app.get("download_button")) == 3
@@ -573,7 +575,7 @@ def test_compare_gallery_shows_every_picture_a_page_at_a_time(with_runs, tiny_ru
     monkeypatch.setattr(charts, "GALLERY_PAGE", 3)
     app = open_page("pages/2_Compare.py")
     assert len(app.image) == 3 and not app.number_input  # the first page of mistakes and successes
-    app.toggle[0].set_value(True)
+    app.toggle(key="gallery_all").set_value(True)
     app = app.run()
     assert_healthy(app)
     page = app.number_input(key=f"page-{tiny_run.id}")
@@ -659,3 +661,102 @@ def test_compare_draws_repeats_of_one_recipe_as_a_band(with_runs, tiny_run):
     assert any("mean of 2 runs" in trace.get("name", "") for trace in accuracy["data"])
     twin = compare_with_a_twin(with_runs, tiny_run)  # the same seed twice is not a repeat: two lines, no band
     assert not bands(plotly_figures(twin)[0])
+
+
+# ---------------------------------------------------------------- why a model is wrong, and the data's health
+
+def test_compare_shows_per_class_metrics_and_a_confusion_cells_pictures(with_runs, tiny_run):
+    app = open_page("pages/2_Compare.py")
+    table = app.dataframe[1].value
+    expected = class_metrics(tiny_run.val_predictions, tiny_run.class_names)
+    assert list(table["class"]) == tiny_run.class_names
+    assert list(table["recall"]) == [round(m.recall, 3) for m in expected]
+    assert list(table["pictures"]) == [4, 4]
+    cell = app.selectbox(key=f"cell-{tiny_run.id}")
+    counts = tiny_run.val_predictions.confusion(2)
+    assert cell.value is None and cell.options[1] == f"blue predicted as red ({counts[0][1]})"
+    before = len(app.image)
+    app = cell.set_value((0, 0)).run()  # what a click on the cell sets
+    assert_healthy(app)
+    assert len(app.image) == before + counts[0][0]
+
+
+def two_runs_that_disagree(with_runs, tiny_run) -> str:
+    """A copy of the tiny run whose saved predictions are all right: it parts from the tiny run on its mistakes."""
+    perfect = dict(tiny_run.val_predictions.__dict__, predictions=list(tiny_run.val_predictions.labels))
+    copy_run(tiny_run, with_runs / "runs", "20991231-000000-frozen-mobilenet_v2-feed", val_predictions=perfect,
+             created="2099-12-31T00:00:00+00:00")
+    return "20991231-000000-frozen-mobilenet_v2-feed"
+
+
+def test_mistakes_shows_worst_mistakes_disagreements_and_feature_maps(with_runs, tiny_run):
+    twin = two_runs_that_disagree(with_runs, tiny_run)
+    app = open_page("pages/6_Mistakes.py")
+    app = app.multiselect(key="runs").set_value([tiny_run.id, twin]).run()
+    assert_healthy(app)
+    text = " ".join(m.value for m in app.markdown)
+    mistakes = tiny_run.val_predictions.mistakes
+    assert "alone is right on 0" in text and f"alone on {mistakes}" in text
+    assert any("McNemar" in c.value for c in app.caption)
+    assert len(app.get("plotly_chart")) == 3  # the untouched ImageNet backbone, then each run
+    assert (with_runs / "runs" / tiny_run.id / "outputs-val.pt").is_file()  # kept: no second pass of the model
+    captions = [picture.caption for image in app.image for picture in image.proto.imgs]
+    assert len(captions) == 2 * 6 + mistakes  # 6 worst per run, then the disagreements
+    app = app.radio(key="map_method").set_value("tsne").run()
+    assert_healthy(app)
+
+
+def with_planted_duplicate(app_env, tiny_dataset) -> Path:
+    folder = app_env / "data/hymenoptera_data"
+    shutil.copytree(tiny_dataset, folder)
+    shutil.copy(folder / "train/red/red_0.jpg", folder / "val/red/copy_of_red_0.jpg")
+    return folder
+
+
+def test_home_checks_the_datas_health_and_keeps_an_exclusion_list(app_env, tiny_dataset):
+    folder = with_planted_duplicate(app_env, tiny_dataset)
+    app = open_page("streamlit_app.py")
+    assert not app.metric  # not checked yet: a button
+    app = next(b for b in app.button if b.label == "Check the data's health").click().run()
+    assert_healthy(app)
+    numbers = {metric.label: metric.value for metric in app.metric}
+    assert numbers["Exact duplicates"] == "1" and numbers["Pictures"] == "25"
+    assert any("Exact duplicates" in m.value and "1 across splits" in m.value for m in app.markdown)
+    assert any("fewer than 10 pictures" in w.value for w in app.warning)
+    app = open_page("streamlit_app.py")  # kept: shown at once
+    assert {metric.label: metric.value for metric in app.metric}["Exact duplicates"] == "1"
+    chosen = app.multiselect(key="excluded-tutorial")
+    assert "val/red/copy_of_red_0.jpg" in chosen.options
+    chosen.set_value(["val/red/copy_of_red_0.jpg"])
+    app = next(b for b in app.button if b.label == "Save the exclusion list").click().run()
+    assert_healthy(app)
+    assert read_exclusions(folder, app_env / "runs") == ["val/red/copy_of_red_0.jpg"]
+    assert (folder / "val/red/copy_of_red_0.jpg").is_file()  # the user's file stays
+
+
+def test_training_leaves_out_the_exclusion_list_unless_unticked(app_env, tiny_dataset):
+    folder = with_planted_duplicate(app_env, tiny_dataset)
+    write_exclusions(folder, ["val/red/copy_of_red_0.jpg"], app_env / "runs")
+    app = open_page("pages/1_Train.py")
+    assert app.checkbox(key="leave_out").value is True
+    app = start_training(app, epochs=1)
+    assert any("1 picture(s)" in i.value for i in app.info)
+    job = state.training_jobs().wait(120)
+    assert job.state == "completed", job.message
+    run = list_runs().runs[0]
+    assert run.dataset.excluded == ["val/red/copy_of_red_0.jpg"] and run.dataset.total("val") == 8
+    app = open_page("pages/1_Train.py")
+    app.checkbox(key="leave_out").uncheck()
+    start_training(app, epochs=1)
+    assert state.training_jobs().wait(120).state == "completed"
+    newest = list_runs().runs[0]
+    assert newest.dataset.excluded == [] and newest.dataset.total("val") == 9
+
+
+def test_your_own_data_offers_the_health_check_of_the_folder(with_data, tiny_dataset):
+    app = open_page("pages/4_Your_own_data.py")
+    app = app.text_input[0].input(str(tiny_dataset)).run()
+    assert_healthy(app)
+    app = next(b for b in app.button if b.label == "Check the data's health").click().run()
+    assert_healthy(app)
+    assert {metric.label: metric.value for metric in app.metric}["Exact duplicates"] == "0"

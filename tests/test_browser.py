@@ -26,8 +26,8 @@ from tests.conftest import REAL_DATA_DIR, REAL_MOBILENET_WEIGHTS, UNTRAINED, cop
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS_DIR") or PROJECT / "test-artifacts/screenshots")
-PAGES = {"home": "", "train": "Train", "compare": "Compare", "experiments": "Experiments", "classify": "Classify",
-         "your-own-data": "Your_own_data"}
+PAGES = {"home": "", "train": "Train", "compare": "Compare", "experiments": "Experiments", "mistakes": "Mistakes",
+         "classify": "Classify", "your-own-data": "Your_own_data"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -123,7 +123,7 @@ def test_every_page_opens_without_an_exception(server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     titles = {"home": "Transfer Learning Studio", "train": "Train", "compare": "Compare", "experiments": "Experiments",
-              "classify": "Classify", "your-own-data": "Your own data"}
+              "mistakes": "Mistakes", "classify": "Classify", "your-own-data": "Your own data"}
     for name, path in PAGES.items():
         page.goto(f"{server}/{path}")
         settle(page)
@@ -150,6 +150,31 @@ def test_a_photo_uploaded_on_classify_is_classified(server, browser, app_home):
     assert scan.classes[label] in predicted
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "classify-result.png"), full_page=True)
+    page.close()
+
+
+def test_a_click_on_a_confusion_cell_shows_its_pictures(server, browser, app_home):
+    home = app_home[0]
+    run = next(run for run in list_runs(home / "runs").runs if run.scenario == "finetune")
+    right = run.val_predictions.confusion(len(run.class_names))[0][0]  # the first class, predicted as itself
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/Compare")
+    settle(page)
+    matrix = page.locator("[data-testid='stPlotlyChart']").filter(has_text="predicted").first
+    matrix.scroll_into_view_if_needed()
+    before = page.locator("[data-testid='stImage']").count()
+    cells = matrix.locator("g.trace.scatter path.point")
+    assert cells.count() == len(run.class_names) ** 2
+    box = cells.first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    chosen = page.locator("[data-testid='stSelectbox'] input").first  # the cell's box, under the matrix
+    page.wait_for_function("([box, text]) => box.value === text",
+                           arg=[chosen.element_handle(), f"{run.class_names[0]} predicted as {run.class_names[0]} "
+                                                         f"({right})"], timeout=60_000)
+    settle(page)
+    assert page.locator("[data-testid='stImage']").count() - before == min(right, 24)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(SCREENSHOTS / "compare-cell.png"), full_page=True)
     page.close()
 
 
