@@ -70,8 +70,8 @@ def show_health(report: HealthReport, scan: DatasetScan, key: str) -> None:
         flagged = sum(issue.flagged for issue in report.label_issues)
         st.markdown(f"**Label suspects** ({len(report.label_issues)}): pictures that a classifier trained on the "
                     f"other pictures' {BACKBONES[report.backbone].title} features puts in another class, most suspect "
-                    f"first, with the probability it gives their folder's class; cleanlab finds {flagged} of them likely "
-                    "label errors. A suspect may be mislabelled, or just unusual: look before leaving it out.")
+                    f"first, with the probability it gives their folder's class; cleanlab finds {flagged} of them "
+                    "likely label errors. A suspect may be mislabelled, or just unusual: look before leaving it out.")
         picture_gallery([(path, f"in {issue.given}, looks like {issue.suggested} ({issue.quality:.2f})"
                                 + (" · cleanlab: likely error" if issue.flagged else ""))
                          for issue in report.label_issues[:PAIRS_SHOWN]
