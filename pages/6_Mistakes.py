@@ -9,7 +9,16 @@ from core.health import dataset_features
 from core.models import BACKBONES
 from core.runs import default_runs_dir, picture_path
 from dashboard import charts, state
-from dashboard.widgets import ProgressBar, clicked, pick_runs, picture_gallery, run_labels, show_error, side_by_side
+from dashboard.widgets import (
+    ProgressBar,
+    clicked,
+    pick_runs,
+    picture_gallery,
+    private,
+    run_labels,
+    show_error,
+    side_by_side,
+)
 
 st.set_page_config(page_title="Mistakes · Transfer Learning Studio", page_icon="🧐", layout="wide")
 st.title("Mistakes")
@@ -94,7 +103,7 @@ for run in runs:
             scan.raise_if_invalid()
             reference = dataset_features(scan, default_runs_dir(), run.backbone, device=device, progress=bar)
         except StudioError as exc:
-            st.caption(f"No map of the untouched {BACKBONES[run.backbone].title}: {exc}")
+            st.caption(private(f"No map of the untouched {BACKBONES[run.backbone].title}: {exc}"))
         else:
             rows = reference.rows(files)
             maps.append((f"{BACKBONES[run.backbone].title}, ImageNet only (untouched)", run,
