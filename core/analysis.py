@@ -73,14 +73,15 @@ class Disagreements:
 def disagreements(first: RunRecord, second: RunRecord) -> Disagreements | None:
     """The validation pictures on which one run is right and the other wrong; None when the two runs share no
     validation picture (another data set) or have no saved predictions."""
-    if not first.val_predictions or not second.val_predictions or first.class_names != second.class_names:
+    if (not first.val_predictions or not second.val_predictions or first.class_names != second.class_names
+            or first.dataset.root != second.dataset.root):
         return None
     theirs = {file: (label, guess) for file, label, guess in zip(
         second.val_predictions.files, second.val_predictions.labels, second.val_predictions.predictions)}
     result = Disagreements([], [], 0, 0)
     for file, label, guess in zip(first.val_predictions.files, first.val_predictions.labels,
                                   first.val_predictions.predictions):
-        if file not in theirs or theirs[file][0] != label or first.dataset.root != second.dataset.root:
+        if file not in theirs or theirs[file][0] != label:
             continue
         result.pictures += 1
         other = theirs[file][1]
