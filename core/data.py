@@ -182,8 +182,6 @@ class DatasetScan:
         which are listed in `excluded`. Names of pictures it does not hold are ignored. A class left with no
         picture in a split is a problem, as it is in a scan."""
         leave_out = set(files)
-        if not leave_out:
-            return replace(self, samples=dict(self.samples), excluded=list(self.excluded))
         samples = {split: [(path, label) for path, label in pictures if self.relative(path) not in leave_out]
                    for split, pictures in self.samples.items()}
         excluded = [path for pictures in self.samples.values() for path, _ in pictures

@@ -32,7 +32,7 @@ from core.device import pick_device
 from core.errors import RUNS_DIR, ConfigError, RunError
 from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
 from core.models import SCENARIOS, build_architecture, build_model, get_scenario
-from core.runs import EXPERIMENTS_FOLDER, ExperimentCell, RunRecord, default_runs_dir, save_run
+from core.runs import EXPERIMENTS_FOLDER, ExperimentCell, RunRecord, dataset_name, default_runs_dir, save_run
 from core.stats import Estimate, mean_interval, paired_difference, verdict
 from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, train
 
@@ -152,8 +152,7 @@ def default_name(data_dir: Path, recipe: TrainConfig, excluded: list[str] = ()) 
     key = {k: v for k, v in recipe.to_dict().items() if k not in NOT_RECIPE}
     identity = [str(Path(data_dir).resolve()), key] + ([sorted(set(excluded))] if excluded else [])
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    folder = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(data_dir).resolve().name).strip("-.") or "data"
-    return f"{folder[:40]}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
+    return f"{dataset_name(data_dir)}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
 
 
 # ---------------------------------------------------------------- the experiments folder
@@ -501,16 +500,18 @@ def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
                 accuracy_mean([run.final_val().value for run in chosen]),
                 accuracy_mean([t.value for t in tests]) if all(tests) else None))
         for first, second in combinations(scenarios, 2):
-            if comparison := _compare(outcome, first, second, size):
+            a = {run.config.seed: run for run in outcome.runs_of(first, size)}
+            b = {run.config.seed: run for run in outcome.runs_of(second, size)}
+            if comparison := compare_seeds(a, b, first, second, size):
                 outcome.comparisons.append(comparison)
     return outcome
 
 
-def _compare(outcome: ExperimentResults, first: str, second: str, size: int | None) -> Comparison | None:
-    """The paired difference of two scenarios over the seeds both have, on test/ when every run has it, else on
-    the validation pictures (with each run's best epoch)."""
-    a = {run.config.seed: run for run in outcome.runs_of(first, size)}
-    b = {run.config.seed: run for run in outcome.runs_of(second, size)}
+def compare_seeds(a: dict[int, RunRecord], b: dict[int, RunRecord], first: str, second: str,
+                  size: int | None) -> Comparison | None:
+    """The paired difference of runs `a` (named `first`) and `b` (`second`), seed by seed, over the seeds both have,
+    on test/ when every run has it, else on the validation pictures (with each run's best epoch); None when they
+    share no seed or their pictures differ."""
     seeds = sorted(a.keys() & b.keys())
     pairs = [(a[seed], b[seed]) for seed in seeds]
     if not pairs:

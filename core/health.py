@@ -234,7 +234,7 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     files = all_files(scan)
     labels = np.array([label for pictures in scan.samples.values() for _, label in pictures], dtype=int)
     cache = dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json"
-    key = _report_key(scan, backbone)
+    key = _report_key(scan.root, files, backbone)
     if not refresh and (saved := _read_report(cache, key)):
         return saved
     started = time.perf_counter()
@@ -258,14 +258,15 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     return report
 
 
-def _report_key(scan: DatasetScan, backbone: str) -> str:
-    return f"{HEALTH_FORMAT}-{backbone}-{NEAR_DUPLICATE}-{fingerprint(scan.root, all_files(scan))}"
+def _report_key(root: Path, files: list[str], backbone: str) -> str:
+    return f"{HEALTH_FORMAT}-{backbone}-{NEAR_DUPLICATE}-{fingerprint(root, files)}"
 
 
 def cached_health(scan: DatasetScan, runs_dir: Path | None = None, backbone: str | None = None) -> HealthReport | None:
     """The kept health check of exactly these pictures, or None when there is none (nothing is computed)."""
     backbone = backbone or health_backbone()
-    return _read_report(dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json", _report_key(scan, backbone))
+    return _read_report(dataset_dir(scan.root, runs_dir) / f"health-{backbone}.json",
+                        _report_key(scan.root, all_files(scan), backbone))
 
 
 def _read_report(path: Path, key: str) -> HealthReport | None:

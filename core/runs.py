@@ -356,13 +356,16 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(stream.fileno())
 
 
+def dataset_name(data_dir: Path) -> str:
+    """The data set's folder name as a part of a file name: letters, digits, '_', '.' and '-', at most 40."""
+    return (re.sub(r"[^A-Za-z0-9_.-]", "-", Path(data_dir).resolve().name).strip("-.") or "data")[:40]
+
+
 def dataset_dir(data_dir: Path, runs_dir: Path | None = None) -> Path:
     """The folder beside the runs that keeps what belongs to one data set (its exclusion list, its health check):
     named after the data set's folder, and told apart from others of that name by a hash of its full path."""
-    resolved = Path(data_dir).resolve()
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", resolved.name).strip("-.")[:40] or "data"
-    return Path(runs_dir or default_runs_dir()) / DATASETS_FOLDER / f"{name}-{digest}"
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
+    return Path(runs_dir or default_runs_dir()) / DATASETS_FOLDER / f"{dataset_name(data_dir)}-{digest}"
 
 
 def check_runs_dir(runs_dir: Path | None = None, backbone: str | None = None) -> Path:

@@ -214,10 +214,9 @@ class ProgressBar:
     """A progress bar that appears at the first (done, total) report only: nothing flashes when the work was kept."""
 
     def __init__(self, text: str):
-        self.text, self.slot, self.shown = text, st.empty(), False
+        self.text, self.slot = text, st.empty()
 
     def __call__(self, done: int, total: int) -> None:
-        self.shown = True
         self.slot.progress(min(done / max(total, 1), 1.0), text=f"{self.text} {done} of {total}")
 
     def phase(self, phase: str, done: int, total: int) -> None:

@@ -48,12 +48,11 @@ from core.experiment import (
     size_text,
     subset,
 )
-from core.features import imagenet_outputs
-from core.health import check_health
+from core.health import all_files, check_health, dataset_features
 from core.models import build_model
 from core.predict import Predictor
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
-from core.runs import RunRecord, accuracy_text, dataset_dir, list_runs, read_run, save_run
+from core.runs import RunRecord, accuracy_text, list_runs, read_run, save_run
 from core.train import TrainConfig, train
 
 
@@ -345,13 +344,12 @@ def analysis_pass(scan, runs: list[RunRecord], runs_dir: Path, args: argparse.Na
         steps.append((name, time.perf_counter() - started))
         return value
 
-    files = [scan.relative(path) for split in scan.samples for path, _ in scan.samples[split]]
-    report = timed(f"health check ({len(files)} pictures' features)",
+    report = timed(f"health check ({len(all_files(scan))} pictures' features)",
                    lambda: check_health(scan, runs_dir, args.weights, args.backbone, device=device))
     features = {}
     if report.backbone:  # else no ImageNet weights: no reference map
-        everything = timed("ImageNet features (health's cache)", lambda: imagenet_outputs(
-            args.backbone, scan.root, files, dataset_dir(scan.root, runs_dir), args.weights, device))
+        everything = timed("ImageNet features (health's cache)", lambda: dataset_features(
+            scan, runs_dir, args.backbone, args.weights, device))
         rows = [i for i, file in enumerate(everything.files) if file.startswith("val/")]
         features["ImageNet"] = everything.features[rows]
     for run in runs:

@@ -15,10 +15,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from core.data import ensure_tutorial_data, load_dataset
-from core.experiment import ExperimentPlan, accuracy_mean, list_plans, read_plan, results, size_text
+from core.experiment import ExperimentPlan, accuracy_mean, compare_seeds, list_plans, read_plan, results, size_text
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, LabelIssue, check_health
-from core.runs import RunRecord, accuracy_text, list_runs
-from core.stats import paired_difference, verdict
+from core.runs import accuracy_text, list_runs
 
 THUMB = 220  # thumbnail side, pixels
 CAPTION = 54  # caption height under each thumbnail or pair
@@ -173,16 +172,6 @@ def cleaned_plan(runs_dir: Path, name: str | None) -> ExperimentPlan:
     return plans[0]
 
 
-def _paired(a: dict[int, RunRecord], b: dict[int, RunRecord]) -> tuple[list[int], list[tuple]]:
-    """The seeds both have, and their validation predictions in pairs; none when the pictures differ."""
-    seeds = sorted(a.keys() & b.keys())
-    pairs = [(a[seed].val_predictions, b[seed].val_predictions) for seed in seeds]
-    if not pairs or any(p is None for pair in pairs for p in pair) or len(
-            {tuple(p.files) for pair in pairs for p in pair}) != 1:
-        return [], []
-    return seeds, pairs
-
-
 def compare(original_dir: Path, original_name: str, cleaned_dir: Path, cleaned_name: str | None) -> None:
     """Per scenario and size of the cleaned experiment: both experiments' means over the seeds both have (95% t
     interval) and the paired difference, cleaned minus original, on the same validation pictures."""
@@ -196,16 +185,16 @@ def compare(original_dir: Path, original_name: str, cleaned_dir: Path, cleaned_n
     for row in cleaned.rows:
         a = {run.config.seed: run for run in cleaned.runs_of(row.scenario, row.pictures_per_class)}
         b = {run.config.seed: run for run in original.runs_of(row.scenario, row.pictures_per_class)}
-        seeds, pairs = _paired(a, b)
-        if not seeds:
+        comparison = compare_seeds(a, b, "cleaned", "original", row.pictures_per_class)
+        if comparison is None:
             continue
+        seeds = sorted(a.keys() & b.keys())
         size = size_text(row.pictures_per_class)
         trained = [statistics.mean(runs[s].dataset.total("train") / len(runs[s].class_names) for s in seeds)
                    for runs in (a, b)]
         means = {name: [accuracy_mean([getattr(runs[s], name)().value for s in seeds]) for runs in (a, b)]
                  for name in ("best_val", "final_val")}
-        difference = paired_difference([pa.correct for pa, _ in pairs], [pb.correct for _, pb in pairs])
-        words = verdict("cleaned", "original", difference, len(pairs[0][0].files), len(seeds))
+        difference, words = comparison.difference, comparison.text
         print(f"\n{row.scenario}, {size} per class, seeds {seeds} ({trained[0]:.1f} against {trained[1]:.1f} "
               "pictures per class trained on)")
         print(f"  best val (optimistic): cleaned {accuracy_text(means['best_val'][0])}, "

@@ -156,6 +156,18 @@ def tiny_run(tmp_path_factory, tiny_dataset, random_weights_dir):
     return save_run(result, scan, tmp_path_factory.mktemp("runs"))
 
 
+@pytest.fixture
+def jobs():
+    """A job manager of its own; a job still running at the end is cancelled and waited for."""
+    from core.jobs import TrainingJobs
+
+    manager = TrainingJobs()
+    yield manager
+    job = manager.snapshot()
+    manager.cancel(owner=job.owner if job else None)
+    manager.wait(60)
+
+
 # What run.json holds for a run stopped before its first epoch finished.
 UNTRAINED = {"status": "cancelled", "history": [], "best_epoch": None, "best_val_acc": 0.0, "val_predictions": {}}
 

@@ -33,7 +33,7 @@ from core.health import (
     label_issues,
     similar_pairs,
 )
-from core.jobs import JobRequest, TrainingJobs
+from core.jobs import JobRequest
 from core.runs import dataset_dir, list_runs, read_run, save_run
 from core.train import TrainConfig, train
 from tests.conftest import make_image_folder, make_picture
@@ -365,15 +365,6 @@ def test_an_experiment_with_other_excluded_pictures_under_the_same_name_is_refus
             record_plan(plan(other), runs)
     assert default_name(tiny_dataset, frozen_recipe(), ["train/red/red_0.jpg"]) != \
         default_name(tiny_dataset, frozen_recipe())
-
-
-@pytest.fixture
-def jobs():
-    manager = TrainingJobs()
-    yield manager
-    job = manager.snapshot()
-    manager.cancel(owner=job.owner if job else None)
-    manager.wait(60)
 
 
 def test_a_job_with_excluded_pictures_trains_without_them(jobs, tmp_path, tiny_dataset, random_weights_dir):

@@ -18,15 +18,6 @@ from core.runs import list_runs
 from core.train import BatchProgress, TrainConfig, planned_batches
 
 
-@pytest.fixture
-def jobs():
-    manager = TrainingJobs()
-    yield manager
-    job = manager.snapshot()
-    manager.cancel(owner=job.owner if job else None)
-    manager.wait(60)
-
-
 def request(data_dir, runs_dir, weights, scenarios=("frozen",), epochs=2) -> JobRequest:
     configs = [TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=epochs, device="cpu", workers=0)
                for scenario in scenarios]
