@@ -762,3 +762,13 @@ def test_your_own_data_offers_the_health_check_of_the_folder(with_data, tiny_dat
     app = next(b for b in app.button if b.label == "Check the data's health").click().run()
     assert_healthy(app)
     assert {metric.label: metric.value for metric in app.metric}["Exact duplicates"] == "0"
+
+
+def test_shared_mode_says_why_an_imagenet_map_is_missing_without_a_server_path(shared, with_runs, monkeypatch,
+                                                                               network_attempts, tmp_path_factory):
+    (with_runs / "no-weights").mkdir()
+    monkeypatch.setenv("STUDIO_WEIGHTS", str(with_runs / "no-weights"))  # the runs load; ImageNet's weights cannot
+    app = open_page("pages/6_Mistakes.py")
+    assert_healthy(app)
+    assert any(c.value.startswith("No map of the untouched MobileNetV2") for c in app.caption)
+    assert_no_server_path(app, tmp_path_factory)
