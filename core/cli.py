@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from core import errors
 from core.analysis import class_metrics, disagreements
+from core.compiling import COMPILE_CHOICES
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.errors import ConfigError, StudioError, TrainingCancelled
@@ -98,6 +99,9 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                         f"computed once and reused every epoch (default: {defaults.cached_views})")
     parser.add_argument("--tutorial-loop", action="store_true", help="no fast paths: decode every picture and run "
                         "the whole network in every epoch, as the tutorial does (slower; for comparison)")
+    parser.add_argument("--compile", default=defaults.compile, choices=COMPILE_CHOICES,
+                        help="torch.compile the training steps of finetune and scratch: auto = where it was measured "
+                        "to pay end to end (so far nowhere: see docs/performance.md), on, or off (default: auto)")
     parser.add_argument("--weights", type=Path, help="a pretrained weights file, or a folder of them "
                         "named BACKBONE-*.pth (default: $STUDIO_WEIGHTS, then torchvision's cache, then download)")
     parser.add_argument("--runs-dir", type=Path, help="where runs are saved (default: $STUDIO_RUNS_DIR or ./runs)")
@@ -246,7 +250,7 @@ def recipe(args: argparse.Namespace, scenario: str, seed: int | None) -> TrainCo
     return TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
                        lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma, seed=seed,
                        device=args.device, workers=args.workers, fast=not args.tutorial_loop,
-                       cached_views=args.cached_views)
+                       cached_views=args.cached_views, compile=args.compile)
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -420,6 +424,9 @@ def show_runs(runs: list[RunRecord]) -> None:
     """The runs' summary rows, their per-class metrics side by side, their confusion matrices, and for the first two
     the validation pictures on which they disagree."""
     print_runs(runs)
+    print("\nCompiled training:")
+    for number, run in enumerate(runs, start=1):
+        print(f"  [{number}] {run.id}: {run.compilation.describe() if run.compilation else 'not recorded (older run)'}")
     numbered = [(number, run) for number, run in enumerate(runs, start=1) if run.val_predictions]
     if not numbered:
         print("\nNo validation predictions were saved with these runs (no epoch finished).")

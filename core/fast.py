@@ -1,11 +1,13 @@
-"""Fast paths: pictures decoded once and kept in memory, and cached features of a truly frozen backbone.
+"""Fast paths: pictures decoded once and kept in memory, cached features of a truly frozen backbone, and evaluation
+with BatchNorm folded into the convolutions.
 
 The recipe does not change: the same crops, flips and normalisation, the same batch size, optimiser and
-schedule. What goes is the work the tutorial's loop repeats every epoch: decoding every JPEG and, for a
-frozen backbone, running the backbone again.
+schedule. What goes is the work the tutorial's loop repeats every epoch: decoding every JPEG, for a
+frozen backbone running the backbone again, and in evaluation applying BatchNorm's fixed affine map on its own.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -15,7 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torch.fx.experimental.optimization import fuse
+from torch.fx import Node, symbolic_trace
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as F
@@ -128,6 +131,53 @@ def decoded_loaders(scan: DatasetScan, batch_size: int, workers: int | None, see
     return InMemoryData(scan, storage).loaders(batch_size, workers, seed, shuffle)
 
 
+# ---------------------------------------------------------------- evaluation with BatchNorm folded
+
+class FoldedEvaluation:
+    """`model` for evaluation with each BatchNorm folded into the convolution before it: the same outputs up to
+    rounding, sooner (measured: 0.51 s against 0.69 s per pass over the tutorial's 153 validation pictures,
+    MobileNetV2 on CPU).
+
+    Traced once (torch.fx), sharing every other layer with `model`; each call refreshes the folded convolutions
+    from the model's current weights. (torch.fx's `fuse` would trace a new copy at every call, and its graphs'
+    reference cycles wait for the garbage collector's rare full passes: 90 MiB more peak memory over 25 epochs.)
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.traced = symbolic_trace(model)
+        layers = dict(self.traced.named_modules())
+        self.pairs: list[tuple[nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.Conv2d]] = []
+        for node in list(self.traced.graph.nodes):
+            before = node.args[0] if node.op == "call_module" and node.args else None
+            if not (isinstance(layers.get(node.target), nn.BatchNorm2d) and isinstance(before, Node)
+                    and before.op == "call_module" and isinstance(layers.get(before.target), nn.Conv2d)
+                    and len(before.users) == 1):
+                continue
+            parent, _, name = before.target.rpartition(".")
+            if self.traced.get_submodule(parent) is model.get_submodule(parent):
+                continue  # a container torch.fx shares with the model: folding into it would change the model
+            conv, norm = layers[before.target], layers[node.target]
+            folded = copy.deepcopy(conv)
+            folded.bias = nn.Parameter(torch.empty(conv.out_channels, device=conv.weight.device))
+            setattr(self.traced.get_submodule(parent), name, folded)
+            node.replace_all_uses_with(before)
+            self.traced.graph.erase_node(node)
+            self.pairs.append((conv, norm, folded))
+        self.traced.recompile()
+
+    @torch.no_grad()
+    def __call__(self) -> nn.Module:
+        """The folded model, in eval mode, with the model's weights as they are now."""
+        self.model.eval()
+        for conv, norm, folded in self.pairs:
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps,
+                                                norm.weight, norm.bias)
+            folded.weight.copy_(weight)
+            folded.bias.copy_(bias)
+        return self.traced.eval()
+
+
 # ---------------------------------------------------------------- cached features of a frozen backbone
 
 def feature_batch_size(device: torch.device) -> int:
@@ -207,12 +257,12 @@ def extract_features(
         return torch.cat(outputs), torch.cat(labels)
 
     with headless(built) as model:
-        model = fuse(model.eval())  # a copy with BatchNorm folded into the convolutions: same features, sooner
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    passes = [features_of(model, loaders["train"]) for _ in range(views)]
-    evaluation = {split: TensorDataset(*features_of(model, loader)) for split, loader in loaders.items()
-                  if split != "train"}
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        folded = FoldedEvaluation(model)()
+        passes = [features_of(folded, loaders["train"]) for _ in range(views)]
+        evaluation = {split: TensorDataset(*features_of(folded, loader)) for split, loader in loaders.items()
+                      if split != "train"}
     train_features = torch.stack([features for features, _ in passes], dim=1)
     return CachedFeatures(TensorDataset(train_features, passes[0][1]), evaluation)
 

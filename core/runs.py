@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from core import staging
+from core.compiling import Compilation
 from core.data import DatasetScan, SkippedFile
 from core.errors import RUNS_DIR, RunError, StudioError
 from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
@@ -184,6 +185,7 @@ class RunRecord:
     test_predictions: Predictions | None = None  # of the kept weights on test/, when the data set has one
     experiment: ExperimentCell | None = None  # when the run is a cell of an experiment (core.experiment)
     weights_bytes: int | None = None  # the size of model.pt as saved; None in runs saved before it was recorded
+    compilation: Compilation | None = None  # whether training ran compiled, and why; None in runs saved before
     path: Path | None = None
 
     @property
@@ -245,8 +247,15 @@ class RunRecord:
             "test acc": accuracy_text(test) if test else "-",
             "time": f"{self.seconds:.1f} s", "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
             "trainable / total params": f"{self.trainable_params:,} / {self.total_params:,}",
+            "compiled": self.compiled_text(),
             "weights": self.weights_source.describe(paths),
         }
+
+    def compiled_text(self) -> str:
+        """Whether the training steps ran compiled, in a word: "yes", "no", "failed" (it trained eager) or "-"."""
+        if self.compilation is None:
+            return "-"
+        return "failed" if self.compilation.failure else "yes" if self.compilation.used else "no"
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -277,6 +286,7 @@ class RunRecord:
         values["val_predictions"] = Predictions(**data["val_predictions"]) if data.get("val_predictions") else None
         values["test_predictions"] = Predictions(**data["test_predictions"]) if data.get("test_predictions") else None
         values["experiment"] = ExperimentCell(**data["experiment"]) if data.get("experiment") else None
+        values["compilation"] = Compilation.from_dict(data["compilation"]) if data.get("compilation") else None
         record = cls(**values, path=path)
         record.check()
         return record
@@ -414,6 +424,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         val_predictions=Predictions.of(evaluation, scan, "val") if evaluation else None,
         test_predictions=Predictions.of(result.test_eval, scan, "test") if result.test_eval else None,
         experiment=experiment,
+        compilation=result.compilation,
     )
     final = runs_dir / record.id
     try:

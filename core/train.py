@@ -1,8 +1,8 @@
 """Training: the tutorial's recipe as data, its loop as plain functions, with callbacks and cancellation.
 
 By default the loop runs on the fast paths of core.fast (pictures decoded once, cached features for a
-truly frozen backbone), channels-last and, on CUDA, mixed precision (core.device); `fast=False` runs the
-tutorial's loop.
+truly frozen backbone, evaluation with BatchNorm folded into the convolutions), channels-last, on CUDA with mixed
+precision (core.device), and compiled where that pays (core.compiling); `fast=False` runs the tutorial's loop.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core import fast
+from core import compiling, fast
 from core.data import DatasetScan, make_loaders
 from core.device import amp_dtype, autocast, pick_device, to_input
 from core.errors import ConfigError, TrainingCancelled
@@ -41,6 +41,7 @@ class TrainConfig:
     workers: int | None = None  # data-loader processes; None picks one for this machine
     fast: bool = True  # the fast paths of core.fast; False runs the tutorial's loop as it is
     cached_views: int = 3  # frozen: augmented views per training picture whose backbone features are cached
+    compile: str = "auto"  # torch.compile of the training steps: "auto" (where it pays), "on" or "off"
 
     def __post_init__(self) -> None:
         get_backbone(self.backbone)
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive and at most {MAX_LR:g} (got {self.lr!r}).")
         if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
             raise ConfigError("momentum must be in [0, 1) and gamma in (0, 1].")
+        if self.compile not in compiling.COMPILE_CHOICES:
+            raise ConfigError(f"compile must be one of {', '.join(compiling.COMPILE_CHOICES)} (got {self.compile!r}).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +112,7 @@ class TrainResult:
     best_eval: EvalResult | None = None  # validation predictions of the restored (best) weights
     seconds: float = 0.0
     test_eval: EvalResult | None = None  # test predictions of the restored weights, when the data set has test/
+    compilation: compiling.Compilation | None = None  # whether the training steps ran compiled, and why
 
     @property
     def model(self) -> nn.Module:
@@ -135,18 +139,26 @@ def batch_reporter(on_batch: OnBatch | None, epoch: int, epochs: int) -> fast.Pr
 
 def train_one_epoch(model: nn.Module, loader, *, built: BuiltModel, criterion, optimizer, device: torch.device,
                     progress: fast.Progress, channels_last: bool = False, dtype: torch.dtype | None = None,
-                    scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+                    scaler: torch.amp.GradScaler | None = None,
+                    steps: compiling.TrainingSteps | None = None) -> tuple[float, float]:
+    """One pass over the training loader. `steps` runs each forward and backward pass (compiled, where it is)."""
     set_training_mode(model, built.backbone, built.scenario)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    steps = steps or compiling.TrainingSteps(model, compiling.Compilation(False, "not asked for"))
     total_loss = torch.zeros((), device=device)
     corrects = torch.zeros((), dtype=torch.long, device=device)
-    for batch, (inputs, labels) in enumerate(loader, start=1):
-        inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
+
+    def forward_backward(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor):
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, dtype):
-            outputs = model(inputs)
+            outputs = network(inputs)
             loss = criterion(outputs, labels)
         scaler.scale(loss).backward()
+        return outputs, loss
+
+    for batch, (inputs, labels) in enumerate(loader, start=1):
+        inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
+        outputs, loss = steps.run(forward_backward, inputs, labels)
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.detach() * inputs.size(0)
@@ -181,10 +193,16 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
         on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
     """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end.
 
-    `model` is what trains: the whole network, or only its head on cached features.
+    `model` is what trains: the whole network, or only its head on cached features. On the fast path it is
+    evaluated with its BatchNorm folded into its convolutions (fast.FoldedEvaluation), and its training steps run
+    compiled where core.compiling says so.
     """
     config = result.config
     channels_last, dtype = config.fast, amp_dtype(device) if config.fast else None
+    result.compilation = compiling.plan(config.compile, fast=config.fast, train_backbone=result.built.scenario
+                                        .train_backbone, device=device, steps=config.epochs * len(loaders["train"]))
+    steps = compiling.TrainingSteps(model, result.compilation)
+    judge = evaluation_model(config, model)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum
@@ -199,9 +217,9 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
             progress = batch_reporter(on_batch, epoch, config.epochs)
             train_loss, train_acc = train_one_epoch(
                 model, loaders["train"], built=result.built, criterion=criterion, optimizer=optimizer, device=device,
-                progress=progress, channels_last=channels_last, dtype=dtype, scaler=scaler)
+                progress=progress, channels_last=channels_last, dtype=dtype, scaler=scaler, steps=steps)
             scheduler.step()
-            val = evaluate(model, loaders["val"], criterion, device, progress=progress, channels_last=channels_last,
+            val = evaluate(judge(), loaders["val"], criterion, device, progress=progress, channels_last=channels_last,
                            dtype=dtype)
             if not (math.isfinite(train_loss) and math.isfinite(val.loss)):
                 result.status = "diverged"  # the weights are NaN or infinite from here on: keep the best so far
@@ -217,6 +235,12 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
         result.status = "cancelled"
     model.load_state_dict(best_state)
     return result
+
+
+def evaluation_model(config: TrainConfig, model: nn.Module) -> Callable[[], nn.Module]:
+    """What gives the model to evaluate, with its current weights: on the fast path with its BatchNorm folded into
+    its convolutions, else the model itself."""
+    return fast.FoldedEvaluation(model) if config.fast else lambda: model
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -293,8 +317,9 @@ def train(
         model, loaders = prepare(config, scan, built, device, on_batch=on_batch, features=features)
         fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch)
         if "test" in loaders and result.best_epoch is not None:
-            result.test_eval = evaluate(model, loaders["test"], nn.CrossEntropyLoss(), device,
-                                        channels_last=config.fast, dtype=amp_dtype(device) if config.fast else None)
+            result.test_eval = evaluate(evaluation_model(config, model)(), loaders["test"], nn.CrossEntropyLoss(),
+                                        device, channels_last=config.fast,
+                                        dtype=amp_dtype(device) if config.fast else None)
     except TrainingCancelled:  # while caching features, before the first epoch
         result.status = "cancelled"
     result.seconds = time.perf_counter() - started

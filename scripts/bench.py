@@ -1,5 +1,5 @@
-"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory | analysis (from the
-project folder).
+"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory | analysis | gpu (from
+the project folder).
 
 `train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
 device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import multiprocessing
 import os
 import platform
 import resource
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +38,7 @@ from torchvision import datasets
 from core.analysis import MAP_METHODS, feature_map, losses, run_outputs
 from core.cli import print_table
 from core.data import ensure_tutorial_data, load_dataset
-from core.device import pick_device
+from core.device import amp_dtype, pick_device
 from core.errors import RunError
 from core.experiment import (
     ExperimentPlan,
@@ -49,7 +51,7 @@ from core.experiment import (
     subset,
 )
 from core.health import all_files, check_health, dataset_features
-from core.models import build_model
+from core.models import build_model, find_local_weights, get_backbone
 from core.predict import Predictor
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 from core.runs import RunRecord, accuracy_text, list_runs, read_run, save_run
@@ -58,12 +60,14 @@ from core.train import TrainConfig, train
 
 @dataclass
 class Outcome:
-    loop: str  # "tutorial" or the project's scenario
+    loop: str  # "tutorial", or the project's scenario with "compiled" or "eager" where both were run
     seed: int
     seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
     best_acc: float = 0.0
     final_acc: float = 0.0
+    compile_seconds: float = 0.0  # of the training steps that compiled (included in `seconds`)
+    compiled: str = "-"  # RunRecord.compiled_text's word: "yes", "no" or "failed"
 
 
 def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs: int, seed: int,
@@ -126,14 +130,36 @@ def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs:
 
 
 def project_run(scenario: str, backbone: str, scan, weights, epochs: int, seed: int, device: str,
-                cached_views: int) -> Outcome:
+                cached_views: int, compile: str = "auto", label: str | None = None, cold: bool = False,
+                cache_dir: str | None = None) -> Outcome:
+    """The project's trainer. `cold`: compile from nothing, as the first run on a machine does: in a new process
+    (no compiled code in memory) with inductor's on-disk caches in a new empty folder."""
+    if cold:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(project_run, scenario, backbone, scan, weights, epochs, seed, device, cached_views,
+                               compile, label, cold=False, cache_dir=tempfile.mkdtemp(prefix="inductor-cold-")).result()
+    if cache_dir:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
     started = time.perf_counter()
     config = TrainConfig(backbone=backbone, scenario=scenario, epochs=epochs, seed=seed, device=device,
-                         cached_views=cached_views)
+                         cached_views=cached_views, compile=compile)
     result = train(config, scan, weights)
     seconds = time.perf_counter() - started
-    return Outcome(scenario, seed, seconds, [e.seconds for e in result.history], result.best_val_acc,
-                   result.final.val_acc)
+    compilation = result.compilation
+    return Outcome(label or scenario, seed, seconds, [e.seconds for e in result.history], result.best_val_acc,
+                   result.final.val_acc, compilation.seconds if compilation else 0.0,
+                   "failed" if compilation.failure else "yes" if compilation.used else "no")
+
+
+def compile_modes(scenario: str, modes: list[str]) -> list[tuple[str, str]]:
+    """(compile choice, loop label) of each way `scenario` runs: one, named after the scenario, unless several
+    compile choices were asked for."""
+    if len(modes) == 1:
+        return [(modes[0], scenario)]
+    return [(mode, f"{scenario} {COMPILE_LABELS[mode]}") for mode in modes]
+
+
+COMPILE_LABELS = {"off": "eager", "on": "compiled", "auto": "auto"}
 
 
 def machine() -> str:
@@ -168,34 +194,39 @@ def command_train(args: argparse.Namespace) -> None:
         runs = [] if args.skip_tutorial else [("tutorial", partial(
             tutorial_loop, tutorial_scenario, args.backbone, scan.root, args.weights, args.epochs, seed, device,
             args.tutorial_workers))]
-        runs += [(s, partial(project_run, s, args.backbone, scan, args.weights, args.epochs, seed, str(device),
-                             args.cached_views)) for s in scenarios]
+        runs += [(loop, partial(project_run, s, args.backbone, scan, args.weights, args.epochs, seed, str(device),
+                                args.cached_views, mode, loop, args.cold_compile and mode == "on"))
+                 for s in scenarios for mode, loop in compile_modes(s, args.compile)]
         if index % 2:  # alternate who goes first
             runs.reverse()
         for name, run in runs:
             outcome = run()
             outcomes.append(outcome)
-            print(f"seed {seed} {name:>15}: {outcome.seconds:7.1f} s, median epoch "
+            print(f"seed {seed} {name:>18}: {outcome.seconds:7.1f} s, median epoch "
                   f"{statistics.median(outcome.epoch_seconds):6.2f} s, best {outcome.best_acc:.4f}, "
-                  f"final {outcome.final_acc:.4f}  ({load()})", flush=True)
+                  f"final {outcome.final_acc:.4f}, compiled {outcome.compiled} ({outcome.compile_seconds:.1f} s)  "
+                  f"({load()})", flush=True)
 
     def of(loop: str) -> list[Outcome]:
         return [o for o in outcomes if o.loop == loop]
 
-    base = of("tutorial") or of(scenarios[0])  # without the tutorial loop, ratios are to the first scenario
+    loops = list(dict.fromkeys(o.loop for o in outcomes if o.loop != "tutorial"))
+    base = of("tutorial") or of(loops[0])  # without the tutorial loop, ratios are to the first project loop
     base_total = statistics.median(o.seconds for o in base)
     base_epoch = statistics.median(s for o in base for s in o.epoch_seconds)
     base_best = statistics.mean(o.best_acc for o in base)
-    rows = [("loop", "median total", "x faster", "median epoch", "x faster", "mean best acc", f"vs {base[0].loop}",
-             "mean final acc")]
-    for loop in scenarios if args.skip_tutorial else ["tutorial", *scenarios]:
+    rows = [("loop", "median total", "x faster", "median epoch", "x faster", "compiling", "mean best acc",
+             f"vs {base[0].loop}", "mean final acc")]
+    for loop in loops if args.skip_tutorial else ["tutorial", *loops]:
         runs = of(loop)
         total = statistics.median(o.seconds for o in runs)
         epoch = statistics.median(s for o in runs for s in o.epoch_seconds)
         best = statistics.mean(o.best_acc for o in runs)
+        compiling = statistics.median(o.compile_seconds for o in runs)
         rows.append((loop if loop == "tutorial" else f"project {loop}", f"{total:.1f} s", f"{base_total / total:.2f}",
-                     f"{epoch:.2f} s", f"{base_epoch / epoch:.2f}", f"{best:.4f}",
-                     f"{100 * (best - base_best):+.1f} pt", f"{statistics.mean(o.final_acc for o in runs):.4f}"))
+                     f"{epoch:.2f} s", f"{base_epoch / epoch:.2f}", f"{compiling:.1f} s" if compiling else "-",
+                     f"{best:.4f}", f"{100 * (best - base_best):+.1f} pt",
+                     f"{statistics.mean(o.final_acc for o in runs):.4f}"))
     print()
     print_table(rows)
     print(f"({load()})")
@@ -277,18 +308,72 @@ def command_experiment(args: argparse.Namespace) -> None:
 
 
 def command_memory(args: argparse.Namespace) -> None:
-    """One training run in this (fresh) process; its peak resident memory is the whole process's."""
+    """One training run in this (fresh) process; its peak resident memory is the whole process's. Compiling may
+    start worker processes: the largest of their peaks is shown beside it."""
+    if args.cold_compile:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
     scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
     config = TrainConfig(backbone=args.backbone, scenario=args.scenario[0] if args.scenario else "finetune",
-                         epochs=args.epochs, device=args.device, fast=not args.tutorial_loop)
+                         epochs=args.epochs, device=args.device, fast=not args.tutorial_loop, compile=args.compile)
     started = time.perf_counter()
     result = train(config, scan, args.weights)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; this process only
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest ended child's
     print(f"Machine: {machine()}; {load()}")
     loop = "tutorial loop" if args.tutorial_loop else "fast"
-    print(f"{config.scenario} {config.backbone}, {config.epochs} epochs, {loop}: "
-          f"{time.perf_counter() - started:.1f} s, best val acc {result.best_val_acc:.4f}")
-    print(f"peak resident memory: {peak:.0f} MiB = {peak / 1024:.2f} GiB = {peak * 2**20 / 1e9:.2f} GB")
+    print(f"{config.scenario} {config.backbone}, {config.epochs} epochs, {loop}, compiled: "
+          f"{result.compilation.describe()}: {time.perf_counter() - started:.1f} s, best val acc "
+          f"{result.best_val_acc:.4f}")
+    print(f"peak resident memory: {peak:.0f} MiB = {peak / 1024:.2f} GiB = {peak * 2**20 / 1e9:.2f} GB"
+          + (f"; largest ended child process: {children:.0f} MiB" if children else ""))
+
+
+GPU_TARGETS = {("resnet18", "finetune"): 10.0, ("resnet18", "frozen"): 3.0}  # seconds end to end, 25 epochs
+
+
+def weights_for(backbone: str, given: Path | None, folder: Path) -> tuple[Path | None, str]:
+    """(weights, what they are): real ones when find_local_weights finds them, else randomly initialised ones saved
+    in `folder`, for timings only."""
+    if find_local_weights(get_backbone(backbone), given):
+        return given, "ImageNet weights"
+    path = folder / f"{backbone}-random.pth"
+    torch.save(get_backbone(backbone).build(weights=None).state_dict(), path)
+    return path, "random weights: timing only"
+
+
+def command_gpu(args: argparse.Namespace) -> None:
+    """On CUDA with mixed precision, 25 epochs: finetune eager, compiled from nothing, and compiled again in the same
+    process; frozen (features cached: nothing is compiled); and the tutorial's loop. (--device cpu rehearses it.)"""
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    device = pick_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU: a rehearsal"
+    torch.ones(1, device=device).sum().item()  # the CUDA context, made once for every run below
+    print(f"Machine: {machine()}; device {device}, {name}; mixed precision {amp_dtype(device)}; {load()}")
+    print(f"Data: {scan.root}; {args.epochs} epochs; seed {args.seeds[0]}")
+    rows = [("backbone", "weights", "run", "total", "median epoch", "compiling", "best val acc", "target", "met")]
+    with tempfile.TemporaryDirectory() as folder:
+        for backbone in args.backbone:
+            weights, kind = weights_for(backbone, args.weights, Path(folder))
+            runs = [("finetune", "off", "finetune eager", False), ("finetune", "on", "finetune compiled, cold", True),
+                    ("finetune", "on", "finetune compiled, again", False), ("frozen", "auto", "frozen", False)]
+            outcomes = [(label, project_run(scenario, backbone, scan, weights, args.epochs, args.seeds[0], str(device),
+                                            TrainConfig.cached_views, mode, label, cold))
+                        for scenario, mode, label, cold in runs]
+            if not args.skip_tutorial:
+                outcomes.append(("tutorial loop, finetune", tutorial_loop(
+                    "finetune", backbone, scan.root, weights, args.epochs, args.seeds[0], device)))
+            for label, outcome in outcomes:
+                target = GPU_TARGETS.get((backbone, label.split()[0])) if label != "tutorial loop, finetune" else None
+                print(f"{backbone} {label}: {outcome.seconds:.1f} s, median epoch "
+                      f"{statistics.median(outcome.epoch_seconds):.3f} s, compiling {outcome.compile_seconds:.1f} s, "
+                      f"best {outcome.best_acc:.4f} ({load()})", flush=True)
+                rows.append((backbone, kind, label, f"{outcome.seconds:.1f} s",
+                             f"{statistics.median(outcome.epoch_seconds):.3f} s",
+                             f"{outcome.compile_seconds:.1f} s" if outcome.compiled in ("yes", "failed") else "-",
+                             f"{outcome.best_acc:.4f}", f"<= {target:.0f} s" if target else "-",
+                             ("yes" if outcome.seconds <= target else "no") if target else "-"))
+    print()
+    print_table(rows)
 
 
 ANALYSIS_TARGETS = {"first": 30.0, "cached": 2.0}  # seconds, every step together
@@ -403,13 +488,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("experiment", "a whole experiment grid end to end, then some of its cells alone"),
                             ("predict", "time classifying one uploaded photo"),
                             ("memory", "peak memory of one training run (run it in a fresh process)"),
+                            ("gpu", "CUDA: ResNet-18 and MobileNetV2, finetune eager and compiled, frozen"),
                             ("analysis", "error analysis and data health: first time, then cached")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--backbone", default="mobilenet_v2", nargs="+" if name == "predict" else None)
+        command.add_argument("--backbone", default=["resnet18", "mobilenet_v2"] if name == "gpu" else "mobilenet_v2",
+                             nargs="+" if name in ("predict", "gpu") else None)
         command.add_argument("--weights", type=Path, help="weights file or folder (default: $STUDIO_WEIGHTS, ...)")
         command.add_argument("--data-root", type=Path,
                              help="folder holding hymenoptera_data (default: $STUDIO_DATA_ROOT)")
-        command.add_argument("--device", default="auto" if name != "predict" else "cpu")
+        command.add_argument("--device", default={"predict": "cpu", "gpu": "cuda"}.get(name, "auto"))
         if name == "predict":
             command.add_argument("--image", type=Path, help="the picture (default: the first validation picture)")
             command.add_argument("--repeat", type=int, default=20)
@@ -419,6 +506,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             command.add_argument("--runs-dir", type=Path, help="take a finetune (else frozen-tutorial) and a frozen "
                                  "run of the data set from here, copied (default: train two quick runs, not timed)")
             command.add_argument("--epochs", type=int, default=3, help="epochs of the quick runs (default: 3)")
+            continue
+        if name == "gpu":
+            command.add_argument("--epochs", type=int, default=25)
+            command.add_argument("--seeds", type=int, nargs=1, default=[0])
+            command.add_argument("--skip-tutorial", action="store_true", help="leave out the tutorial's loop")
             continue
         command.add_argument("--scenario", action="append",
                              choices=["finetune", "frozen", "frozen-tutorial", "scratch"],
@@ -434,8 +526,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             command.add_argument("--cached-views", type=int, default=TrainConfig.cached_views)
             command.add_argument("--tutorial-workers", type=int, default=4, help="the tutorial's num_workers (4)")
             command.add_argument("--skip-tutorial", action="store_true", help="run only the project's scenarios")
+            command.add_argument("--compile", nargs="+", choices=["auto", "on", "off"], default=["auto"],
+                                 help="the project's compile choice(s); with several (off on) each scenario runs once "
+                                 "with each, interleaved (default: auto)")
+            command.add_argument("--cold-compile", action="store_true", help="each compiled run compiles from nothing, "
+                                 "in a new process with an empty on-disk cache (as the first run on a machine)")
         else:
             command.add_argument("--tutorial-loop", action="store_true", help="measure the tutorial's loop instead")
+            command.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+            command.add_argument("--cold-compile", action="store_true", help="compile with an empty on-disk cache")
     return parser.parse_args(argv)
 
 
@@ -443,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # the tutorial's 4 workers on 2 cores
     {"train": command_train, "experiment": command_experiment, "predict": command_predict,
-     "memory": command_memory, "analysis": command_analysis}[args.command](args)
+     "memory": command_memory, "analysis": command_analysis, "gpu": command_gpu}[args.command](args)
 
 
 if __name__ == "__main__":

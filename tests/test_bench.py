@@ -1,7 +1,9 @@
 """The benchmark runs end to end (on generated pictures: its timings are not checked here)."""
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from core.device import pick_device
+from scripts import bench
 from scripts.bench import main, tutorial_loop
 
 
@@ -48,3 +50,34 @@ def test_analysis_times_the_first_and_the_cached_look(tiny_dataset, random_weigh
                  "top losses", "PCA map, ImageNet", "t-SNE map, frozen features", "total", "target"):
         assert step in table
     assert re.search(r"total +[\d.]+ s +[\d.]+ s", table)
+
+
+def test_gpu_times_eager_and_compiled_finetune_and_frozen(tiny_dataset, random_weights_dir, capsys, monkeypatch):
+    monkeypatch.setattr("core.compiling.BACKEND", "eager")  # TorchDynamo alone: no C++ compiling in a test
+    # the cold run in a thread of this process, where the backend above holds, rather than in a new process
+    monkeypatch.setattr(bench, "ProcessPoolExecutor", lambda workers, mp_context: ThreadPoolExecutor(workers))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # restored after the cold run sets it
+    main(["gpu", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--device", "cpu", "--epochs",
+          "1", "--backbone", "resnet18"])
+    out = capsys.readouterr().out
+    table = out[out.index("best val acc"):]
+    for run in ("finetune eager", "finetune compiled, cold", "finetune compiled, again", "frozen",
+                "tutorial loop, finetune"):
+        assert f"resnet18  ImageNet weights  {run} " in table
+    assert re.search(r"finetune compiled, cold +[\d.]+ s +[\d.]+ s +[\d.]+ s", table)  # compiling time shown
+    assert re.search(r"finetune eager +[\d.]+ s +[\d.]+ s +- ", table)
+
+
+def test_train_compares_eager_and_compiled_with_the_compiling_time_shown(tiny_dataset, random_weights_dir, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr("core.compiling.BACKEND", "eager")
+    monkeypatch.setattr(bench, "ProcessPoolExecutor", lambda workers, mp_context: ThreadPoolExecutor(workers))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")
+    main(["train", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--epochs", "1", "--seeds", "0",
+          "1", "--tutorial-workers", "0", "--device", "cpu", "--compile", "off", "on", "--cold-compile"])
+    out = capsys.readouterr().out
+    assert re.search(r"seed 1 +finetune compiled: .* compiled yes \([\d.]+ s\)", out)
+    assert re.search(r"seed 1 +finetune eager: .* compiled no \(0.0 s\)", out)
+    table = out[out.index("median total"):]
+    assert re.search(r"project finetune eager +[\d.]+ s +[\d.]+ +[\d.]+ s +[\d.]+ +- ", table)
+    assert re.search(r"project finetune compiled +[\d.]+ s +[\d.]+ +[\d.]+ s +[\d.]+ +[\d.]+ s ", table)
