@@ -239,8 +239,9 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
 
 def evaluation_model(config: TrainConfig, model: nn.Module) -> Callable[[], nn.Module]:
     """What gives the model to evaluate, with its current weights: on the fast path with its BatchNorm folded into
-    its convolutions, else the model itself."""
-    return fast.FoldedEvaluation(model) if config.fast else lambda: model
+    its convolutions, else (or without BatchNorm, as a head on cached features) the model itself."""
+    has_batchnorm = any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in model.modules())
+    return fast.FoldedEvaluation(model) if config.fast and has_batchnorm else lambda: model
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -78,7 +78,7 @@ def cli(*args, env=None) -> subprocess.CompletedProcess:
 
 
 class CountingModule(nn.Module):
-    """What `fuse` returns, wrapped: records the pictures that go through the backbone."""
+    """The folded backbone, wrapped: records the pictures that go through it."""
 
     def __init__(self, inner: nn.Module, seen: list[torch.Tensor]):
         super().__init__()
@@ -91,16 +91,17 @@ class CountingModule(nn.Module):
 
 @pytest.fixture
 def backbone_passes(monkeypatch):
-    """core.fast.fuse replaced by a wrapper: (calls of fuse, batches of pictures the fused backbone saw)."""
-    real_fuse = core.fast.fuse
+    """core.fast.FoldedEvaluation wrapped: (backbones folded, batches of pictures the folded backbone saw)."""
+    real_folding = core.fast.FoldedEvaluation
     calls: list[int] = []
     seen: list[torch.Tensor] = []
 
-    def counting_fuse(model, *args, **kwargs):
+    def counting_folding(model):
         calls.append(1)
-        return CountingModule(real_fuse(model, *args, **kwargs), seen)
+        folded = real_folding(model)
+        return lambda: CountingModule(folded(), seen)
 
-    monkeypatch.setattr(core.fast, "fuse", counting_fuse)
+    monkeypatch.setattr(core.fast, "FoldedEvaluation", counting_folding)
     return calls, seen
 
 
@@ -229,7 +230,8 @@ def test_a_frozen_backbone_sees_each_picture_once_per_experiment(tmp_path, tiny_
     calls.clear()
     seen.clear()
     scratch = runner.train_cell(Cell("scratch", 0, 1))
-    assert scratch.status == "completed" and not calls and not seen
+    # its backbone trains, so nothing is cached: only its evaluation folds it, and sees the validation pictures
+    assert scratch.status == "completed" and len(calls) == 1 and sum(len(batch) for batch in seen) == 8
     assert runner.feature_passes == 1 and not runner.shares_features(Cell("scratch", 0, 1))
 
 
