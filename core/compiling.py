@@ -53,6 +53,11 @@ class Compilation:
             raise TypeError("compilation failure must be text")
         return cls(**values)
 
+    @property
+    def word(self) -> str:
+        """In a word: "yes", "no", or "failed" (it trained eager)."""
+        return "failed" if self.failure else "yes" if self.used else "no"
+
     def describe(self) -> str:
         """In one line, for tables and messages."""
         if self.failure:

@@ -253,9 +253,7 @@ class RunRecord:
 
     def compiled_text(self) -> str:
         """Whether the training steps ran compiled, in a word: "yes", "no", "failed" (it trained eager) or "-"."""
-        if self.compilation is None:
-            return "-"
-        return "failed" if self.compilation.failure else "yes" if self.compilation.used else "no"
+        return self.compilation.word if self.compilation else "-"
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -67,7 +67,7 @@ class Outcome:
     best_acc: float = 0.0
     final_acc: float = 0.0
     compile_seconds: float = 0.0  # of the training steps that compiled (included in `seconds`)
-    compiled: str = "-"  # RunRecord.compiled_text's word: "yes", "no" or "failed"
+    compiled: str = "-"  # Compilation.word: "yes", "no" or "failed"
 
 
 def tutorial_loop(scenario: str, backbone: str, data_dir: Path, weights, epochs: int, seed: int,
@@ -148,7 +148,7 @@ def project_run(scenario: str, backbone: str, scan, weights, epochs: int, seed: 
     compilation = result.compilation
     return Outcome(label or scenario, seed, seconds, [e.seconds for e in result.history], result.best_val_acc,
                    result.final.val_acc, compilation.seconds if compilation else 0.0,
-                   "failed" if compilation.failure else "yes" if compilation.used else "no")
+                   compilation.word if compilation else "-")
 
 
 def compile_modes(scenario: str, modes: list[str]) -> list[tuple[str, str]]:
