@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -16,7 +18,8 @@ from core.analysis import class_metrics, disagreements
 from core.compiling import COMPILE_CHOICES
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
-from core.errors import ConfigError, StudioError, TrainingCancelled
+from core.distributed import SINGLE, World, finish, start
+from core.errors import ConfigError, RunError, StudioError, TrainingCancelled
 from core.eta import duration_text
 from core.exclusions import apply_exclusions, change_exclusions, read_exclusions
 from core.experiment import (
@@ -32,6 +35,7 @@ from core.experiment import (
     read_plan,
     record_plan,
     results,
+    share,
     size_text,
 )
 from core.export import FORMATS, export_run
@@ -47,6 +51,7 @@ from core.train import (
     TrainConfig,
     TrainResult,
     planned_batches,
+    planned_phase_batches,
     train,
 )
 
@@ -197,12 +202,15 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
 class StopSignals:
     """Ctrl-C, SIGTERM (a container stop) and SIGHUP (a closed terminal) all cancel the current run cleanly: it
     is saved, marked cancelled, with its best epoch. A second Ctrl-C quits at once, except while a run is being
-    saved: the save finishes first."""
+    saved: the save finishes first. Under torchrun a Ctrl-C reaches each process twice (from the terminal, and
+    passed on by torchrun), so there a second one does not quit: torchrun ends the processes itself if they take
+    longer than its grace period (30 s)."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-    def __init__(self) -> None:
+    def __init__(self, quit_on_second: bool = True, announce: bool = True) -> None:
         self.received: int | None = None
+        self.quit_on_second, self.announce = quit_on_second, announce
         self._saving = False
         self._quit_after_save = False
         self._pid = os.getpid()
@@ -222,8 +230,11 @@ class StopSignals:
             return  # a data-loader worker: the main process handles it
         if self.received is None:
             self.received = number
-            _say(f"\n{signal.Signals(number).name}: cancelling after this batch; the run is saved "
-                 "(Ctrl-C again to quit at once)...\n")
+            if self.announce:
+                _say(f"\n{signal.Signals(number).name}: cancelling after this batch; the run is saved"
+                     + (" (Ctrl-C again to quit at once)...\n" if self.quit_on_second else "...\n"))
+        elif not self.quit_on_second:
+            return
         elif self._saving:
             self._quit_after_save = True
             _say("\nSaving the run first; quitting right after.\n")
@@ -254,41 +265,74 @@ def recipe(args: argparse.Namespace, scenario: str, seed: int | None) -> TrainCo
 
 
 def command_train(args: argparse.Namespace) -> int:
+    """Train each scenario and save its run. Under torchrun every process trains each run together (core.distributed)
+    and process 0 alone prints and saves."""
+    world: World = args.world
     configs = [recipe(args, scenario, args.seed) for scenario in SCENARIO_GROUPS.get(args.scenario, [args.scenario])]
-    stop = StopSignals()
-    print(f"Device: {pick_device(args.device)}")
-    check_runs_dir(args.runs_dir, args.backbone)
+    stop = StopSignals(quit_on_second=not world.joined, announce=world.main)
+    print(f"Device: {world.pick_device(args.device)}{processes_text(world)}")
+    if world.main:
+        check_runs_dir(args.runs_dir, args.backbone)
     scan = resolve_dataset(args)
+    check_same_data(world, scan)
     records: list[RunRecord] = []
+    lost = None
     for config in configs:
-        if stop.pressed:
+        if world.any(stop.pressed):
             break
         result = train_with_progress_bar(
-            config.scenario, planned_batches(config, scan), stop,
-            lambda on_batch, on_epoch, config=config: train(config, scan, args.weights, on_batch, on_epoch))
-        with stop.saving():
-            record = save_run(result, scan, args.runs_dir)
-            print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
-            if record.status == "diverged":
-                print(f"warning: the loss became NaN or infinite after {len(record.history)} finished epoch(s); "
-                      "the run keeps its best epoch. Try a smaller --lr.", file=sys.stderr)
-            if not record.trained:
-                print(f"note: no epoch finished, so run {record.id} cannot classify anything; it is never "
-                      "chosen as the latest run.", file=sys.stderr)
-        records.append(record)
+            config.scenario, planned_batches(config, scan, world.size), stop,
+            lambda on_batch, on_epoch, config=config: train(config, scan, args.weights, on_batch, on_epoch,
+                                                            world=world), show=world.main)
+        lost = result.placement.interruption
+        if world.main:
+            with stop.saving():
+                record = save_run(result, scan, args.runs_dir)
+                print(f"Saved {record.status} run {record.path} (weights: {record.weights_source.describe()})")
+                if record.status == "diverged":
+                    print(f"warning: the loss became NaN or infinite after {len(record.history)} finished epoch(s); "
+                          "the run keeps its best epoch. Try a smaller --lr.", file=sys.stderr)
+                if not record.trained:
+                    print(f"note: no epoch finished, so run {record.id} cannot classify anything; it is never "
+                          "chosen as the latest run.", file=sys.stderr)
+            records.append(record)
+        if lost:
+            saved = ("process 0 saved the run as cancelled, with its best epoch" if world.main
+                     else "process 0 saves the run")
+            print(f"error: {world.name()}: training stopped: {lost} ({saved}).", file=sys.stderr)
+            break
     if records:
         print_runs(records)
+    if lost:
+        return 1
     return stop.exit_code if stop.pressed else 0
 
 
+def processes_text(world: World) -> str:
+    return f", {world.size} processes (torchrun, torch.distributed {world.backend})" if world.joined else ""
+
+
+def check_same_data(world: World, scan: DatasetScan) -> None:
+    """Every process must train on the same pictures, with the same labels: its share is an index into them."""
+    listing = json.dumps([scan.classes, {split: [[scan.relative(path), label] for path, label in samples]
+                                         for split, samples in scan.samples.items()}])
+    world.check_same(hashlib.sha256(listing.encode()).hexdigest(),
+                     "Process {rank} sees another data set than process 0 (other pictures, classes or exclusion "
+                     "list). Give every machine the same data set at the same path (--data), and the same exclusion "
+                     "list (it is kept beside the runs: --runs-dir).")
+
+
 def train_with_progress_bar(label: str, batches: int, stop: StopSignals,
-                            trainer: Callable[[OnBatch, OnEpoch], TrainResult], leave: bool = True) -> TrainResult:
-    """Run `trainer(on_batch, on_epoch)` with a progress bar of `batches` batches; a stop signal cancels it."""
+                            trainer: Callable[[OnBatch, OnEpoch], TrainResult], leave: bool = True,
+                            show: bool = True) -> TrainResult:
+    """Run `trainer(on_batch, on_epoch)` with a progress bar of `batches` batches (unless not `show`n); a stop signal
+    cancels it."""
     bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
 
     def on_batch(progress: BatchProgress) -> None:
         if not bars:
-            bars.append(tqdm(total=batches, desc=f"{label:>15}", unit="batch", dynamic_ncols=True, leave=leave))
+            bars.append(tqdm(total=batches, desc=f"{label:>15}", unit="batch", dynamic_ncols=True, leave=leave,
+                             disable=not show))
         bars[0].update(1)
         if progress.phase == "features" and progress.batch == 1:
             bars[0].set_postfix_str("computing the frozen backbone's features once")
@@ -311,10 +355,14 @@ def print_runs(records: list[RunRecord]) -> None:
 
 
 def command_experiment(args: argparse.Namespace) -> int:
+    """Train the cells of an experiment not saved yet, or show it. Under torchrun each process trains and saves its
+    own share of the cells (core.experiment.share), alone; a frozen backbone's features are computed by all of them
+    together first, and process 0 shows the results once every process is done."""
+    world: World = args.world
     groups = args.scenario or ["frozen"]
     scenarios = list(dict.fromkeys(name for group in groups for name in SCENARIO_GROUPS.get(group, [group])))
     sizes = [parse_size(text) for text in args.sizes]
-    stop = StopSignals()
+    stop = StopSignals(quit_on_second=not world.joined, announce=world.main)
     if args.show and args.name:
         plan = read_plan(args.name, args.runs_dir)
         print_experiment(results(plan, list_runs(args.runs_dir).runs))
@@ -327,30 +375,58 @@ def command_experiment(args: argparse.Namespace) -> int:
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
-    print(f"Device: {pick_device(args.device)}")
-    check_runs_dir(args.runs_dir, args.backbone)
-    plan = record_plan(plan, args.runs_dir)
-    runs = list_runs(args.runs_dir).runs
-    todo = pending(plan, runs, plan.grid())
-    estimate = estimate_seconds(plan, scan, todo, runs)
+    print(f"Device: {world.pick_device(args.device)}{processes_text(world)}")
+    check_same_data(world, scan)
+    todo, estimate = [], None
+    if world.main:
+        check_runs_dir(args.runs_dir, args.backbone)
+        plan = record_plan(plan, args.runs_dir)
+        runs = list_runs(args.runs_dir).runs
+        todo = pending(plan, runs, plan.grid())
+        estimate = estimate_seconds(plan, scan, todo, runs)
+    plan, todo, estimate = world.broadcast((plan, todo, estimate))
+    check_same_runs_dir(world, plan, args.runs_dir)
     saved = f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved"
     print(f"{saved}; {len(todo)} to train, about {duration_text(estimate.seconds)} (from {estimate.basis})." if todo
           else f"{saved}: nothing to train.")
-    runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights)
-    plans = cell_plans(plan, scan, todo)  # the shared features are counted in the first cell that computes them
-    for number, (cell, cell_plan) in enumerate(zip(todo, plans), start=1):
+    runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights, world)
+    mine = share(plan, scan, todo, world.size)[world.rank]
+    if world.several:
+        print(f"Each of the {world.size} processes trains its own cells; process 0 has {len(mine)}.")
+        try:
+            features = planned_phase_batches(plan.config(todo[0]), scan, world.size)["features"] if todo else 0
+            train_with_progress_bar("features", features, stop, lambda on_batch, _on_epoch: runner
+                                    .compute_shared_features(todo, on_batch), show=world.main)
+        except TrainingCancelled:
+            mine = []
+    plans = cell_plans(plan, scan, mine)  # the shared features are counted in the first cell that computes them
+    for number, (cell, cell_plan) in enumerate(zip(mine, plans), start=1):
         if stop.pressed:
             break
         result = train_with_progress_bar(
-            f"{number}/{len(todo)}", cell_plan.total_batches, stop,
-            lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False)
+            f"{number}/{len(mine)}", cell_plan.total_batches, stop,
+            lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False,
+            show=not world.several)
         with stop.saving():
             record = runner.save(cell, result)
         best = record.best_val()
-        print(f"{number}/{len(todo)} {cell.label}: {record.status}, best val acc "
-              f"{accuracy_text(best) if best else '-'}, run {record.id}")
+        print(f"{'[process ' + str(world.rank) + '] ' if world.several else ''}{number}/{len(mine)} {cell.label}: "
+              f"{record.status}, best val acc {accuracy_text(best) if best else '-'}, run {record.id}",
+              file=sys.stdout if world.main else sys.stderr)
+    world.wait_for_all(seconds=3 * estimate.seconds if estimate else 0)
     print_experiment(results(plan, list_runs(args.runs_dir).runs))
     return stop.exit_code if stop.pressed else 0
+
+
+def check_same_runs_dir(world: World, plan: ExperimentPlan, runs_dir: Path | None) -> None:
+    """Every process must save its cells where process 0 looks for them: one runs folder that all of them share."""
+    try:
+        seen = read_plan(plan.name, runs_dir).to_dict()
+    except RunError:
+        seen = None
+    world.check_same(seen, "Process {rank} does not see the runs folder that process 0 keeps the experiment in. "
+                     "Over several machines, an experiment needs one runs folder that all of them share (--runs-dir "
+                     "on a shared file system): each process saves its cells there, and a rerun finds them all.")
 
 
 def print_experiment(outcome: ExperimentResults) -> None:
@@ -427,6 +503,10 @@ def show_runs(runs: list[RunRecord]) -> None:
     print("\nCompiled training:")
     for number, run in enumerate(runs, start=1):
         print(f"  [{number}] {run.id}: {run.compilation.describe() if run.compilation else 'not recorded (older run)'}")
+    print("\nTrained on:")
+    for number, run in enumerate(runs, start=1):
+        lines = run.placement.describe() if run.placement else ["not recorded (older run)"]
+        print(f"  [{number}] {run.id}: " + "\n      ".join(lines))
     numbered = [(number, run) for number, run in enumerate(runs, start=1) if run.val_predictions]
     if not numbered:
         print("\nNo validation predictions were saved with these runs (no epoch finished).")
@@ -565,12 +645,20 @@ COMMANDS = {"train": command_train, "experiment": command_experiment, "predict":
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.world = SINGLE
     try:
-        return COMMANDS[args.command](args)
+        if args.command in ("train", "experiment"):
+            args.world = start(args.device)  # torchrun's processes meet here; alone, nothing happens
+        quiet = contextlib.nullcontext() if args.world.main else contextlib.redirect_stdout(open(os.devnull, "w"))
+        with quiet:  # only process 0 prints; every process's errors go to stderr
+            return COMMANDS[args.command](args)
     except (StudioError, ValueError) as exc:
         hint = HINTS.get(getattr(exc, "setting", None))
-        print(f"error: {exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
+        who = f"{args.world.name()}: " if args.world.several else ""
+        print(f"error: {who}{exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nInterrupted; saved runs are kept, nothing half-written is left.", file=sys.stderr)
         return 130
+    finally:
+        finish(args.world)

@@ -29,6 +29,7 @@ import torch
 from core import fast, staging
 from core.data import DatasetScan
 from core.device import pick_device
+from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError
 from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
 from core.models import SCENARIOS, build_architecture, build_model, get_scenario
@@ -250,13 +251,17 @@ def pending(plan: ExperimentPlan, runs: list[RunRecord], cells: list[Cell] | Non
 
 
 class ExperimentRunner:
-    """Trains and saves an experiment's cells, one at a time, on a checked data set."""
+    """Trains and saves an experiment's cells, one at a time, on a checked data set.
+
+    With several processes (`world`, started by torchrun) each process trains and saves its own cells (`share`),
+    alone; the frozen backbone's features are computed by all of them together first (`compute_shared_features`).
+    """
 
     def __init__(self, plan: ExperimentPlan, scan: DatasetScan, runs_dir: Path | None = None,
-                 weights: str | Path | None = None):
+                 weights: str | Path | None = None, world: World = SINGLE):
         scan = scan.without(plan.excluded)
         scan.raise_if_invalid()
-        self.plan, self.scan, self.runs_dir, self.weights = plan, scan, runs_dir, weights
+        self.plan, self.scan, self.runs_dir, self.weights, self.world = plan, scan, runs_dir, weights, world
         self._features: fast.CachedFeatures | None = None
         self._scans: dict[Cell, DatasetScan] = {}
         self._position = {path: i for i, (path, _) in enumerate(scan.samples["train"])}
@@ -282,6 +287,13 @@ class ExperimentRunner:
             features = features.select([self._position[path] for path, _ in cell_scan.samples["train"]])
         return train(config, cell_scan, self.weights, on_batch=on_batch, on_epoch=on_epoch, features=features)
 
+    def compute_shared_features(self, cells: list[Cell], on_batch: OnBatch | None = None) -> None:
+        """The frozen backbone's features, when a cell of `cells` uses them, computed now: with several processes
+        every process calls this at once and computes its share of the pictures."""
+        shared = [cell for cell in cells if self.shares_features(cell)]
+        if shared:
+            self._shared_features(self.plan.config(shared[0]), self.world.agreeing(on_batch))
+
     def save(self, cell: Cell, result: TrainResult) -> RunRecord:
         cell_scan = self.cell_scan(cell)
         files = None if cell.pictures_per_class is None else [str(path.relative_to(self.scan.root))
@@ -292,12 +304,15 @@ class ExperimentRunner:
     def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> fast.CachedFeatures:
         if self._features is None:
             config = replace(config, seed=FEATURE_SEED)
-            device = pick_device(config.device)
+            device = self.world.pick_device(config.device)
             with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
                 torch.manual_seed(FEATURE_SEED)
                 built = build_model(config.backbone, config.scenario, len(self.scan.classes), self.weights)
+                self.world.share_state(built.model)
+                self.world.seed(FEATURE_SEED)
                 built.model.to(device).to(memory_format=torch.channels_last)
-                self._features = cache_features(config, self.scan, built, device, on_batch=on_batch)
+                self._features = cache_features(config, self.scan, built, device, on_batch=on_batch,
+                                                world=self.world)
             self.feature_passes += 1
         return self._features
 
@@ -316,6 +331,24 @@ def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> li
             features_counted = True
         plans.append(cell_plan)
     return plans
+
+
+def share(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell], processes: int) -> list[list[Cell]]:
+    """`cells` dealt to `processes` processes that train them alone: the largest first, each to the process with the
+    least work so far, counted in backbone passes over pictures (core.eta; the head alone on cached features counts
+    as almost nothing). Each process's cells keep the grid's order."""
+    if processes == 1:
+        return [cells]
+    weight = {**FORWARD_PASSES, "head-train": 0.01, "head-val": 0.01}
+    work = {cell: cell_plan.epochs * sum(cell_plan.pictures[phase] * weight[cell_plan.kinds[phase]]
+                                         for phase in ("train", "val"))
+            for cell, cell_plan in zip(cells, cell_plans(plan, scan, cells))}
+    loads, dealt = [0.0] * processes, [[] for _ in range(processes)]
+    for cell in sorted(cells, key=lambda cell: -work[cell]):
+        least = loads.index(min(loads))
+        loads[least] += work[cell]
+        dealt[least].append(cell)
+    return [[cell for cell in cells if cell in mine] for mine in dealt]
 
 
 # ---------------------------------------------------------------- time before starting

@@ -26,6 +26,7 @@ from torchvision.transforms.v2 import functional as F2
 
 from core.data import DatasetScan, make_loader, make_loaders
 from core.device import autocast, to_input
+from core.distributed import SINGLE, World
 from core.images import open_image
 from core.models import BuiltModel, Scenario
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
@@ -230,31 +231,34 @@ class CachedFeatures:
         return CachedFeatures(TensorDataset(*(tensor[index] for tensor in self.train.tensors)), self.evaluation)
 
 
-def feature_batches(loaders: dict[str, DataLoader], views: int) -> int:
-    """The batches `extract_features` goes through: `views` passes over the training loader, one over the others."""
-    return sum(len(loader) * (views if split == "train" else 1) for split, loader in loaders.items())
-
-
 @torch.no_grad()
 def extract_features(
     built: BuiltModel, loaders: dict[str, DataLoader], views: int, device: torch.device, *,
     progress: Progress | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
+    world: World = SINGLE,
 ) -> CachedFeatures:
     """Backbone features of `views` passes over the (augmenting, unshuffled) training loader, and of one pass
-    over each evaluation loader."""
-    batches, done = feature_batches(loaders, views), 0
+    over each evaluation loader. With several processes the loaders hold each process's share of the pictures
+    (World.shard): each picture's features are computed once in all, and every process gets them all."""
+    batches = sum(world.most_batches(loader) * (views if split == "train" else 1) for split, loader in loaders.items())
+    done = 0
+    width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features
+
+    def report(_phase: str, _batch: int, _batches: int) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("features", done, batches)
 
     def features_of(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal done
-        outputs, labels = [], []
-        for inputs, targets in loader:
+        outputs = [torch.zeros((0, width), device=device)]
+        labels = [torch.zeros(0, dtype=torch.long, device=device)]
+        for inputs, targets in world.batches(loader, "features", report):
             with autocast(device, dtype):
-                outputs.append(model(to_input(inputs, device, channels_last)).float())
+                outputs.append(model(to_input(inputs, device, channels_last)).float().flatten(1))
             labels.append(targets.to(device))
-            done += 1
-            if progress:
-                progress("features", done, batches)
-        return torch.cat(outputs), torch.cat(labels)
+        count = len(loader.dataset)
+        return world.gather_in_order(torch.cat(outputs), count), world.gather_in_order(torch.cat(labels), count)
 
     with headless(built) as model:
         if channels_last:

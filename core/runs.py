@@ -18,6 +18,7 @@ from torch import nn
 from core import staging
 from core.compiling import Compilation
 from core.data import DatasetScan, SkippedFile
+from core.distributed import Placement
 from core.errors import RUNS_DIR, RunError, StudioError
 from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
 from core.stats import Estimate, wilson
@@ -186,6 +187,7 @@ class RunRecord:
     experiment: ExperimentCell | None = None  # when the run is a cell of an experiment (core.experiment)
     weights_bytes: int | None = None  # the size of model.pt as saved; None in runs saved before it was recorded
     compilation: Compilation | None = None  # whether training ran compiled, and why; None in runs saved before
+    placement: Placement | None = None  # where it trained (hosts, devices, processes); None in runs saved before
     path: Path | None = None
 
     @property
@@ -248,6 +250,7 @@ class RunRecord:
             "time": f"{self.seconds:.1f} s", "s / epoch": f"{self.seconds / max(len(self.history), 1):.1f}",
             "trainable / total params": f"{self.trainable_params:,} / {self.total_params:,}",
             "compiled": self.compiled_text(),
+            "trained on": self.placement.text() if self.placement else "-",
             "weights": self.weights_source.describe(paths),
         }
 
@@ -264,6 +267,7 @@ class RunRecord:
         data["val_predictions"] = asdict(self.val_predictions) if self.val_predictions else {}
         data["test_predictions"] = asdict(self.test_predictions) if self.test_predictions else None
         data["experiment"] = asdict(self.experiment) if self.experiment else None
+        data["placement"] = self.placement.to_dict() if self.placement else None
         return data
 
     @classmethod
@@ -285,6 +289,7 @@ class RunRecord:
         values["test_predictions"] = Predictions(**data["test_predictions"]) if data.get("test_predictions") else None
         values["experiment"] = ExperimentCell(**data["experiment"]) if data.get("experiment") else None
         values["compilation"] = Compilation.from_dict(data["compilation"]) if data.get("compilation") else None
+        values["placement"] = Placement.from_dict(data["placement"]) if data.get("placement") else None
         record = cls(**values, path=path)
         record.check()
         return record
@@ -423,6 +428,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         test_predictions=Predictions.of(result.test_eval, scan, "test") if result.test_eval else None,
         experiment=experiment,
         compilation=result.compilation,
+        placement=result.placement,
     )
     final = runs_dir / record.id
     try:

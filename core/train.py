@@ -9,15 +9,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from core import compiling, fast
 from core.data import DatasetScan, make_loaders
 from core.device import amp_dtype, autocast, pick_device, to_input
+from core.distributed import SINGLE, Placement, ProcessLost, World
 from core.errors import ConfigError, TrainingCancelled
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
 
@@ -113,6 +115,7 @@ class TrainResult:
     seconds: float = 0.0
     test_eval: EvalResult | None = None  # test predictions of the restored weights, when the data set has test/
     compilation: compiling.Compilation | None = None  # whether the training steps ran compiled, and why
+    placement: Placement | None = None  # where it trained: the host, device and processes
 
     @property
     def model(self) -> nn.Module:
@@ -139,14 +142,17 @@ def batch_reporter(on_batch: OnBatch | None, epoch: int, epochs: int) -> fast.Pr
 
 def train_one_epoch(model: nn.Module, loader, *, built: BuiltModel, criterion, optimizer, device: torch.device,
                     progress: fast.Progress, channels_last: bool = False, dtype: torch.dtype | None = None,
-                    scaler: torch.amp.GradScaler | None = None,
-                    steps: compiling.TrainingSteps | None = None) -> tuple[float, float]:
-    """One pass over the training loader. `steps` runs each forward and backward pass (compiled, where it is)."""
+                    scaler: torch.amp.GradScaler | None = None, steps: compiling.TrainingSteps | None = None,
+                    world: World = SINGLE) -> tuple[float, float]:
+    """One pass over the training loader (this process's share of it). `steps` runs each forward and backward
+    pass (compiled, where it is; through DistributedDataParallel with several processes). The loss and accuracy
+    are over the pictures of every process."""
     set_training_mode(model, built.backbone, built.scenario)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     steps = steps or compiling.TrainingSteps(model, compiling.Compilation(False, "not asked for"))
     total_loss = torch.zeros((), device=device)
     corrects = torch.zeros((), dtype=torch.long, device=device)
+    seen = torch.zeros((), dtype=torch.long, device=device)
 
     def forward_backward(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor):
         optimizer.zero_grad(set_to_none=True)
@@ -156,52 +162,59 @@ def train_one_epoch(model: nn.Module, loader, *, built: BuiltModel, criterion, o
         scaler.scale(loss).backward()
         return outputs, loss
 
-    for batch, (inputs, labels) in enumerate(loader, start=1):
+    for inputs, labels in world.batches(loader, "train", progress):
         inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
-        outputs, loss = steps.run(forward_backward, inputs, labels)
+        with world.guard():  # DistributedDataParallel's own collectives, in the backward pass
+            outputs, loss = steps.run(forward_backward, inputs, labels)
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.detach() * inputs.size(0)
         corrects += (outputs.argmax(1) == labels).sum()
-        progress("train", batch, len(loader))
-    count = len(loader.dataset)
-    return total_loss.item() / count, corrects.item() / count
+        seen += inputs.size(0)
+    totals = world.sum(torch.stack([total_loss, corrects.to(total_loss.dtype), seen.to(total_loss.dtype)]))
+    loss_sum, correct, count = totals.tolist()
+    return loss_sum / count, correct / count
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, criterion, device: torch.device, *, progress: fast.Progress | None = None,
-             channels_last: bool = False, dtype: torch.dtype | None = None) -> EvalResult:
+def evaluate(model: nn.Module, loader, device: torch.device, *, progress: fast.Progress | None = None,
+             channels_last: bool = False, dtype: torch.dtype | None = None, world: World = SINGLE) -> EvalResult:
+    """The tutorial's loss (cross-entropy) and accuracy on every picture of `loader`'s data set, with each picture's
+    prediction in the data set's order. With several processes each evaluates its share and the results are
+    gathered: every process gets the same result."""
     model.eval()
-    total_loss = torch.zeros((), device=device)
-    predictions, labels_seen = [], []
-    for batch, (inputs, labels) in enumerate(loader, start=1):
+    losses, predictions, labels_seen = [], [], []
+    for inputs, labels in world.batches(loader, "val", progress):
         inputs, labels = to_input(inputs, device, channels_last), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
             outputs = model(inputs)
-        total_loss += criterion(outputs.float(), labels) * inputs.size(0)
+        losses.append(nn.functional.cross_entropy(outputs.float(), labels, reduction="none"))
         predictions.append(outputs.argmax(1))
         labels_seen.append(labels)
-        if progress:
-            progress("val", batch, len(loader))
-    predicted = torch.cat(predictions).tolist()
-    actual = torch.cat(labels_seen).tolist()
+    count = len(loader.dataset)
+    rows = torch.stack([torch.cat(losses), torch.cat(predictions).float(), torch.cat(labels_seen).float()],
+                       dim=1) if losses else torch.zeros((0, 3), device=device)
+    rows = world.gather_in_order(rows, count).cpu().double()
+    predicted, actual = rows[:, 1].long().tolist(), rows[:, 2].long().tolist()
     acc = sum(p == a for p, a in zip(predicted, actual)) / len(actual)
-    return EvalResult(total_loss.item() / len(actual), acc, predicted, actual)
+    return EvalResult(rows[:, 0].sum().item() / len(actual), acc, predicted, actual)
 
 
 def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
-        on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+        on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None, world: World = SINGLE) -> TrainResult:
     """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end.
 
     `model` is what trains: the whole network, or only its head on cached features. On the fast path it is
     evaluated with its BatchNorm folded into its convolutions (fast.FoldedEvaluation), and its training steps run
-    compiled where core.compiling says so.
+    compiled where core.compiling says so. With several processes (`world`), `loaders` are this process's shares,
+    the steps run through DistributedDataParallel, and process 0's BatchNorm statistics are shared after each
+    epoch; a process lost on the way stops the run, which keeps its best epoch and is marked "cancelled".
     """
     config = result.config
     channels_last, dtype = config.fast, amp_dtype(device) if config.fast else None
     result.compilation = compiling.plan(config.compile, fast=config.fast, train_backbone=result.built.scenario
                                         .train_backbone, device=device, steps=config.epochs * len(loaders["train"]))
-    steps = compiling.TrainingSteps(model, result.compilation)
+    steps = compiling.TrainingSteps(world.wrap(model), result.compilation)
     judge = evaluation_model(config, model)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(
@@ -215,12 +228,15 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
             epoch_started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             progress = batch_reporter(on_batch, epoch, config.epochs)
+            if isinstance(loaders["train"].sampler, DistributedSampler):
+                loaders["train"].sampler.set_epoch(epoch)
             train_loss, train_acc = train_one_epoch(
                 model, loaders["train"], built=result.built, criterion=criterion, optimizer=optimizer, device=device,
-                progress=progress, channels_last=channels_last, dtype=dtype, scaler=scaler, steps=steps)
+                progress=progress, channels_last=channels_last, dtype=dtype, scaler=scaler, steps=steps, world=world)
             scheduler.step()
-            val = evaluate(judge(), loaders["val"], criterion, device, progress=progress, channels_last=channels_last,
-                           dtype=dtype)
+            world.sync_buffers(model)
+            val = evaluate(judge(), loaders["val"], device, progress=progress, channels_last=channels_last,
+                           dtype=dtype, world=world)
             if not (math.isfinite(train_loss) and math.isfinite(val.loss)):
                 result.status = "diverged"  # the weights are NaN or infinite from here on: keep the best so far
                 break
@@ -233,6 +249,9 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
                 on_epoch(stats)
     except TrainingCancelled:
         result.status = "cancelled"
+    except ProcessLost as lost:
+        result.status = "cancelled"
+        result.placement = replace(result.placement, interruption=str(lost))
     model.load_state_dict(best_state)
     return result
 
@@ -248,11 +267,12 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-def planned_phase_batches(config: TrainConfig, scan: DatasetScan) -> dict[str, int]:
+def planned_phase_batches(config: TrainConfig, scan: DatasetScan, processes: int = 1) -> dict[str, int]:
     """The batches a full run reports per phase: "features" once (0 unless a frozen backbone's features are
-    cached), "train" and "val" in every epoch."""
-    count = {split: len(samples) for split, samples in scan.samples.items()}
-    batches = {"features": 0, **{split: math.ceil(count[split] / config.batch_size) for split in ("train", "val")}}
+    cached), "train" and "val" in every epoch; with several processes, those of each process's share."""
+    count = {split: math.ceil(len(samples) / processes) for split, samples in scan.samples.items()}
+    batch = max(1, config.batch_size // processes)
+    batches = {"features": 0, **{split: math.ceil(count[split] / batch) for split in ("train", "val")}}
     if config.fast and fast.cacheable(get_scenario(config.scenario)):
         size = fast.feature_batch_size(pick_device(config.device))
         batches["features"] = sum(math.ceil(n / size) * (config.cached_views if split == "train" else 1)
@@ -260,36 +280,40 @@ def planned_phase_batches(config: TrainConfig, scan: DatasetScan) -> dict[str, i
     return batches
 
 
-def planned_batches(config: TrainConfig, scan: DatasetScan) -> int:
+def planned_batches(config: TrainConfig, scan: DatasetScan, processes: int = 1) -> int:
     """How many times a full run calls on_batch: for progress bars."""
-    batches = planned_phase_batches(config, scan)
+    batches = planned_phase_batches(config, scan, processes)
     return batches["features"] + config.epochs * (batches["train"] + batches["val"])
 
 
 def cache_features(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,
-                   on_batch: OnBatch | None = None) -> fast.CachedFeatures:
+                   on_batch: OnBatch | None = None, world: World = SINGLE) -> fast.CachedFeatures:
     """A truly frozen backbone's features of every picture of `scan`: `config.cached_views` augmented views of each
-    training picture (drawn with `config.seed`), one of each evaluation picture."""
+    training picture (drawn with `config.seed`), one of each evaluation picture. With several processes each
+    computes those of its share of the pictures, and every process gets them all."""
     loaders = fast.decoded_loaders(scan, fast.feature_batch_size(device), config.workers, config.seed, device,
                                    shuffle=False)
-    return fast.extract_features(built, loaders, config.cached_views, device,
-                                 progress=batch_reporter(on_batch, 0, config.epochs), channels_last=True,
-                                 dtype=amp_dtype(device))
+    return fast.extract_features(built, world.shard(loaders, config.seed, shuffle_train=False), config.cached_views,
+                                 device, progress=batch_reporter(on_batch, 0, config.epochs), channels_last=True,
+                                 dtype=amp_dtype(device), world=world)
 
 
 def prepare(config: TrainConfig, scan: DatasetScan, built: BuiltModel, device: torch.device, *,
-            on_batch: OnBatch | None = None, features: fast.CachedFeatures | None = None) -> tuple[nn.Module, dict]:
-    """What trains and its loaders. Fast: pictures decoded once into memory (unless they would take more
-    than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front (or given, already
-    computed for `scan`'s pictures), train the head."""
+            on_batch: OnBatch | None = None, features: fast.CachedFeatures | None = None,
+            world: World = SINGLE) -> tuple[nn.Module, dict]:
+    """What trains and its loaders (this process's share of them). Fast: pictures decoded once into memory (unless
+    they would take more than fast.MEMORY_BUDGET), and for a truly frozen backbone its features, computed up front
+    (or given, already computed for `scan`'s pictures), train the head."""
+    batch = world.per_process_batch(config.batch_size)
     model = built.model.to(device)
     if not config.fast:
-        return model, make_loaders(scan, config.batch_size, config.workers, config.seed)
+        return model, world.shard(make_loaders(scan, batch, config.workers, config.seed), config.seed)
     model.to(memory_format=torch.channels_last)
     if not fast.cacheable(built.scenario):
-        return model, fast.decoded_loaders(scan, config.batch_size, config.workers, config.seed, device)
-    features = features or cache_features(config, scan, built, device, on_batch=on_batch)
-    return fast.head_of(built)[2], fast.feature_loaders(features, config.batch_size, config.seed)
+        loaders = fast.decoded_loaders(scan, batch, config.workers, config.seed, device)
+        return model, world.shard(loaders, config.seed)
+    features = features or cache_features(config, scan, built, device, on_batch=on_batch, world=world)
+    return fast.head_of(built)[2], world.shard(fast.feature_loaders(features, batch, config.seed), config.seed)
 
 
 def train(
@@ -299,6 +323,7 @@ def train(
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     features: fast.CachedFeatures | None = None,
+    world: World = SINGLE,
 ) -> TrainResult:
     """Build the scenario's model, train it on a checked data set, and return the best weights and history, with
     their predictions on the test split when the data set has one.
@@ -306,23 +331,38 @@ def train(
     `features`, for a truly frozen backbone on the fast path only, are its features of `scan`'s pictures, computed
     before (an experiment computes them once for all its runs). A callback may raise TrainingCancelled: the run
     then stops, keeps its best epoch so far and is marked "cancelled".
+
+    With several processes (`world`, started by torchrun) every process calls this at once and trains its share;
+    they all stop at the same batch when any one's callback cancels, and they all end with the same weights
+    (checked). A process lost on the way stops the others: their run keeps its best epoch, marked "cancelled",
+    with the reason in `placement.interruption`.
     """
     scan.raise_if_invalid()
-    device = pick_device(config.device)
+    device = world.pick_device(config.device)
+    on_batch = world.agreeing(on_batch)
     if config.seed is not None:
         torch.manual_seed(config.seed)
     built = build_model(config.backbone, config.scenario, len(scan.classes), weights)
-    result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device))
+    world.share_state(built.model)
+    world.seed(config.seed)
+    result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(device),
+                         placement=world.placement(device, config.batch_size))
     started = time.perf_counter()
     try:
-        model, loaders = prepare(config, scan, built, device, on_batch=on_batch, features=features)
-        fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch)
-        if "test" in loaders and result.best_epoch is not None:
-            result.test_eval = evaluate(evaluation_model(config, model)(), loaders["test"], nn.CrossEntropyLoss(),
-                                        device, channels_last=config.fast,
-                                        dtype=amp_dtype(device) if config.fast else None)
+        model, loaders = prepare(config, scan, built, device, on_batch=on_batch, features=features, world=world)
+        fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch, world=world)
+        if not result.placement.interruption:
+            world.check_identical(built.model)
+        if "test" in loaders and result.best_epoch is not None and not result.placement.interruption:
+            result.test_eval = evaluate(evaluation_model(config, model)(), loaders["test"], device,
+                                        channels_last=config.fast, dtype=amp_dtype(device) if config.fast else None,
+                                        world=world)
     except TrainingCancelled:  # while caching features, before the first epoch
         result.status = "cancelled"
+    except ProcessLost as lost:  # while caching features, or evaluating on test/
+        if result.status == "completed" and len(result.history) < config.epochs:
+            result.status = "cancelled"
+        result.placement = replace(result.placement, interruption=str(lost))
     result.seconds = time.perf_counter() - started
     built.model.eval()
     return result

@@ -114,6 +114,15 @@ def run_label(run: RunRecord, details: bool = True) -> str:
     return label + (f" ({run.status})" if run.status != "completed" else "")
 
 
+def where_trained(run: RunRecord) -> list[str]:
+    """Where and how the run was trained, line by line, and whether its pictures are on this machine."""
+    lines = run.placement.describe() if run.placement else ["not recorded: saved by an older version of the studio"]
+    if not run.dataset.root.is_dir():
+        lines.append(f"its data set's folder, {run.dataset.path}, is not on this machine: its numbers and model are "
+                     "here, its pictures are not (put the data set at that path to see them)")
+    return lines
+
+
 def run_labels(runs: list[RunRecord], details: bool = False) -> dict[str, str]:
     """run_label by run id, one different label per run: runs that would share one get the end of their id."""
     labels = {run.id: run_label(run, details) for run in runs}

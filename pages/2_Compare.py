@@ -8,9 +8,11 @@ from dashboard.widgets import (
     per_class_rows,
     pick_runs,
     picture_gallery,
+    private,
     run_labels,
     side_by_side,
     summary_row,
+    where_trained,
 )
 
 st.set_page_config(page_title="Compare · Transfer Learning Studio", page_icon="📊", layout="wide")
@@ -32,6 +34,13 @@ st.caption("Best: the epoch with the highest validation accuracy, whose weights 
            "interval that the number of pictures allows (Wilson): two runs whose intervals overlap widely may not "
            "differ at all. Runs that repeat one recipe with other seeds are charted as their mean with a 95% band; "
            "the Experiments page repeats a recipe for you.")
+
+with st.expander("Where each run was trained: hosts, devices, processes"):
+    for run in runs:
+        st.markdown(f"**{labels[run.id]}**\n" + "\n".join(f"- {private(line)}" for line in where_trained(run)))
+    st.caption("A run trained on several processes (torchrun) or on another machine is an ordinary run here. Copied "
+               "or shared runs folders show their runs with the hosts and devices they were trained on; their "
+               "pictures are shown when the data set is at the same path on this machine.")
 
 st.subheader("Per class (validation set, kept weights)")
 st.dataframe(per_class_rows(runs, labels), hide_index=True)

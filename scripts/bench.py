@@ -1,12 +1,13 @@
-"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory | analysis | gpu (from
-the project folder).
+"""Benchmarks, beside the library: python -m scripts.bench train | experiment | predict | memory | analysis | gpu |
+processes (from the project folder).
 
 `train` runs a faithful copy of the tutorial's loop and the project's trainer on the same data, weights,
 device and epochs, interleaved seed by seed (so both see the same machine load), and prints each run's
 wall time, best and final validation accuracy, and the ratios. `experiment` times a whole experiment grid end to
 end (features of a frozen backbone computed once, every cell trained and saved), then the same cells trained one
 by one as ordinary runs, each computing its own features. `analysis` times what the dashboard's error analysis and
-data health cost, the first time (features computed) and the second (read from their caches). See
+data health cost, the first time (features computed) and the second (read from their caches). `processes` times
+one training run started alone against the same under torchrun on several processes (CPUs, or all the GPUs). See
 docs/performance.md.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -376,6 +378,74 @@ def command_gpu(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
+def launch_training(launch: str, args: argparse.Namespace, seed: int, runs_dir: Path) -> Outcome:
+    """One `python -m core train` run, as a user starts it: `plain` alone, or under torchrun with N processes (`all`:
+    one per GPU). Timed from the command's start to its end (starting, decoding the pictures and saving included)."""
+    processes = torch.cuda.device_count() if launch == "all" else None if launch == "plain" else int(launch)
+    if processes == 0:
+        sys.exit("error: --launch all starts one process per GPU, and this machine has none.")
+    command = [sys.executable, "-m", "core", "train", "--scenario", args.scenario, "--backbone", args.backbone,
+               "--epochs", str(args.epochs), "--seed", str(seed), "--device", args.device, "--runs-dir", str(runs_dir),
+               "--batch-size", str(args.batch_size), "--no-download"]
+    for option, value in (("--data", args.data), ("--data-root", args.data_root), ("--weights", args.weights)):
+        if value:
+            command += [option, str(value)]
+    if processes:
+        command[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m"]
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if finished.returncode:
+        sys.exit(f"error: {' '.join(command)} failed:\n{finished.stderr[-3000:]}")
+    run = max(saved_runs(runs_dir), key=lambda run: run.created)
+    shutil.rmtree(runs_dir)
+    label = "1 process, no torchrun" if processes is None else f"torchrun, {processes} process{'es' * (processes > 1)}"
+    return Outcome(label, seed, seconds, [e.seconds for e in run.history], run.best_val().value, run.final.val_acc)
+
+
+def command_processes(args: argparse.Namespace) -> None:
+    """1 process against several (torchrun, DistributedDataParallel), interleaved seed by seed with the tutorial's
+    loop: on CPUs (gloo), or 1 GPU against all of the machine's GPUs (--device cuda --launch plain all)."""
+    scan = load_dataset(args.data or ensure_tutorial_data(args.data_root, download=False))
+    device = pick_device(args.device)
+    gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "none"
+    print(f"Machine: {machine()}; device {device}; GPUs: {gpus}; {load()}")
+    print(f"Data: {scan.root}; {args.scenario} {args.backbone}; {args.epochs} epochs; batch {args.batch_size} (the "
+          f"global batch); seeds {args.seeds}")
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory() as work:
+        for index, seed in enumerate(args.seeds):
+            runs = [partial(launch_training, launch, args, seed, Path(work) / f"runs-{launch}-{seed}")
+                    for launch in args.launch]
+            if not args.skip_tutorial:
+                runs.insert(0, partial(tutorial_loop, args.scenario, args.backbone, scan.root, args.weights,
+                                       args.epochs, seed, device))
+            for run in runs if index % 2 == 0 else reversed(runs):  # alternate who goes first
+                outcome = run()
+                outcomes.append(outcome)
+                print(f"seed {seed} {outcome.loop:>26}: {outcome.seconds:7.1f} s, median epoch "
+                      f"{statistics.median(outcome.epoch_seconds):6.2f} s, best {outcome.best_acc:.4f}, final "
+                      f"{outcome.final_acc:.4f} ({load()})", flush=True)
+    loops = list(dict.fromkeys(o.loop for o in outcomes))
+    base = [o for o in outcomes if o.loop == loops[0]]
+    first_project = next(loop for loop in loops if loop != "tutorial")
+    rows = [("loop", "median total", f"x vs {loops[0]}", "median epoch", f"x vs {loops[0]}",
+             f"epoch x vs {first_project}", "mean best acc", "mean final acc")]
+    epoch_of = {loop: statistics.median(s for o in outcomes if o.loop == loop for s in o.epoch_seconds)
+                for loop in loops}
+    for loop in loops:
+        runs = [o for o in outcomes if o.loop == loop]
+        total = statistics.median(o.seconds for o in runs)
+        rows.append((loop, f"{total:.1f} s", f"{statistics.median(o.seconds for o in base) / total:.2f}",
+                     f"{epoch_of[loop]:.2f} s", f"{epoch_of[loops[0]] / epoch_of[loop]:.2f}",
+                     f"{epoch_of[first_project] / epoch_of[loop]:.2f}" if loop != "tutorial" else "-",
+                     f"{statistics.mean(o.best_acc for o in runs):.4f}",
+                     f"{statistics.mean(o.final_acc for o in runs):.4f}"))
+    print()
+    print_table(rows)
+    print(f"({load()})")
+
+
 ANALYSIS_TARGETS = {"first": 30.0, "cached": 2.0}  # seconds, every step together
 ANALYSIS_PAIR = ({"finetune": 0, "frozen-tutorial": 1}, {"frozen": 0})  # per run: the scenarios it may be, preferred
 
@@ -489,6 +559,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("predict", "time classifying one uploaded photo"),
                             ("memory", "peak memory of one training run (run it in a fresh process)"),
                             ("gpu", "CUDA: ResNet-18 and MobileNetV2, finetune eager and compiled, frozen"),
+                            ("processes", "1 process against several (torchrun), or 1 GPU against all"),
                             ("analysis", "error analysis and data health: first time, then cached")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--backbone", default=["resnet18", "mobilenet_v2"] if name == "gpu" else "mobilenet_v2",
@@ -506,6 +577,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             command.add_argument("--runs-dir", type=Path, help="take a finetune (else frozen-tutorial) and a frozen "
                                  "run of the data set from here, copied (default: train two quick runs, not timed)")
             command.add_argument("--epochs", type=int, default=3, help="epochs of the quick runs (default: 3)")
+            continue
+        if name == "processes":
+            command.add_argument("--scenario", default="finetune", choices=["finetune", "frozen"])
+            command.add_argument("--epochs", type=int, default=25)
+            command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+            command.add_argument("--batch-size", type=int, default=4, help="the global batch (default: 4)")
+            command.add_argument("--launch", nargs="+", default=["plain", "2"], help="how each run starts: plain "
+                                 "(python -m core train), or a number of torchrun processes, or all (one per GPU)")
+            command.add_argument("--skip-tutorial", action="store_true", help="leave out the tutorial's loop")
             continue
         if name == "gpu":
             command.add_argument("--epochs", type=int, default=25)
@@ -542,7 +622,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # the tutorial's 4 workers on 2 cores
     {"train": command_train, "experiment": command_experiment, "predict": command_predict,
-     "memory": command_memory, "analysis": command_analysis, "gpu": command_gpu}[args.command](args)
+     "memory": command_memory, "analysis": command_analysis, "gpu": command_gpu,
+     "processes": command_processes}[args.command](args)
 
 
 if __name__ == "__main__":

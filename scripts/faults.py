@@ -45,12 +45,12 @@ def child(pause: float, cli_args: list[str]) -> int:
 
     train = core.cli.train
 
-    def train_with_markers(config, scan, weights=None, on_batch=None, on_epoch=None):
+    def train_with_markers(config, scan, weights=None, on_batch=None, on_epoch=None, **options):
         def epoch_done(stats):
             if on_epoch:
                 on_epoch(stats)
             announce(f"EPOCH {stats.epoch}")
-        return train(config, scan, weights, on_batch=on_batch, on_epoch=epoch_done)
+        return train(config, scan, weights, on_batch=on_batch, on_epoch=epoch_done, **options)
 
     write_file = core.runs._write_file
 

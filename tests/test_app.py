@@ -772,3 +772,24 @@ def test_shared_mode_says_why_an_imagenet_map_is_missing_without_a_server_path(s
     assert_healthy(app)
     assert any(c.value.startswith("No map of the untouched MobileNetV2") for c in app.caption)
     assert_no_server_path(app, tmp_path_factory)
+
+
+def test_a_run_trained_elsewhere_on_several_gpus_is_an_ordinary_run_on_every_page(with_runs, tiny_run):
+    placement = {"hosts": ["gpu-a", "gpu-a", "gpu-b", "gpu-b"], "devices": ["cuda:0 (NVIDIA H100)",
+                 "cuda:1 (NVIDIA H100)"] * 2, "backend": "nccl", "per_process_batch": 1,
+                 "lr_scaling": "not scaled: the batch of 4 is the global batch", "interruption": None}
+    elsewhere = copy_run(tiny_run, with_runs / "runs", "20990101-000000-finetune-mobilenet_v2-d1d1",
+                         placement=placement, dataset={"path": "/srv/cluster/colours"},
+                         created="2099-01-01T00:00:00+00:00").name
+    compare = open_page("pages/2_Compare.py")
+    assert_healthy(compare)
+    assert compare.multiselect[0].value == [elsewhere]  # the latest run, its pictures elsewhere
+    assert list(compare.dataframe[0].value["trained on"]) == ["4 processes · 2 hosts · 4 × cuda (nccl)"]
+    text = shown_text(compare)
+    assert "process 3: gpu-b, cuda:1 (NVIDIA H100)" in text and "/srv/cluster/colours, is not on this machine" in text
+    assert_healthy(open_page("pages/6_Mistakes.py"))
+    classify = open_page("pages/3_Classify.py")
+    classify.file_uploader[0].set_value(("red.png", png_bytes("red"), "image/png"))
+    classify = classify.run()
+    assert_healthy(classify)
+    assert classify.metric[0].value in ("red", "blue")

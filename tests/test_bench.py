@@ -81,3 +81,12 @@ def test_train_compares_eager_and_compiled_with_the_compiling_time_shown(tiny_da
     table = out[out.index("median total"):]
     assert re.search(r"project finetune eager +[\d.]+ s +[\d.]+ +[\d.]+ s +[\d.]+ +- ", table)
     assert re.search(r"project finetune compiled +[\d.]+ s +[\d.]+ +[\d.]+ s +[\d.]+ +[\d.]+ s ", table)
+
+
+def test_processes_times_one_process_against_two_under_torchrun(tiny_dataset, random_weights_dir, capsys):
+    main(["processes", "--data", str(tiny_dataset), "--weights", str(random_weights_dir), "--epochs", "1",
+          "--seeds", "0", "--launch", "plain", "2", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert re.search(r"seed 0 +1 process, no torchrun: ", out) and re.search(r"seed 0 +torchrun, 2 processes: ", out)
+    table = out[out.index("median total"):]
+    assert all(loop in table for loop in ("tutorial", "1 process, no torchrun", "torchrun, 2 processes"))

@@ -91,7 +91,7 @@ def test_frozen_trains_the_head_on_cached_features_and_reports_each_phase(scan, 
     assert phases[: phases.index("train")] == ["features"] * (2 * 4 + 2)
     assert phases.count("train") == 2 * 4 and phases.count("val") == 2 * 2 and len(calls) == planned_batches(cfg, scan)
     assert [(c.epoch, c.batch, c.batches) for c in calls if c.phase == "features"] == [(0, b, 10) for b in range(1, 11)]
-    check = evaluate(result.model, make_loaders(scan, 4, workers=0)["val"], nn.CrossEntropyLoss(), CPU)
+    check = evaluate(result.model, make_loaders(scan, 4, workers=0)["val"], CPU)
     assert check.acc == result.best_val_acc and check.predictions == result.best_eval.predictions
 
 

@@ -3,7 +3,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from core.data import make_loaders, scan_dataset
 from core.device import pick_device
@@ -62,7 +61,7 @@ def test_cancelling_keeps_the_best_epoch_so_far(scan, random_weights_dir):
     result = train(config(epochs=5, lr=0.05), scan, random_weights_dir, on_batch=cancel_in_epoch_two)
     assert result.status == "cancelled" and len(result.history) == 1 and result.best_epoch == 1
     loaders = make_loaders(scan, 4, workers=0)
-    check = evaluate(result.model, loaders["val"], nn.CrossEntropyLoss(), torch.device("cpu"))
+    check = evaluate(result.model, loaders["val"], torch.device("cpu"))
     assert check.acc == result.history[0].val_acc
     assert check.predictions == result.best_eval.predictions
 
@@ -70,7 +69,7 @@ def test_cancelling_keeps_the_best_epoch_so_far(scan, random_weights_dir):
 def test_the_returned_model_holds_the_best_validation_weights(scan, random_weights_dir):
     result = train(config(epochs=3, lr=0.02), scan, random_weights_dir)
     loaders = make_loaders(scan, 4, workers=0)
-    check = evaluate(result.model, loaders["val"], nn.CrossEntropyLoss(), torch.device("cpu"))
+    check = evaluate(result.model, loaders["val"], torch.device("cpu"))
     assert check.acc == result.best_val_acc
     assert check.loss == pytest.approx(result.history[result.best_epoch - 1].val_loss, rel=1e-5)
 
