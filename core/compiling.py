@@ -21,10 +21,10 @@ from torch import nn
 
 COMPILE_CHOICES = ("auto", "on", "off")
 # The devices on which "auto" compiles, each with the fewest training steps (batches times epochs) from which
-# compiling was measured to pay back its cost. None yet (docs/performance.md, "Compiled training"): on CPU compiled
-# finetuning was measured slower end to end; on CUDA it has not been measured (python -m scripts.bench gpu does).
+# compiling was measured to pay back its cost. None yet (docs/performance.md, "Compiled training" and "GPU"):
+# compiled finetuning was measured slower end to end on a 2-core CPU and on an H200 (python -m scripts.bench gpu).
 PAYS_FROM_STEPS: dict[str, int] = {}
-UNMEASURED = {"cuda": "on CUDA, compiled training has not been measured to pay yet"}
+UNMEASURED = {"mps": "on MPS, compiled training has not been measured to pay yet"}
 BACKEND = "inductor"
 
 Result = TypeVar("Result")

@@ -165,7 +165,7 @@ class World:
         if batch_size % self.size:
             raise ConfigError(f"The batch size {batch_size} is the batch of all {self.size} processes together, and "
                               f"it cannot be split evenly between them. Choose a batch size that is a multiple of "
-                              f"{self.size} (for example {self.size * max(1, round(batch_size / self.size))}), or "
+                              f"{self.size} (for example {self.size * -(-batch_size // self.size)}), or "
                               "start a number of processes that divides it.")
         return batch_size // self.size
 
@@ -192,8 +192,8 @@ class World:
     def wrap(self, model: nn.Module) -> nn.Module:
         """What runs the training steps: `model` itself, or with several processes wrapped by
         DistributedDataParallel, which averages the gradients in the backward pass."""
-        if not self.joined:
-            return model
+        if not self.several:
+            return model  # nothing to average; on one H200 the wrapper alone cost 20-30% of an epoch
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # Buffers are not sent before each forward pass: process 0's evolve from its own batches either way, and
         # sync_buffers gives them to every process after each epoch, one collective instead of one per step.

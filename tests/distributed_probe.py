@@ -1,5 +1,6 @@
-"""Started by tests/test_distributed.py under torchrun: trains one run on every process, writes what each process
-ended with, and checks that the weight check catches a process whose weights differ.
+"""Started by tests/test_distributed.py under torchrun: trains a finetune run on every process, writes what each
+process ended with, counts the pictures each process's frozen backbone computes features of, and checks that the
+weight check catches a process whose weights differ.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m tests.distributed_probe DATA WEIGHTS OUT
 """
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from core import distributed
+from core import distributed, fast
 from core.data import scan_dataset
 from core.errors import StudioError
 from core.train import TrainConfig, train
@@ -22,6 +23,24 @@ result = train(config, scan, weights, world=world)
 report = {"fingerprint": distributed.fingerprint(result.model), "status": result.status,
           "val_acc": [epoch.val_acc for epoch in result.history], "predictions": result.best_eval.predictions,
           "labels": result.best_eval.labels}
+passed = []  # pictures that went through the frozen backbone on this process
+folding = fast.FoldedEvaluation
+
+
+def counted(model):
+    folded = folding(model)
+
+    def network():
+        current = folded()
+        return lambda pictures: passed.append(len(pictures)) or current(pictures)
+
+    return network
+
+
+fast.FoldedEvaluation = counted
+frozen = train(TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, cached_views=2, device="cpu"), scan,
+               weights, world=world)
+report["frozen"] = {"status": frozen.status, "pictures": sum(passed)}
 if world.rank == 1:
     with torch.no_grad():
         next(result.model.parameters()).add_(1e-3)

@@ -35,7 +35,7 @@ def test_auto_compiles_only_where_it_was_measured_to_pay(compilers_present, monk
     on_cpu = plan("auto", fast=True, train_backbone=True, device=CPU, steps=10**6)
     assert not on_cpu.used and "measured slower" in on_cpu.reason
     on_cuda = plan("auto", fast=True, train_backbone=True, device=CUDA, steps=10**6)
-    assert not on_cuda.used and "not been measured" in on_cuda.reason
+    assert not on_cuda.used and "measured slower" in on_cuda.reason  # on an H200, compiling included
     long_run = 1000
     monkeypatch.setitem(compiling.PAYS_FROM_STEPS, "cuda", long_run)  # as when a GPU measurement finds it pays
     assert plan("auto", fast=True, train_backbone=True, device=CUDA, steps=long_run).used

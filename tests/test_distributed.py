@@ -1,6 +1,7 @@
 """Training on several processes with torchrun: real processes (2 on the CPU, gloo) on generated pictures."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,16 +64,30 @@ def test_finetune_and_frozen_each_save_one_run_trained_on_two_processes(colours,
     assert "2 processes" in runs[0].summary()["trained on"]
 
 
-def test_both_processes_end_with_identical_weights_and_a_difference_is_caught(colours, random_weights_dir,
-                                                                              tmp_path):
-    probe = ["-m", "tests.distributed_probe", str(colours), str(random_weights_dir), str(tmp_path)]
-    code, _, err = finished(torchrun(probe, stderr=subprocess.PIPE))
+@pytest.fixture(scope="module")
+def distributed_probe(colours, random_weights_dir, tmp_path_factory) -> tuple[dict, dict]:
+    """What each of 2 processes reports from tests/distributed_probe.py."""
+    out = tmp_path_factory.mktemp("probe")
+    code, _, err = finished(torchrun(["-m", "tests.distributed_probe", str(colours), str(random_weights_dir),
+                                      str(out)], stderr=subprocess.PIPE))
     assert code == 0, err[-3000:]
-    first, second = (json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in (0, 1))
+    return tuple(json.loads((out / f"rank-{rank}.json").read_text()) for rank in (0, 1))
+
+
+def test_both_processes_end_with_identical_weights_and_a_difference_is_caught(distributed_probe):
+    first, second = distributed_probe
     assert first["status"] == second["status"] == "completed"
     assert first["fingerprint"] == second["fingerprint"]  # every weight and buffer, bit for bit
     assert first["val_acc"] == second["val_acc"] and first["predictions"] == second["predictions"]
     assert "process 1 differs from process 0" in first["caught"] and first["caught"] == second["caught"]
+
+
+def test_a_frozen_backbones_features_are_computed_once_in_all(distributed_probe, colours):
+    first, second = distributed_probe
+    assert first["frozen"]["status"] == second["frozen"]["status"] == "completed"
+    views, train_pictures, val_pictures = 2, 24, 12
+    assert first["frozen"]["pictures"] + second["frozen"]["pictures"] == views * train_pictures + val_pictures
+    assert first["frozen"]["pictures"] == second["frozen"]["pictures"]  # half each
 
 
 def test_two_processes_reach_the_accuracy_of_one(colours, random_weights_dir, tmp_path):
@@ -101,10 +116,10 @@ def children(parent: int) -> dict[int, int]:
     return found
 
 
-def start_long_run(colours: Path, weights: Path, runs: Path, log: Path) -> subprocess.Popen:
+def start_long_run(colours: Path, weights: Path, runs: Path, log: Path, **popen) -> subprocess.Popen:
     """A 200-epoch finetune run on 2 processes, returned once its first epoch finished."""
     launcher = torchrun(core_train(colours, weights, runs, "--scenario", "finetune", "--epochs", "200"),
-                        stdout=subprocess.DEVNULL, stderr=log.open("w"))
+                        stdout=subprocess.DEVNULL, stderr=log.open("w"), **popen)
     deadline = time.monotonic() + 120
     while "epoch 1 val acc" not in log.read_text():
         assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -134,6 +149,20 @@ def test_sigterm_to_the_launcher_saves_a_cancelled_run(colours, random_weights_d
     assert len(runs) == 1, log.read_text()[-3000:]
     assert runs[0].status == "cancelled" and 1 <= len(runs[0].history) < 200 and not runs[0].placement.interruption
     assert "SIGTERM: cancelling after this batch" in log.read_text()
+
+
+@pytest.mark.parametrize("stop", ["Ctrl-C in the terminal", "SIGTERM to process 1 alone"])
+def test_a_cancel_reaching_any_process_stops_both_and_saves_the_run(colours, random_weights_dir, tmp_path, stop):
+    log = tmp_path / "log.txt"
+    launcher = start_long_run(colours, random_weights_dir, tmp_path / "runs", log, start_new_session=True)
+    if stop.startswith("Ctrl-C"):
+        os.killpg(launcher.pid, signal.SIGINT)  # to torchrun and both processes; torchrun passes it on again
+    else:
+        os.kill(children(launcher.pid)[1], signal.SIGTERM)
+    launcher.wait(timeout=60)
+    runs = list_runs(tmp_path / "runs").runs
+    assert len(runs) == 1 and runs[0].status == "cancelled" and runs[0].trained, log.read_text()[-3000:]
+    assert not runs[0].placement.interruption and not re.search(r"\[rank\d\]: Traceback", log.read_text())
 
 
 def test_an_experiment_split_over_two_processes_saves_every_cell_once_and_resumes(colours, random_weights_dir,
