@@ -15,6 +15,7 @@ from core.data import scan_dataset
 from core.distributed import Placement, World
 from core.errors import ConfigError
 from core.experiment import Cell, ExperimentPlan, share
+from core.export import export_run
 from core.runs import list_runs, read_run
 from core.train import TrainConfig, train
 from tests.conftest import copy_run, make_image_folder
@@ -62,6 +63,8 @@ def test_finetune_and_frozen_each_save_one_run_trained_on_two_processes(colours,
         assert run.val_predictions.files == [str(path.relative_to(scan.root)) for path, _ in scan.samples["val"]]
         assert run.val_predictions.labels == [label for _, label in scan.samples["val"]]
     assert "2 processes" in runs[0].summary()["trained on"]
+    bundle = export_run(runs[0], "onnx", tmp_path / "exports")  # an ordinary run: it exports, and matches PyTorch
+    assert bundle.pictures_checked == 12 and bundle.max_difference < 1e-4
 
 
 @pytest.fixture(scope="module")
