@@ -314,6 +314,8 @@ def processes_text(world: World) -> str:
 
 def check_same_data(world: World, scan: DatasetScan) -> None:
     """Every process must train on the same pictures, with the same labels: its share is an index into them."""
+    if not world.several:
+        return
     listing = json.dumps([scan.classes, {split: [[scan.relative(path), label] for path, label in samples]
                                          for split, samples in scan.samples.items()}])
     world.check_same(hashlib.sha256(listing.encode()).hexdigest(),
@@ -420,6 +422,8 @@ def command_experiment(args: argparse.Namespace) -> int:
 
 def check_same_runs_dir(world: World, plan: ExperimentPlan, runs_dir: Path | None) -> None:
     """Every process must save its cells where process 0 looks for them: one runs folder that all of them share."""
+    if not world.several:
+        return
     try:
         seen = read_plan(plan.name, runs_dir).to_dict()
     except RunError:

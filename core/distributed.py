@@ -282,10 +282,6 @@ class World:
         self._collective(dist.broadcast_object_list, box, src=0, group=self.control)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.several:
-            self._collective(dist.barrier, group=self.control)
-
     def share_state(self, model: nn.Module) -> None:
         """Process 0's weights and buffers (on the CPU) on every process: all start from the same model."""
         if self.several:
@@ -300,8 +296,8 @@ class World:
             self._collective(dist.monitored_barrier, group=self.control, timeout=timeout, wait_all_ranks=True)
 
     def sync_buffers(self, model: nn.Module) -> None:
-        """Process 0's buffers (BatchNorm's running statistics) on every process. DistributedDataParallel sends them
-        before each forward pass, but the last pass of an epoch updates each process's own copy."""
+        """Process 0's buffers (BatchNorm's running statistics) on every process: each process's forward passes
+        update its own copy (`wrap` does not send them at every step)."""
         if self.several:
             for buffer in model.buffers():
                 self._collective(dist.broadcast, buffer, src=0)
@@ -309,7 +305,7 @@ class World:
     def check_identical(self, model: nn.Module, problem: str = DIFFERENT_WEIGHTS) -> None:
         """Raise StudioError with `problem` unless every process holds the same weights and buffers, bit for bit."""
         if self.several:
-            self.check_same(fingerprint(model), problem)
+            self.check_same(weights_digest(model), problem)
 
     def check_same(self, value, problem: str) -> None:
         """Raise StudioError with `problem` (its {rank} filled in) when a process's `value` differs from
@@ -412,7 +408,7 @@ def device_text(device: torch.device) -> str:
     return str(device)
 
 
-def fingerprint(model: nn.Module) -> str:
+def weights_digest(model: nn.Module) -> str:
     """A digest of every weight and buffer, bit for bit."""
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():

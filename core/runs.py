@@ -267,7 +267,6 @@ class RunRecord:
         data["val_predictions"] = asdict(self.val_predictions) if self.val_predictions else {}
         data["test_predictions"] = asdict(self.test_predictions) if self.test_predictions else None
         data["experiment"] = asdict(self.experiment) if self.experiment else None
-        data["placement"] = self.placement.to_dict() if self.placement else None
         return data
 
     @classmethod

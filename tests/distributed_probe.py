@@ -20,7 +20,7 @@ world = distributed.start("cpu")
 scan = scan_dataset(data)
 config = TrainConfig(backbone="mobilenet_v2", scenario="finetune", epochs=2, device="cpu", lr=0.01)
 result = train(config, scan, weights, world=world)
-report = {"fingerprint": distributed.fingerprint(result.model), "status": result.status,
+report = {"fingerprint": distributed.weights_digest(result.model), "status": result.status,
           "val_acc": [epoch.val_acc for epoch in result.history], "predictions": result.best_eval.predictions,
           "labels": result.best_eval.labels}
 passed = []  # pictures that went through the frozen backbone on this process
