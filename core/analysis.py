@@ -105,9 +105,9 @@ class Loss:
 
 
 def run_outputs(run: RunRecord, split: str = "val", device: torch.device | str = "cpu",
-                progress: Progress | None = None) -> PictureOutputs:
+                progress: Progress | None = None, only_kept: bool = False) -> PictureOutputs | None:
     """The run's model on its `split` pictures (as saved with the run): the features its head sees and its logits,
-    kept in the run's folder until a picture changes."""
+    kept in the run's folder until a picture changes (with `only_kept`, None when they are not kept)."""
     predictions = run.val_predictions if split == "val" else run.test_predictions
     files = [file for file in (predictions.files if predictions else []) if picture_path(run.dataset.root, file)]
     key = f"{run.id}-{split}-{fingerprint(run.dataset.root, files)}"
@@ -117,7 +117,7 @@ def run_outputs(run: RunRecord, split: str = "val", device: torch.device | str =
         return picture_outputs(model, model.get_submodule(get_backbone(run.backbone).head), run.dataset.root, files,
                                device, progress)
 
-    return cached_outputs(Path(run.path) / ANALYSIS_FILE.format(split=split), key, compute)
+    return cached_outputs(Path(run.path) / ANALYSIS_FILE.format(split=split), key, None if only_kept else compute)
 
 
 def losses(run: RunRecord, outputs: PictureOutputs) -> list[Loss]:

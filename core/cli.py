@@ -24,12 +24,14 @@ from core.eta import duration_text
 from core.exclusions import apply_exclusions, change_exclusions, read_exclusions
 from core.experiment import (
     DEFAULT_SIZES,
+    FEWEST_SEEDS,
     ExperimentPlan,
     ExperimentResults,
     ExperimentRunner,
     cell_plans,
     default_name,
     estimate_seconds,
+    mean_text,
     parse_size,
     pending,
     read_plan,
@@ -444,11 +446,11 @@ def print_experiment(outcome: ExperimentResults) -> None:
     header = ["scenario", "per class", "seeds", "best val acc (optimistic)", "final val acc",
               *(["test acc"] if has_test else [])]
     rows = [[row.scenario, f"{size_text(row.pictures_per_class)} ({row.train_pictures:g})", len(row.seeds),
-             accuracy_text(row.best_val), accuracy_text(row.final_val),
-             *([accuracy_text(row.test) if row.test else "-"] if has_test else [])] for row in outcome.rows]
+             mean_text(row.best_val), mean_text(row.final_val),
+             *([mean_text(row.test) if row.test else "-"] if has_test else [])] for row in outcome.rows]
     print_table([header, *rows])
-    print("Means over seeds, [95% interval] (Student t). Best val acc is each run's best epoch, chosen on the "
-          "validation pictures, so optimistic.")
+    print(f"Means over seeds, [95% interval] (Student t, from {FEWEST_SEEDS} seeds). Best val acc is each run's best "
+          "epoch, chosen on the validation pictures, so optimistic.")
     if outcome.comparisons:
         print("\nPaired differences (bootstrap over seeds and pictures):")
         for comparison in outcome.comparisons:

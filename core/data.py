@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import urllib.request
 import zipfile
 from collections import Counter
@@ -292,10 +293,19 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def usable_workers(workers: int) -> int:
+    """The loader processes that may be started from here: those asked for on the main thread, as the command line
+    and torchrun run; none on any other, as the dashboard's pages and jobs run, on threads of its server. There a
+    fork copies the locks that the other threads hold at that moment (a child waited for good), and a fresh process
+    (spawn, forkserver) imports the page's script again as its __main__."""
+    return workers if threading.current_thread() is threading.main_thread() else 0
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
                 seed: int | None = None) -> DataLoader:
     """A DataLoader whose random numbers (its order, and its workers' seeds) follow `seed`."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    workers = usable_workers(workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
                       persistent_workers=workers > 0)
 

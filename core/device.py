@@ -1,6 +1,7 @@
 """Where the work runs and in what precision: the device, mixed precision, and batches made ready for it."""
 from __future__ import annotations
 
+import contextlib
 import re
 from contextlib import nullcontext
 
@@ -44,6 +45,22 @@ def _accepted_devices() -> str:
     if torch.backends.mps.is_available():
         accepted.append("mps")
     return ", ".join(accepted[:-1]) + " or " + accepted[-1]
+
+
+@contextlib.contextmanager
+def one_cpu_thread(applies: bool = True):
+    """While it lasts (when `applies`), torch's CPU work runs on one thread: for a head alone on cached features,
+    matrices so small that a second thread only costs. On a thread other than the main one (a dashboard job) each
+    of its tiny operations took twice as long with two threads (docs/performance.md). The setting is the process's:
+    it is restored after."""
+    before = torch.get_num_threads()
+    if applies:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if applies:
+            torch.set_num_threads(before)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import math
 import re
@@ -25,15 +26,25 @@ from itertools import combinations
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from core import fast, staging
 from core.data import DatasetScan
-from core.device import pick_device
+from core.device import one_cpu_thread, pick_device
 from core.distributed import SINGLE, World
-from core.errors import RUNS_DIR, ConfigError, RunError
+from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
 from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
-from core.models import SCENARIOS, build_architecture, build_model, get_scenario
-from core.runs import EXPERIMENTS_FOLDER, ExperimentCell, RunRecord, dataset_name, default_runs_dir, save_run
+from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario
+from core.runs import (
+    EXPERIMENTS_FOLDER,
+    ExperimentCell,
+    RunRecord,
+    accuracy_text,
+    dataset_name,
+    default_runs_dir,
+    save_run,
+)
 from core.stats import Estimate, mean_interval, paired_difference, verdict
 from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, train
 
@@ -364,38 +375,45 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
                      runs: list[RunRecord]) -> TimeEstimate:
     """The time `cells` will take, from seconds per epoch measured in saved runs of the same backbone and device
     (scaled by the pictures each epoch goes through), or else timed now on the backbone's forward and backward
-    passes. A frozen backbone's features are counted once, as the experiment computes them."""
+    passes. A frozen backbone's features are counted once, as the experiment computes them, the pictures decoded
+    for them too; each cell adds the building of its model and the saving of its run, and the head alone on cached
+    features its measured batches."""
     device = str(pick_device(plan.recipe.device))
     val = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
-    probe = None
-    total, shared_features_counted, sources = 0.0, False, set()
+    probe = _probe(plan.recipe.backbone, device) if cells else {}
+    train = scan.samples["train"]
+    decode = _decode_seconds(tuple(path for path, _ in train[::max(len(train) // 8, 1)]))
+    total, shared_features_counted, sources = 0.0, False, {"a measurement of the backbone now"} if cells else set()
     for cell in cells:
         config = plan.config(cell)
         scenario = get_scenario(cell.scenario)
         train_pictures = len(subset(scan, cell.pictures_per_class, cell.seed).samples["train"])
+        total += probe["setup"]
         if config.fast and fast.cacheable(scenario):
             if not shared_features_counted:
-                probe = probe or _probe(plan.recipe.backbone, device)
+                total += decode * (len(scan.samples["train"]) + val)
                 total += probe["forward"] * (config.cached_views * len(scan.samples["train"]) + val)
                 shared_features_counted = True
-                sources.add("a measurement of the backbone now")
-            total += HEAD_BATCH_S * config.epochs * math.ceil((train_pictures + val) / config.batch_size)
+            total += probe["head-batch"] * config.epochs * (math.ceil(train_pictures / config.batch_size)
+                                                            + math.ceil(val / config.batch_size))
             continue
         kind = "train-backbone" if scenario.train_backbone else "train-frozen"
+        per_picture = measured.get(kind) or probe[kind]
         if kind in measured:
-            per_picture, sources_text = measured[kind], "your saved runs"
-        else:
-            probe = probe or _probe(plan.recipe.backbone, device)
-            per_picture, sources_text = probe[kind], "a measurement of the backbone now"
-        sources.add(sources_text)
-        total += config.epochs * per_picture * (FORWARD_PASSES[kind] * train_pictures + val)
+            sources.add("your saved runs")
+        total += decode * (train_pictures + val) + config.epochs * per_picture * (FORWARD_PASSES[kind] * train_pictures
+                                                                                  + val)
     return TimeEstimate(total, len(cells), " and ".join(sorted(sources)) or "nothing to train")
 
 
-# A batch of the head alone on cached features, saving the run included: measured 0.06 ms on a 2-core CPU
-# (docs/performance.md, experiment grid); small next to any backbone work.
-HEAD_BATCH_S = 0.0001
+def estimate_training(configs: list[TrainConfig], scan: DatasetScan, runs: list[RunRecord]) -> TimeEstimate:
+    """The time a job training `configs` (one recipe, its scenarios) on all of `scan`'s pictures will take, as
+    estimate_seconds estimates an experiment's cells."""
+    recipe = configs[0]
+    plan = ExperimentPlan("training", str(scan.root), recipe, [config.scenario for config in configs], [recipe.seed],
+                          [None])
+    return estimate_seconds(plan, scan, plan.grid(), runs)
 
 
 def _measured_seconds_per_picture(runs: list[RunRecord], backbone: str, device: str) -> dict[str, float]:
@@ -424,9 +442,15 @@ def _time_forward(model, batch) -> float:
 
 @functools.cache
 def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) -> dict[str, float]:
-    """Seconds per picture of the backbone's forward pass and of a training step, timed on random pictures (once
-    per process)."""
-    model = build_architecture(backbone, 2).to(device).to(memory_format=torch.channels_last)
+    """Timed on random pictures (once per process): seconds per picture of the backbone's forward pass and of a
+    training step; seconds per batch of its head alone on cached features; and a cell's setup, building the model
+    and saving its weights."""
+    started = time.perf_counter()
+    model = build_architecture(backbone, 2)
+    torch.save(model.state_dict(), io.BytesIO())
+    setup = time.perf_counter() - started
+    head = model.get_submodule(get_backbone(backbone).head)
+    model = model.to(device).to(memory_format=torch.channels_last)
     batch = torch.randn(batch_size, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
     model.eval()
     _time_forward(model, batch)
@@ -438,7 +462,35 @@ def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) ->
         model(batch).sum().backward()
         steps.append(time.perf_counter() - started)
     step = min(steps[1:]) / batch_size
-    return {"forward": forward, "train-frozen": forward, "train-backbone": step / FORWARD_PASSES["train-backbone"]}
+    return {"forward": forward, "train-frozen": forward, "train-backbone": step / FORWARD_PASSES["train-backbone"],
+            "head-batch": _time_head(head, batch_size, device), "setup": setup}
+
+
+def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64) -> float:
+    """Seconds per batch of a head trained alone on cached features, loader and optimiser step included, as a run
+    trains it (core.train.fit on one CPU thread)."""
+    features = torch.randn(batches * batch_size, head.in_features)
+    loader = DataLoader(TensorDataset(features, torch.randint(0, 2, (len(features),))), batch_size=batch_size,
+                        shuffle=True)
+    head = head.to(device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.001, momentum=0.9)
+    with one_cpu_thread(device == "cpu"):
+        started = time.perf_counter()
+        for inputs, labels in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(head(inputs.to(device)), labels.to(device)).backward()
+            optimizer.step()
+        return (time.perf_counter() - started) / batches
+
+
+@functools.cache
+def _decode_seconds(paths: tuple[Path, ...]) -> float:
+    """Seconds to decode one picture, timed on a few of the data set's (once per process)."""
+    started = time.perf_counter()
+    for path in paths:
+        with contextlib.suppress(StudioError):
+            fast.decode(path)
+    return (time.perf_counter() - started) / max(len(paths), 1)
 
 
 # ---------------------------------------------------------------- results
@@ -491,6 +543,17 @@ def accuracy_mean(values: list[float]) -> Estimate:
     """The mean of accuracies over seeds with its 95% interval, kept within 0 and 1."""
     mean = mean_interval(values)
     return replace(mean, low=max(mean.low, 0.0), high=min(mean.high, 1.0))
+
+
+FEWEST_SEEDS = 3  # a 95% interval over fewer seeds (Student t on 2 values) spans about everything: not shown
+
+
+def mean_text(mean: Estimate) -> str:
+    """A mean over seeds for tables, with its 95% interval from FEWEST_SEEDS seeds on, else why it has none:
+    "0.817 [2 seeds: an interval needs 3]"."""
+    if mean.n < FEWEST_SEEDS:
+        return f"{mean.value:.3f} [{mean.n} seed{'s' if mean.n != 1 else ''}: an interval needs {FEWEST_SEEDS}]"
+    return accuracy_text(mean)
 
 
 def learning_curve(runs: list[RunRecord], metric: str = "val_acc") -> list[Estimate]:

@@ -94,16 +94,24 @@ def picture_outputs(model: nn.Module, head: nn.Module, root: Path, files: list[s
         unreadable)
 
 
-def cached_outputs(cache: Path, key: str, compute: Callable[[], PictureOutputs]) -> PictureOutputs:
-    """The outputs saved in `cache` under `key`, or `compute()`d and saved there. A cache that cannot be read is
-    computed again; one that cannot be written is only not kept."""
+def kept_outputs(cache: Path, key: str) -> PictureOutputs | None:
+    """The outputs saved in `cache` under `key`; None when there are none (missing, damaged, of another version or
+    of other pictures)."""
     try:
         saved = torch.load(cache, weights_only=True)
         if saved.get("key") == key:
             return PictureOutputs(list(saved["files"]), saved["features"].numpy(), saved["logits"].numpy(),
                                   list(saved["unreadable"]))
-    except Exception:  # missing, damaged or of another version: compute it again
+    except Exception:
         pass
+    return None
+
+
+def cached_outputs(cache: Path, key: str, compute: Callable[[], PictureOutputs] | None) -> PictureOutputs | None:
+    """The outputs saved in `cache` under `key`, or `compute()`d and saved there (None without `compute`). A cache
+    that cannot be read is computed again; one that cannot be written is only not kept."""
+    if (kept := kept_outputs(cache, key)) is not None or compute is None:
+        return kept
     outputs = compute()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -118,9 +126,11 @@ def cached_outputs(cache: Path, key: str, compute: Callable[[], PictureOutputs])
 
 def imagenet_outputs(backbone_name: str, root: Path, files: list[str], cache_dir: Path,
                      weights: str | Path | None = None, device: torch.device | str = "cpu",
-                     progress: Progress | None = None) -> PictureOutputs:
+                     progress: Progress | None = None, part: str = "",
+                     only_kept: bool = False) -> PictureOutputs | None:
     """The untouched ImageNet backbone's features of the pictures (its logits, of an untrained head, mean nothing),
-    cached in `cache_dir`. Raises WeightsError when its weights can be neither found nor downloaded."""
+    cached in `cache_dir`, apart from those of the data set's other `part`s (with `only_kept`, None when they are not
+    kept). Raises WeightsError when its weights can be neither found nor downloaded."""
     get_backbone(backbone_name)
     key = f"imagenet-{backbone_name}-{fingerprint(root, files)}"
 
@@ -131,4 +141,5 @@ def imagenet_outputs(backbone_name: str, root: Path, files: list[str], cache_dir
         model = built.model.to(device)
         return picture_outputs(model, model.get_submodule(built.backbone.head), root, files, device, progress)
 
-    return cached_outputs(Path(cache_dir) / f"imagenet-{backbone_name}.pt", key, compute)
+    return cached_outputs(Path(cache_dir) / f"imagenet-{backbone_name}{'-' + part if part else ''}.pt", key,
+                          None if only_kept else compute)

@@ -187,9 +187,11 @@ def label_issues(files: list[str], labels: np.ndarray, features: np.ndarray, cla
     if progress:
         progress("labels", 0, 1)
     classifier = make_pipeline(Normalizer(), LogisticRegression(C=10.0, max_iter=2000))
-    probabilities = cross_val_predict(classifier, features, labels, method="predict_proba",
+    # One job each: their default process pools fork, and a fork inside the dashboard's server hung for good.
+    probabilities = cross_val_predict(classifier, features, labels, method="predict_proba", n_jobs=1,
                                       cv=StratifiedKFold(folds, shuffle=True, random_state=0))
-    flagged = set(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence").tolist())
+    flagged = set(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence",
+                                    n_jobs=1).tolist())
     quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
     suggested = probabilities.argmax(1)
     if progress:
@@ -221,6 +223,23 @@ def dataset_features(scan: DatasetScan, runs_dir: Path | None = None, backbone: 
     WeightsError when the backbone's weights can be neither found nor downloaded."""
     return imagenet_outputs(backbone or health_backbone(), scan.root, all_files(scan), dataset_dir(scan.root, runs_dir),
                             weights, device, progress)
+
+
+def reference_features(scan: DatasetScan, files: list[str], runs_dir: Path | None = None, backbone: str | None = None,
+                       device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                       only_kept: bool = False) -> PictureOutputs | None:
+    """The untouched ImageNet backbone's features of some of the data set's pictures (a feature map's validation
+    pictures): taken from those of every picture when the health check kept them, else computed for these pictures
+    alone and kept apart (with `only_kept`, None when neither is kept). Raises WeightsError as dataset_features."""
+    backbone = backbone or health_backbone()
+    cache_dir = dataset_dir(scan.root, runs_dir)
+    whole = imagenet_outputs(backbone, scan.root, all_files(scan), cache_dir, only_kept=True)
+    if whole is not None:
+        rows = whole.rows(files)
+        return PictureOutputs([whole.files[row] for row in rows], whole.features[rows], whole.logits[rows],
+                              [file for file in files if file in set(whole.unreadable)])
+    return imagenet_outputs(backbone, scan.root, files, cache_dir, None, device, progress, part="some",
+                            only_kept=only_kept)
 
 
 def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str | Path | None = None,

@@ -18,7 +18,7 @@ from torch.utils.data import DistributedSampler
 
 from core import compiling, fast
 from core.data import DatasetScan, make_loaders
-from core.device import amp_dtype, autocast, pick_device, to_input
+from core.device import amp_dtype, autocast, one_cpu_thread, pick_device, to_input
 from core.distributed import SINGLE, Placement, ProcessLost, World
 from core.errors import ConfigError, TrainingCancelled
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
@@ -350,7 +350,8 @@ def train(
     started = time.perf_counter()
     try:
         model, loaders = prepare(config, scan, built, device, on_batch=on_batch, features=features, world=world)
-        fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch, world=world)
+        with one_cpu_thread(device.type == "cpu" and model is not built.model):  # the head on cached features
+            fit(result, model, loaders, device, on_batch=on_batch, on_epoch=on_epoch, world=world)
         if not result.placement.interruption:
             world.check_identical(built.model)
         if "test" in loaders and result.best_epoch is not None and not result.placement.interruption:

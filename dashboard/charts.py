@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.experiment import ExperimentResults, learning_curve, repeats, size_order, size_text
+from core.experiment import FEWEST_SEEDS, ExperimentResults, learning_curve, repeats, size_order, size_text
 from core.predict import Prediction
 from core.runs import RunRecord
 from core.stats import Estimate
@@ -18,6 +18,7 @@ from core.train import EpochStats
 COLORS = {"finetune": "#1f77b4", "frozen": "#2ca02c", "frozen-tutorial": "#ff7f0e", "scratch": "#d62728"}
 FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#17becf"]
 TRAIN_COLOR = "#7f7f7f"
+TRAIN_ALPHA = 0.45  # a live chart's train line: its scenario's colour, paler than val
 TOTAL_COLOR = "#c7c7c7"  # all parameters
 TRAINABLE_COLOR = "#393b79"  # trainable parameters
 PER_EPOCH_COLOR = "#3182bd"
@@ -93,14 +94,16 @@ def _history_pair(fig: go.Figure) -> None:
 
 
 def live_history(series: dict[str, list[EpochStats]]) -> go.Figure:
-    """Loss and accuracy per epoch for each scenario of a running job, train dashed and val solid."""
+    """Loss and accuracy per epoch for each scenario of a running job: val solid in the scenario's colour, train
+    dashed in a paler shade of it."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12)
     for index, (scenario, history) in enumerate(series.items()):
         epochs = [e.epoch for e in history]
         color = color_for(scenario, index)
         for col, (train_key, val_key) in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc")), start=1):
             fig.add_scatter(x=epochs, y=[getattr(e, train_key) for e in history], name=f"{scenario} train",
-                            line=dict(color=color, dash="dash"), row=1, col=col, showlegend=col == 1)
+                            line=dict(color=_rgba(color, TRAIN_ALPHA), dash="dash"), row=1, col=col,
+                            showlegend=col == 1)
             fig.add_scatter(x=epochs, y=[getattr(e, val_key) for e in history], name=f"{scenario} val",
                             line=dict(color=color), row=1, col=col, showlegend=col == 1)
     _epoch_axis(fig, max((len(history) for history in series.values()), default=1))
@@ -115,16 +118,20 @@ def _rgba(color: str, alpha: float) -> str:
 
 def add_band(fig: go.Figure, x: list, estimates: list[Estimate], name: str, color: str, dash: str | None = None,
              **where) -> None:
-    """The mean as a line with its 95% interval shaded around it (a band that hovers with its bounds)."""
+    """The mean as a line with its 95% interval shaded around it (a band that hovers with its bounds). Means of fewer
+    than FEWEST_SEEDS runs get no band: it would fill the chart and say nothing."""
     bounds = [[e.low, e.high, e.n] for e in estimates]
-    fig.add_scatter(x=x, y=[e.high for e in estimates], mode="lines", line=dict(width=0), showlegend=False,
-                    hoverinfo="skip", legendgroup=name, **where)
-    fig.add_scatter(x=x, y=[e.low for e in estimates], mode="lines", line=dict(width=0), fill="tonexty",
-                    fillcolor=_rgba(color, 0.2), showlegend=False, hoverinfo="skip", legendgroup=name, **where)
+    banded = all(e.n >= FEWEST_SEEDS for e in estimates)
+    if banded:
+        fig.add_scatter(x=x, y=[e.high for e in estimates], mode="lines", line=dict(width=0), showlegend=False,
+                        hoverinfo="skip", legendgroup=name, **where)
+        fig.add_scatter(x=x, y=[e.low for e in estimates], mode="lines", line=dict(width=0), fill="tonexty",
+                        fillcolor=_rgba(color, 0.2), showlegend=False, hoverinfo="skip", legendgroup=name, **where)
+    interval = ("[%{customdata[0]:.3f}, %{customdata[1]:.3f}], %{customdata[2]} runs" if banded else
+                f"(%{{customdata[2]}} runs: an interval needs {FEWEST_SEEDS})")
     fig.add_scatter(x=x, y=[e.value for e in estimates], name=name, mode="lines+markers", legendgroup=name,
                     line=dict(color=color, dash=dash), customdata=bounds,
-                    hovertemplate="%{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}], "
-                                  "%{customdata[2]} runs<extra>%{fullData.name}</extra>", **where)
+                    hovertemplate=f"%{{y:.3f}} {interval}<extra>%{{fullData.name}}</extra>", **where)
 
 
 def overlay(runs: list[RunRecord], key: str, title: str, labels: dict[str, str]) -> go.Figure:
@@ -199,41 +206,44 @@ def train_against_val(run: RunRecord, label: str) -> go.Figure | None:
     return _layout(fig, label, height=260)
 
 
-def seconds_per_epoch(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
-    """For each run with a finished epoch: the mean seconds of its epochs, and apart from them the one-off
-    seconds before and between the epochs (loading pictures, caching a frozen backbone's features)."""
+def seconds_per_epoch(runs: list[RunRecord], labels: dict[str, str], names: dict[str, str]) -> go.Figure:
+    """For each run with a finished epoch (on the y axis by its short label, by its whole name on hover): the mean
+    seconds of its epochs, and apart from them the one-off seconds before and between the epochs (loading pictures,
+    caching a frozen backbone's features)."""
     runs = charted(runs)
-    names = [labels[run.id] for run in runs]
-    # customdata: epochs, the run's total seconds
-    data = [[len(run.history), run.seconds] for run in runs]
+    # customdata: the whole name, epochs, the run's total seconds
+    data = [[names[run.id], len(run.history), run.seconds] for run in runs]
     fig = go.Figure()
-    fig.add_bar(y=names, x=[sum(e.seconds for e in run.history) / len(run.history) for run in runs],
+    fig.add_bar(y=[labels[run.id] for run in runs], x=[sum(e.seconds for e in run.history) / len(run.history)
+                                                      for run in runs],
                 name=PER_EPOCH, orientation="h", marker_color=PER_EPOCH_COLOR, customdata=data,
                 texttemplate="%{x:.1f} s", textposition="auto", cliponaxis=False,
-                hovertemplate="%{y}<br>%{x:.2f} s per epoch<br>(mean of %{customdata[0]} epochs)"
-                              "<br>whole run: %{customdata[1]:.1f} s<extra></extra>")
-    fig.add_bar(y=names, x=[one_off_seconds(run) for run in runs], name=ONE_OFF, orientation="h",
-                marker_color=ONE_OFF_COLOR, customdata=data, texttemplate="%{x:.1f} s", textposition="auto",
-                cliponaxis=False,
-                hovertemplate="%{y}<br>%{x:.2f} s once, before and between the epochs:<br>loading pictures, "
-                              "caching features<br>whole run: %{customdata[1]:.1f} s<extra></extra>")
+                hovertemplate="%{customdata[0]}<br>%{x:.2f} s per epoch<br>(mean of %{customdata[1]} epochs)"
+                              "<br>whole run: %{customdata[2]:.1f} s<extra></extra>")
+    fig.add_bar(y=[labels[run.id] for run in runs], x=[one_off_seconds(run) for run in runs], name=ONE_OFF,
+                orientation="h", marker_color=ONE_OFF_COLOR, customdata=data, texttemplate="%{x:.1f} s",
+                textposition="auto", cliponaxis=False,
+                hovertemplate="%{customdata[0]}<br>%{x:.2f} s once, before and between the epochs:<br>loading "
+                              "pictures, caching features<br>whole run: %{customdata[2]:.1f} s<extra></extra>")
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="seconds", rangemode="tozero")
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", automargin=True)
     return _layout(fig, "Time: per epoch and one-off", height=80 + 70 * max(len(runs), 1), hovermode="closest")
 
 
-def parameters(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure:
-    """Trainable parameters drawn over all parameters, one colour per series, the runs on the y axis."""
-    names = [labels[r.id] for r in runs]
+def parameters(runs: list[RunRecord], labels: dict[str, str], names: dict[str, str]) -> go.Figure:
+    """Trainable parameters drawn over all parameters, one colour per series, the runs on the y axis by their short
+    labels (their whole names on hover); a tick at each power of ten, so that no two tick labels meet."""
+    y, hover = [labels[r.id] for r in runs], [names[r.id] for r in runs]
     fig = go.Figure()
-    fig.add_bar(y=names, x=[r.total_params for r in runs], name="total", orientation="h", marker_color=TOTAL_COLOR,
-                hovertemplate="%{y}<br>%{x:,} parameters in all<extra></extra>")
-    fig.add_bar(y=names, x=[r.trainable_params for r in runs], name="trainable", orientation="h",
-                marker_color=TRAINABLE_COLOR, hovertemplate="%{y}<br>%{x:,} trainable parameters<extra></extra>")
+    fig.add_bar(y=y, x=[r.total_params for r in runs], name="total", orientation="h", marker_color=TOTAL_COLOR,
+                customdata=hover, hovertemplate="%{customdata}<br>%{x:,} parameters in all<extra></extra>")
+    fig.add_bar(y=y, x=[r.trainable_params for r in runs], name="trainable", orientation="h",
+                marker_color=TRAINABLE_COLOR, customdata=hover,
+                hovertemplate="%{customdata}<br>%{x:,} trainable parameters<extra></extra>")
     fig.update_layout(barmode="overlay")
-    fig.update_xaxes(type="log", title_text="parameters (log scale)")
-    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="log", title_text="parameters (log)", dtick=1, tickformat="~s")
+    fig.update_yaxes(autorange="reversed", automargin=True)
     return _layout(fig, "Trainable against total parameters", height=80 + 50 * len(runs), hovermode="closest")
 
 
@@ -295,6 +305,24 @@ def probabilities(prediction: Prediction, scenario: str) -> go.Figure:
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     return _layout(fig, "", height=40 + 40 * len(names), hovermode="closest")
 
+
+
+MOST_MISTAKES_AT_FIRST = 48  # a gallery's first look: every mistake up to this many
+
+
+def first_look(pictures: list, mistakes: int) -> list:
+    """What a gallery shows before "every picture" is asked for, of pictures with the mistakes first: every mistake
+    (up to MOST_MISTAKES_AT_FIRST), or a page of pictures when there are none."""
+    return pictures[:min(mistakes, MOST_MISTAKES_AT_FIRST) or GALLERY_PAGE]
+
+
+def hidden_text(shown: int, mistakes: int, pictures: int) -> str:
+    """What a gallery's first look leaves out, and the way to it."""
+    if mistakes > shown:
+        return (f"{shown} of the {mistakes} mistakes shown. Turn on 'Show every picture' above to page through all "
+                f"{pictures} pictures, mistakes first.")
+    what = "Every mistake is shown" if mistakes else "No mistakes: a first page is shown"
+    return f"{what}; the other {pictures - shown} pictures are right. Turn on 'Show every picture' above to see them."
 
 
 def pages(count: int, per_page: int | None = None) -> int:

@@ -30,6 +30,8 @@ def _outcome(job: JobSnapshot, failed: str) -> None:
                    f"the others {where}.")
     elif job.state == "completed":
         st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {took}. See it {where}.")
+        if not job.experiment:
+            st.page_link("pages/2_Compare.py", label="Compare the runs", icon="📊")
     elif job.state == "cancelled":
         limit = duration_text(job.minutes_allowed * 60) if job.time_limited else ""
         why = f"reached its time limit ({limit})" if job.time_limited else "was cancelled"
@@ -79,8 +81,9 @@ def job_panel(jobs: TrainingJobs, idle: str = "No training yet. Choose the scena
         rows["cell" if job.experiment else "scenario"].append(scenario.label)
         rows["status"].append(scenario.status)
         rows["epochs"].append(len(scenario.history))
-        rows["best val acc"].append(max((e.val_acc for e in scenario.history), default=None))
-        rows["run"].append(scenario.run_id or "")
+        best = max((e.val_acc for e in scenario.history), default=None)
+        rows["best val acc"].append(f"{best:.3f}" if best is not None else "-")
+        rows["run"].append(scenario.run_id or "-")
     st.dataframe(rows, hide_index=True, height=min(35 * (len(job.scenarios) + 1) + 3, 320))
     if job.experiment:
         running = job.scenarios[job.current]

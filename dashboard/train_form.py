@@ -6,11 +6,18 @@ from dataclasses import asdict, dataclass, field, fields
 
 import streamlit as st
 
+from core.errors import StudioError
+from core.eta import duration_text
+from core.exclusions import read_exclusions
+from core.experiment import estimate_training
 from core.jobs import JobSnapshot
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS, local_backbones
+from core.runs import default_runs_dir, list_runs
 from core.train import TrainConfig
+from dashboard import state
 
 ANOTHER_FOLDER = "Another folder..."
+LONG_JOB_S = 15 * 60  # an estimate past this is said with a warning and a quicker choice
 _SESSION_KEY = "train_choices"
 _DEFAULTS = TrainConfig()
 
@@ -90,3 +97,25 @@ def remembered(job: JobSnapshot | None, datasets: dict) -> TrainChoices:
 def remember(choices: TrainChoices) -> None:
     st.session_state[_SESSION_KEY] = choices
     st.query_params.from_dict(choices.to_query())
+
+
+def training_estimate(choices: TrainChoices, data_dir) -> None:
+    """The time the chosen training will take, said before Start (core.experiment.estimate_training, as the
+    Experiments page estimates), with a warning and a quicker choice when it is long. Says nothing while the data
+    set or the recipe cannot be trained on: Start says why."""
+    try:
+        scan = state.scan(data_dir)
+        scan.raise_if_invalid()
+        if choices.leave_out:
+            scan = scan.without(read_exclusions(data_dir, default_runs_dir()))
+        with st.spinner("Estimating the time..."):
+            estimate = estimate_training(choices.configs(), scan, state.visible(list_runs().runs))
+    except (StudioError, ValueError):
+        return
+    text = (f"Estimated time: about **{duration_text(estimate.seconds)}** for {len(choices.scenarios)} scenario(s) of "
+            f"{choices.epochs} epochs on {len(scan.samples['train'])} training pictures (from {estimate.basis}).")
+    if estimate.seconds > LONG_JOB_S:
+        st.warning(f"{text} That is long on this machine: fewer epochs, or the frozen scenario alone (it trains only "
+                   "the last layer, on features computed once), take a fraction of it.")
+    else:
+        st.caption(text)

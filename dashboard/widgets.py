@@ -19,7 +19,8 @@ from core.runs import RunRecord, accuracy_text, default_runs, default_runs_dir, 
 from dashboard import charts, state
 from dashboard.charts import GALLERY_WIDTH
 
-MAX_PHOTO_MB = 20
+MAX_PHOTO_MB = 20  # a photo to classify: the uploader says it and refuses more, as does the check after a camera
+MAX_ZIP_MB = 500  # a data set's zip, as the uploader says it; .streamlit/config.toml's maxUploadSize is the same
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 
 # What changes each setting for someone using the dashboard, added to the library's own error messages.
@@ -125,7 +126,25 @@ def where_trained(run: RunRecord) -> list[str]:
 
 def run_labels(runs: list[RunRecord], details: bool = False) -> dict[str, str]:
     """run_label by run id, one different label per run: runs that would share one get the end of their id."""
-    labels = {run.id: run_label(run, details) for run in runs}
+    return _told_apart({run.id: run_label(run, details) for run in runs})
+
+
+def short_labels(runs: list[RunRecord]) -> dict[str, str]:
+    """By run id, the shortest label that tells these runs apart, for tables and charts on a phone: the scenario,
+    then of the backbone, the data set, the day and the time only what differs among them (run_labels are whole)."""
+    parts = {run.id: {"backbone": run.backbone, "data set": run.dataset.root.name, "day": run.created[5:10],
+                      "time": run.created[11:16]} for run in runs}
+    differ = [name for name in ("backbone", "data set", "day", "time") if len({p[name] for p in parts.values()}) > 1]
+    if "day" in differ:  # the day alone does not place a run: its time goes with it
+        differ = [name for name in differ if name != "time"]
+        for part in parts.values():
+            part["day"] += f" {part['time']}"
+    return _told_apart({run.id: " · ".join([run.scenario, *(parts[run.id][name] for name in differ)])
+                        for run in runs})
+
+
+def _told_apart(labels: dict[str, str]) -> dict[str, str]:
+    """The labels, those that more than one run shares followed by the end of each run's id."""
     repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
     return {run_id: f"{label} · {run_id[-4:]}" if label in repeated else label for run_id, label in labels.items()}
 
@@ -147,9 +166,16 @@ def pick_runs(label: str, none_yet: str, trained_only: bool = False) -> list[Run
     return [by_id[run_id] for run_id in chosen]
 
 
-def summary_row(run: RunRecord, label: str) -> dict[str, str]:
-    """The run's summary row (core.runs) under its label, without server paths in shared mode."""
-    return {**run.summary(paths=not state.settings().shared), "run": label}
+FIRST_COLUMNS = ("best val acc", "final val acc", "test acc")  # after the run's label: seen first on a phone
+LABEL_COLUMN = {"run": st.column_config.TextColumn("run", pinned=True)}  # for st.dataframe(column_config=...)
+
+
+def summary_row(run: RunRecord, label: str, name: str) -> dict[str, str]:
+    """The run's summary row (core.runs) under its short label, its accuracies first and its whole name last,
+    without server paths in shared mode."""
+    row = run.summary(paths=not state.settings().shared)
+    rest = {key: value for key, value in row.items() if key not in ("run", *FIRST_COLUMNS)}
+    return {"run": label, **{key: row[key] for key in FIRST_COLUMNS}, **rest, "whole name": name}
 
 
 def side_by_side(runs: list[RunRecord], most: int = 3):
@@ -157,22 +183,36 @@ def side_by_side(runs: list[RunRecord], most: int = 3):
     return zip(st.columns(min(len(runs), most)) * len(runs), runs)
 
 
+BUNDLE_CONTENTS = "The model, its classes and preprocessing, and a model card, in one zip"
+BUNDLES = {  # format: (its short name, what it is)
+    "onnx": ("ONNX", f"{BUNDLE_CONTENTS}; run it with onnxruntime."),
+    "pt2": ("PyTorch .pt2", f"{BUNDLE_CONTENTS}; load it with torch.export.load(path).module()."),
+    "torchscript": ("TorchScript", f"{BUNDLE_CONTENTS}. TorchScript is deprecated by PyTorch: prefer ONNX or .pt2."),
+}
+
+
 def download_bundles(run: RunRecord, key: str) -> None:
-    """ONNX and PyTorch .pt2 (torch.export) download buttons, then legacy TorchScript; the bundle is made when the
-    button is pressed."""
+    """A format to choose (ONNX, PyTorch .pt2, legacy TorchScript), a button that makes its bundle with a spinner
+    (exporting and checking it against PyTorch takes a while), then the bundle's download button."""
     if not run.trained:
         st.caption("No epoch finished, so its last layer was never trained: there is no model to take away.")
         return
-    contents = "The model, its classes and preprocessing, and a model card, in one zip"
-    buttons = (("onnx", "ONNX bundle", f"{contents}; run it with onnxruntime."),
-               ("pt2", "PyTorch .pt2 bundle", f"{contents}; load it with torch.export.load(path).module()."),
-               ("torchscript", "TorchScript (legacy)",
-                f"{contents}. TorchScript is deprecated by PyTorch: prefer the ONNX or .pt2 bundle."))
-    for column, (fmt, label, help_text) in zip(st.columns(len(buttons)), buttons):
-        column.download_button(
-            label, data=lambda fmt=fmt: state.bundle(str(run.path), fmt),
-            file_name=f"{run.id}-{fmt}.zip", mime="application/zip", key=f"{key}-{fmt}-{run.id}",
-            help=help_text, on_click="ignore")
+    fmt = st.segmented_control("Bundle", list(BUNDLES), format_func=lambda name: BUNDLES[name][0], default="onnx",
+                               key=f"{key}-format-{run.id}", help=" ".join(f"{name}: {text}" for name, text in
+                                                                         BUNDLES.values()))
+    if fmt is None:
+        return
+    name, made, slot = BUNDLES[fmt][0], f"{key}-made-{run.id}", st.empty()
+    if st.session_state.get(made) != fmt and not slot.button(f"Make the {name} bundle", key=f"{key}-make-{run.id}",
+                                                             help=BUNDLES[fmt][1]):
+        return
+    slot.empty()
+    with st.spinner(f"Exporting to {name} and checking it against PyTorch..."):
+        data = state.bundle(str(run.path), fmt)
+    st.session_state[made] = fmt
+    st.download_button(f"Download ({len(data) / 2**20:.1f} MB)", data=data, file_name=f"{run.id}-{fmt}.zip",
+                       mime="application/zip", key=f"{key}-{fmt}-{run.id}", on_click="ignore",
+                       icon=":material/download:", type="primary")
 
 
 def photo_input() -> tuple[str, bytes, Image.Image]:
@@ -182,7 +222,7 @@ def photo_input() -> tuple[str, bytes, Image.Image]:
     if source == "Upload a file":
         # Every file is accepted here and checked below: the uploader's own refusal of a type is a red chip with
         # the reason in a tooltip, and leaves the previous file's answers on the page.
-        upload = st.file_uploader("Photo (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+        upload = st.file_uploader("Photo (JPEG, PNG, WebP, GIF, BMP or TIFF)", max_upload_size=MAX_PHOTO_MB)
     else:
         upload = st.camera_input("Photo")
     if upload is None:

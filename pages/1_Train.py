@@ -10,7 +10,7 @@ from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir
 from dashboard import state
 from dashboard.job_panel import job_panel
-from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered
+from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered, training_estimate
 from dashboard.widgets import limits_text, runnable_scenarios, show_error
 
 st.set_page_config(page_title="Train · Transfer Learning Studio", page_icon="🏋️", layout="wide")
@@ -23,41 +23,42 @@ datasets = state.datasets()
 labels = [*datasets] if settings.shared else [*datasets, ANOTHER_FOLDER]
 shown = remembered(jobs.snapshot(), datasets)  # the running job's settings, else this session's last Start
 
-with st.form("train", enter_to_submit=False):
-    dataset = st.selectbox("Data set", labels, index=labels.index(shown.dataset) if shown.dataset in labels else 0,
-                           key="dataset")
-    folder = "" if settings.shared else st.text_input(f"Folder with train/ and val/ (for '{ANOTHER_FOLDER}')",
-                                                      shown.folder, key="folder")
-    left, right = st.columns(2)
-    backbone = left.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(shown.backbone),
-                              format_func=lambda name: BACKBONES[name].title, key="backbone")
-    scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=shown.scenarios,
-                                  format_func=lambda name: SCENARIOS[name].title, key="scenarios")
-    with st.expander("Recipe (the tutorial's values)"):
-        a, b, c, d = st.columns(4)
-        epochs = a.number_input("Epochs", 1, most_epochs, min(shown.epochs, most_epochs), key="epochs")
-        batch_size = b.number_input("Batch size", 1, 512, shown.batch_size, key="batch_size")
-        lr = c.number_input("Learning rate", 1e-6, 1.0, shown.lr, format="%.4f", key="lr")
-        momentum = d.number_input("Momentum", 0.0, 0.99, shown.momentum, key="momentum")
-        step_size = a.number_input("LR step (epochs)", 1, 500, shown.step_size, key="step_size")
-        gamma = b.number_input("LR factor", 0.01, 1.0, shown.gamma, key="gamma")
-        seed = c.number_input("Seed", 0, 2**31 - 1, shown.seed, key="seed")
-    leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=shown.leave_out,
-                            key="leave_out", help="The health check on Home and Your own data flags duplicates and "
-                            "label suspects; the ones you put on the list stay in their folders and each run records "
-                            "what it left out.")
-    start = st.form_submit_button("Start training", type="primary", key="start")
+dataset = st.selectbox("Data set", labels, index=labels.index(shown.dataset) if shown.dataset in labels else 0,
+                       key="dataset")
+folder = st.text_input("Folder with train/ and val/", shown.folder, key="folder",
+                       placeholder="/home/me/pictures/my_set") if dataset == ANOTHER_FOLDER else ""
+left, right = st.columns(2)
+backbone = left.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(shown.backbone),
+                          format_func=lambda name: BACKBONES[name].title, key="backbone")
+scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=shown.scenarios,
+                              format_func=lambda name: SCENARIOS[name].title, key="scenarios")
+with st.expander("Recipe (the tutorial's values)"):
+    a, b, c, d = st.columns(4)
+    epochs = a.number_input("Epochs", 1, most_epochs, min(shown.epochs, most_epochs), key="epochs")
+    batch_size = b.number_input("Batch size", 1, 512, shown.batch_size, key="batch_size")
+    lr = c.number_input("Learning rate", 1e-6, 1.0, shown.lr, format="%.4f", key="lr")
+    momentum = d.number_input("Momentum", 0.0, 0.99, shown.momentum, key="momentum")
+    step_size = a.number_input("LR step (epochs)", 1, 500, shown.step_size, key="step_size")
+    gamma = b.number_input("LR factor", 0.01, 1.0, shown.gamma, key="gamma")
+    seed = c.number_input("Seed", 0, 2**31 - 1, shown.seed, key="seed")
+leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=shown.leave_out,
+                        key="leave_out", help="The health check on Home and Your own data flags duplicates and "
+                        "label suspects; the ones you put on the list stay in their folders and each run records "
+                        "what it left out.")
+choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), int(epochs), int(batch_size), lr, momentum,
+                       int(step_size), gamma, int(seed), leave_out)
+data_dir = Path(choices.folder).expanduser() if dataset == ANOTHER_FOLDER else datasets[dataset]
+if scenarios and (dataset != ANOTHER_FOLDER or choices.folder):
+    training_estimate(choices, data_dir)
+start = st.button("Start training", type="primary", key="start", disabled=not scenarios)
 if limits := limits_text(settings.limits):
     st.caption(limits)
 
 if start:
-    choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), int(epochs), int(batch_size), lr, momentum,
-                           int(step_size), gamma, int(seed), leave_out)
     remember(choices)
     try:
         if dataset == ANOTHER_FOLDER and not choices.folder:
             raise StudioError(f"Type the folder's path in 'Folder with train/ and val/' to use '{ANOTHER_FOLDER}'.")
-        data_dir = Path(choices.folder).expanduser() if dataset == ANOTHER_FOLDER else datasets[dataset]
         choices.configs()  # checks the recipe before anything is downloaded
         state.scan(data_dir).raise_if_invalid()
         runnable = runnable_scenarios(backbone, scenarios)

@@ -3,6 +3,7 @@ import streamlit as st
 
 from dashboard import charts
 from dashboard.widgets import (
+    LABEL_COLUMN,
     clickable_confusion,
     download_bundles,
     per_class_rows,
@@ -10,6 +11,7 @@ from dashboard.widgets import (
     picture_gallery,
     private,
     run_labels,
+    short_labels,
     side_by_side,
     summary_row,
     where_trained,
@@ -24,10 +26,11 @@ if not runs:
     st.info("Pick one or more runs.")
     st.stop()
 
-labels = run_labels(runs)
+labels, names = short_labels(runs), run_labels(runs)  # short in tables and charts, whole where there is room
 
 st.subheader("Summary")
-st.dataframe([summary_row(run, labels[run.id]) for run in runs], hide_index=True)
+st.dataframe([summary_row(run, labels[run.id], names[run.id]) for run in runs], hide_index=True,
+             column_config=LABEL_COLUMN)
 st.caption("Best: the epoch with the highest validation accuracy, whose weights were kept, as in the tutorial; "
            "chosen on the validation pictures, it is a little optimistic. Final: the last epoch trained. Test: the "
            "kept weights on test/, pictures no choice looked at (when the data set has them). In brackets, the 95% "
@@ -37,13 +40,13 @@ st.caption("Best: the epoch with the highest validation accuracy, whose weights 
 
 with st.expander("Where each run was trained: hosts, devices, processes"):
     for run in runs:
-        st.markdown(f"**{labels[run.id]}**\n" + "\n".join(f"- {private(line)}" for line in where_trained(run)))
+        st.markdown(f"**{names[run.id]}**\n" + "\n".join(f"- {private(line)}" for line in where_trained(run)))
     st.caption("A run trained on several processes (torchrun) or on another machine is an ordinary run here. Copied "
                "or shared runs folders show their runs with the hosts and devices they were trained on; their "
                "pictures are shown when the data set is at the same path on this machine.")
 
 st.subheader("Per class (validation set, kept weights)")
-st.dataframe(per_class_rows(runs, labels), hide_index=True)
+st.dataframe(per_class_rows(runs, labels), hide_index=True, column_config=LABEL_COLUMN)
 st.caption("Precision: of the pictures a model called this class, the share that are. Recall: of this class's "
            "pictures, the share it found. F1 balances the two. Accuracy alone hides a class that is often missed, "
            "more so when the classes are of unequal size. The Mistakes page shows why.")
@@ -66,11 +69,11 @@ for column, run in side_by_side(runs):
 
 left, right = st.columns(2)
 if charted:
-    left.plotly_chart(charts.seconds_per_epoch(runs, labels), config=charts.PLOTLY_CONFIG)
+    left.plotly_chart(charts.seconds_per_epoch(runs, labels, names), config=charts.PLOTLY_CONFIG)
     left.caption(f"{charts.PER_EPOCH}: what one epoch of training and validation took. {charts.ONE_OFF}: the rest "
                  "of the run, spent once. The summary's s / epoch spreads the whole run, one-off time included, "
                  "over its epochs.")
-right.plotly_chart(charts.parameters(runs, labels), config=charts.PLOTLY_CONFIG)
+right.plotly_chart(charts.parameters(runs, labels, names), config=charts.PLOTLY_CONFIG)
 
 st.subheader("Confusion matrices (validation set, kept weights)")
 st.caption("Click a cell to see its pictures.")
@@ -93,15 +96,19 @@ expand = True  # the first gallery only: a phone scrolls past each one
 for run in runs:
     pictures = run.val_pictures(mistakes_first=True)
     if not pictures:
-        st.caption(f"{labels[run.id]}: no validation predictions were saved.")
+        st.caption(f"{names[run.id]}: no validation predictions were saved.")
         continue
-    st.markdown(f"**{labels[run.id]}**: {run.val_predictions.mistakes} mistake(s) in {len(pictures)} pictures")
+    mistakes = run.val_predictions.mistakes
+    st.markdown(f"**{names[run.id]}**: {mistakes} mistake(s) in {len(pictures)} pictures")
     pages = charts.pages(len(pictures)) if show_all else 1
     with st.expander(f"Pictures of {labels[run.id]}", expanded=expand, key=f"gallery-{run.id}"):
         expand = False
         page = st.number_input(f"Page (of {pages})", 1, pages, key=f"page-{run.id}") if pages > 1 else 1
+        shown = charts.page_of(pictures, page) if show_all else charts.first_look(pictures, mistakes)
+        if not show_all and len(shown) < len(pictures):
+            st.caption(charts.hidden_text(len(shown), mistakes, len(pictures)))
         items = []
-        for picture in charts.page_of(pictures, page):
+        for picture in shown:
             caption = f"{'✅' if picture.correct else '❌'} predicted: {run.class_names[picture.predicted]}"
             if not picture.correct:
                 caption += f" (is {run.class_names[picture.label]})"

@@ -10,7 +10,7 @@ from core.data import DatasetScan, import_dataset_zip, safe_folder_name, uploads
 from core.errors import StudioError
 from dashboard import state
 from dashboard.health_panel import health_panel
-from dashboard.widgets import private, show_error
+from dashboard.widgets import MAX_ZIP_MB, private, show_error
 
 st.set_page_config(page_title="Your own data · Transfer Learning Studio", page_icon="🗂️", layout="wide")
 st.title("Your own data")
@@ -52,7 +52,8 @@ else:
             st.caption("On the Train page choose 'Another folder...' and paste this path.")
 
 with zip_tab:
-    upload = st.file_uploader("Zip file with train/ and val/ (and test/ if you have one)", type=["zip"])
+    upload = st.file_uploader("Zip file with train/ and val/ (and test/ if you have one)", type=["zip"],
+                              max_upload_size=MAX_ZIP_MB)
     if settings.shared:
         quota = f" All visitors' uploads share {settings.upload_quota_mb:g} MB." if settings.upload_quota_mb else ""
         st.caption("Your uploads are yours: other visitors do not see them, and they are offered to you for this "

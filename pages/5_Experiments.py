@@ -7,11 +7,13 @@ from core.eta import duration_text
 from core.exclusions import read_exclusions
 from core.experiment import (
     DEFAULT_SIZES,
+    FEWEST_SEEDS,
     Cell,
     ExperimentPlan,
     default_name,
     estimate_seconds,
     list_plans,
+    mean_text,
     pending,
     results,
     size_order,
@@ -19,7 +21,7 @@ from core.experiment import (
 )
 from core.jobs import JobRequest
 from core.models import BACKBONES, SCENARIOS
-from core.runs import accuracy_text, default_runs_dir, list_runs
+from core.runs import default_runs_dir, list_runs
 from core.train import TrainConfig
 from dashboard import charts, state
 from dashboard.job_panel import job_panel
@@ -117,8 +119,13 @@ if not outcome.rows:
 metrics = [key for key in METRICS if key != "test" or any(row.test for row in outcome.rows)]
 metric = st.radio("Accuracy", metrics, format_func=METRICS.get, horizontal=True, key="experiment_metric")
 st.plotly_chart(charts.accuracy_by_size(outcome, metric), config=charts.PLOTLY_CONFIG)
+few_seeds = min(len(row.seeds) for row in outcome.rows) < FEWEST_SEEDS
 st.caption("Each line is a scenario's mean over seeds; the shaded band is its 95% interval (Student t over seeds). "
            "Few seeds give wide bands: add seeds to narrow them.")
+if few_seeds:
+    st.info(f"Some means here are of fewer than {FEWEST_SEEDS} seeds: an interval over 2 seeds spans nearly "
+            "everything, so neither the chart nor the table shows one. Add seeds for intervals; meanwhile the "
+            "paired verdicts below compare scenarios seed by seed on the same pictures, and do say something.")
 
 sizes_saved = sorted({row.pictures_per_class for row in outcome.rows}, key=size_order)
 size = st.select_slider("Learning curves at", sizes_saved, value=sizes_saved[-1],
@@ -133,9 +140,9 @@ right.plotly_chart(charts.curves_with_bands(groups, "train_loss", "Training loss
 
 st.markdown("**Means over seeds, with 95% intervals**")
 st.dataframe([{"scenario": row.scenario, "per class": size_text(row.pictures_per_class),
-               "seeds": len(row.seeds), "best val acc (optimistic)": accuracy_text(row.best_val),
-               "final val acc": accuracy_text(row.final_val),
-               **({"test acc": accuracy_text(row.test) if row.test else "-"} if "test" in metrics else {})}
+               "seeds": len(row.seeds), "best val acc (optimistic)": mean_text(row.best_val),
+               "final val acc": mean_text(row.final_val),
+               **({"test acc": mean_text(row.test) if row.test else "-"} if "test" in metrics else {})}
               for row in outcome.rows], hide_index=True)
 if outcome.comparisons:
     st.markdown("**Is the difference real?** Paired over the same seeds (the same training pictures) and the same "

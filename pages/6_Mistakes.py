@@ -1,22 +1,23 @@
 """Mistakes: why a model is wrong. Its worst mistakes, where two runs part, and maps of the features each model sees,
-beside those of the untouched ImageNet backbone."""
+beside those of the untouched ImageNet backbone.
+
+Every control and what comes from the saved predictions show at once; what needs a model on the pictures (the worst
+mistakes, the maps) is computed below them with its progress, and the maps only when asked for."""
 import streamlit as st
 
-from core.analysis import MAP_METHODS, disagreements, losses, run_outputs
-from core.device import pick_device
-from core.errors import StudioError
-from core.health import dataset_features
-from core.models import BACKBONES
-from core.runs import default_runs_dir, picture_path
-from dashboard import charts, state
+from core.analysis import MAP_METHODS, disagreements, losses
+from core.runs import picture_path
+from dashboard.feature_maps import (
+    chosen_point,
+    draw_maps,
+    maps_kept,
+    outputs_of,
+)
 from dashboard.widgets import (
-    ProgressBar,
-    clicked,
     pick_runs,
     picture_gallery,
-    private,
     run_labels,
-    show_error,
+    short_labels,
     side_by_side,
 )
 
@@ -30,38 +31,14 @@ runs = [run for run in pick_runs("Runs", "No saved runs yet. Train the finetune 
 if not runs:
     st.info("Pick one or more runs.")
     st.stop()
-labels = run_labels(runs)
-device = str(pick_device("auto"))
+labels, short = run_labels(runs), short_labels(runs)
 heat = st.toggle("Show where each model looked (Grad-CAM)", value=False, key="mistakes_heat")
-
-
-def outputs_of(run):
-    """The run's features and logits on its validation pictures: computed once (with a progress bar), then kept."""
-    bar = ProgressBar(f"{labels[run.id]}: features of picture")
-    try:
-        return run_outputs(run, "val", device, progress=bar)
-    finally:
-        bar.close()
-
-
-try:
-    outputs = {run.id: outputs_of(run) for run in runs}
-except StudioError as exc:
-    show_error(exc)
-    st.stop()
 
 st.subheader("The worst mistakes")
 count = st.slider("Pictures per run", 3, 24, 6, key="top_losses")
 st.caption("The validation pictures with the highest loss: wrong, and sure of it. The number is the model's "
            "probability of its answer.")
-for column, run in side_by_side(runs):
-    with column:
-        st.markdown(f"**{labels[run.id]}**")
-        names = run.class_names
-        picture_gallery([(path, f"{'✅' if item.predicted == item.label else '❌'} {names[item.predicted]} "
-                                f"{item.probability:.0%} (is {names[item.label]})")
-                         for item in losses(run, outputs[run.id])[:count]
-                         if (path := picture_path(run.dataset.root, item.file))], run, heat)
+worst = st.container()  # filled last but one: it needs each model on its validation pictures
 
 st.subheader("Where two runs disagree")
 if len(runs) < 2:
@@ -86,46 +63,37 @@ else:
                                  for item in items if (path := picture_path(run.dataset.root, item.file))], run, heat)
 
 st.subheader("Feature maps")
-method = st.radio("Map", list(MAP_METHODS), format_func=MAP_METHODS.get, horizontal=True, key="map_method")
 st.caption("Each validation picture placed by the features the model's last layer sees (the layer before the head), "
            "in two dimensions: crosses are the model's mistakes. The untouched ImageNet backbone is the starting "
            "point: a frozen run keeps its features, a finetuned one moves them, one trained from scratch has to "
            "find its own. Click a point to see its picture.")
-maps = []  # (title, run, files, features, predictions; None for the untouched backbone)
-references = set()  # (data set, backbone) whose ImageNet map is drawn
-for run in runs:
-    files = outputs[run.id].files
-    if (run.dataset.root, run.backbone) not in references:
-        references.add((run.dataset.root, run.backbone))
-        bar = ProgressBar(f"{BACKBONES[run.backbone].title} on ImageNet: features of picture")
-        try:
-            scan = state.scan(run.dataset.root)
-            scan.raise_if_invalid()
-            reference = dataset_features(scan, default_runs_dir(), run.backbone, device=device, progress=bar)
-        except StudioError as exc:
-            st.caption(private(f"No map of the untouched {BACKBONES[run.backbone].title}: {exc}"))
-        else:
-            rows = reference.rows(files)
-            maps.append((f"{BACKBONES[run.backbone].title}, ImageNet only (untouched)", run,
-                         [reference.files[row] for row in rows], reference.features[rows], None))
-        finally:
-            bar.close()
-    said = dict(zip(run.val_predictions.files, run.val_predictions.predictions))
-    maps.append((labels[run.id], run, files, outputs[run.id].features, [said[file] for file in files]))
-for column, (title, run, files, features, predictions) in side_by_side(maps):
-    actual = dict(zip(run.val_predictions.files, run.val_predictions.labels))
-    figure = charts.feature_map(state.feature_map(features, method), files, [actual[file] for file in files],
-                                predictions, run.class_names, title)
-    key = f"map-{method}-{title}"
+method = st.radio("Map", list(MAP_METHODS), format_func=MAP_METHODS.get, horizontal=True, key="map_method",
+                  on_change=lambda: st.session_state.pop("map_picture", None))
+drawn = st.toggle("Draw the feature maps", value=maps_kept(runs), key="draw_maps",
+                  help="The first time, each model and the untouched ImageNet backbone see every validation picture "
+                       "once (about a second per 30 pictures and model on a CPU); then they are kept.")
+maps = st.container()
 
-    def remember_click(key=key, run=run) -> None:
-        if (point := clicked(key)) is not None:
-            st.session_state["map_picture"] = (str(run.path), point[0])
+with worst:
+    outputs = outputs_of(runs, labels)
+    for column, run in side_by_side(runs):
+        with column:
+            st.markdown(f"**{short[run.id]}**")
+            names = run.class_names
+            picture_gallery([(path, f"{'✅' if item.predicted == item.label else '❌'} {names[item.predicted]} "
+                                    f"{item.probability:.0%} (is {names[item.label]})")
+                             for item in losses(run, outputs[run.id])[:count]
+                             if (path := picture_path(run.dataset.root, item.file))], run, heat)
 
-    column.plotly_chart(figure, key=key, on_select=remember_click, selection_mode="points",
-                        config=charts.PLOTLY_CONFIG)
-if chosen := st.session_state.get("map_picture"):
-    run = next((run for run in runs if str(run.path) == chosen[0]), None)
-    if run and (path := picture_path(run.dataset.root, chosen[1])):
-        st.markdown(f"**Chosen point:** {chosen[1]}")
-        picture_gallery([(path, chosen[1])], run, heat)
+with maps:
+    if not drawn:
+        st.caption("Turn on 'Draw the feature maps' to compute and draw them.")
+        st.stop()
+    draw_maps(runs, short, outputs, method)
+    if point := chosen_point(runs, short, outputs):
+        run, path, lines = point
+        st.markdown("\n".join(lines))
+        picture_gallery([(path, path.name)], run, heat)
+        if st.button("Clear the chosen point", key="clear_map_picture"):
+            st.session_state.pop("map_picture", None)
+            st.rerun()

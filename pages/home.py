@@ -22,11 +22,7 @@ st.markdown(
     "PyTorch's tutorial. The tutorial compares two ways of doing it; the studio adds two more, to see what "
     "the differences cost:"
 )
-st.dataframe({
-    "scenario": [s.title for s in SCENARIOS.values()],
-    "name": [s.name for s in SCENARIOS.values()],
-    "what it does": [s.description for s in SCENARIOS.values()],
-}, hide_index=True)
+st.markdown("\n".join(f"- **{s.title}** (`{s.name}`): {s.description}" for s in SCENARIOS.values()))
 st.caption("Train them on the Train page, see them side by side on Compare, find out why they are wrong on "
            "Mistakes, and try them on your own photos on Classify. Your own data set goes on the Your own data page.")
 

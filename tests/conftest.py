@@ -111,14 +111,18 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny") / "colours")
 
 
-@pytest.fixture(scope="session")
-def random_weights_dir(tmp_path_factory) -> Path:
-    """torchvision-format weight files (ImageNet head included) for every backbone, randomly initialised."""
-    folder = tmp_path_factory.mktemp("weights")
+def write_random_weights(folder: Path) -> Path:
+    """torchvision-format weight files (ImageNet head included) for every backbone, randomly initialised from one
+    seed: the same files every time."""
     torch.manual_seed(1234)
     torch.save(models.resnet18().state_dict(), folder / "resnet18-f37072fd.pth")
     torch.save(models.mobilenet_v2().state_dict(), folder / "mobilenet_v2-test.pth")
     return folder
+
+
+@pytest.fixture(scope="session")
+def random_weights_dir(tmp_path_factory) -> Path:
+    return write_random_weights(tmp_path_factory.mktemp("weights"))
 
 
 # ---------------------------------------------------------------- the real data set

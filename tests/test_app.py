@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -15,9 +16,10 @@ from core.analysis import class_metrics
 from core.data import scan_dataset
 from core.errors import ConfigError
 from core.exclusions import read_exclusions, write_exclusions
+from core.health import dataset_features, reference_features
 from core.jobs import JobLimits
 from core.runs import accuracy_text, list_runs
-from dashboard import charts, state, widgets
+from dashboard import charts, state, train_form, widgets
 from dashboard.settings import Settings, read_settings
 from dashboard.widgets import run_label
 from tests.conftest import UNTRAINED, copy_run, make_picture
@@ -102,6 +104,30 @@ def test_train_page_defaults_to_the_tutorial(with_data):
     assert app.selectbox(key="dataset").value.startswith("Tutorial")
     assert app.selectbox(key="backbone").value == "resnet18"
     assert "No training yet" in app.info[0].value
+
+
+def test_train_says_the_time_it_will_take_before_start_and_warns_when_it_is_long(with_data, monkeypatch):
+    app = open_page("pages/1_Train.py")
+    app.selectbox(key="backbone").set_value("mobilenet_v2")
+    app = app.run()
+    estimate = next(c.value for c in app.caption if c.value.startswith("Estimated time: about"))
+    assert "for 2 scenario(s) of 25 epochs on 16 training pictures" in estimate and not app.warning
+    minutes = float(re.search(r"about \*\*([\d.]+) (s|min)\*\*", estimate).group(1))
+    app.number_input(key="epochs").set_value(5)
+    app = app.run()
+    shorter = next(c.value for c in app.caption if c.value.startswith("Estimated time: about"))
+    assert "of 5 epochs" in shorter and shorter != estimate and minutes > 0
+    monkeypatch.setattr(train_form, "LONG_JOB_S", 0.0)
+    app = app.run()
+    assert app.warning[0].value.startswith("Estimated time: about") and "frozen scenario alone" in app.warning[0].value
+
+
+def test_the_folder_box_is_shown_only_for_another_folder(with_data):
+    app = open_page("pages/1_Train.py")
+    assert not app.text_input
+    app = app.selectbox(key="dataset").set_value("Another folder...").run()
+    assert [box.label for box in app.text_input] == ["Folder with train/ and val/"]
+    assert not any(c.value.startswith("Estimated time") for c in app.caption)  # no folder yet: nothing to estimate
 
 
 def start_training(app: AppTest, epochs: int) -> AppTest:
@@ -203,10 +229,20 @@ def test_classify_explains_a_file_that_is_not_a_picture(with_runs):
     assert "holiday.jpg is not a picture" in app.error[0].value
 
 
+def test_each_uploader_states_the_limit_it_enforces(with_runs):
+    """The uploader said "500MB per file" where the page and the README said 20 MB."""
+    classify = open_page("pages/3_Classify.py")
+    assert classify.file_uploader[0].proto.max_upload_size_mb == widgets.MAX_PHOTO_MB == 20
+    zips = open_page("pages/4_Your_own_data.py")
+    assert zips.file_uploader[0].proto.max_upload_size_mb == widgets.MAX_ZIP_MB
+    config = (PROJECT / ".streamlit/config.toml").read_text()
+    assert f"maxUploadSize = {widgets.MAX_ZIP_MB}\n" in config  # no upload may be larger than the largest stated
+
+
 def test_classify_refuses_a_photo_over_the_size_limit(with_runs, monkeypatch):
-    monkeypatch.setattr(widgets, "MAX_PHOTO_MB", 0.001)
+    monkeypatch.setattr(widgets, "MAX_PHOTO_MB", 1)  # a camera's photo is checked here, not by an uploader
     app = open_page("pages/3_Classify.py")
-    app.file_uploader[0].set_value(("big.png", png_bytes("red"), "image/png"))
+    app.file_uploader[0].set_value(("big.png", png_bytes("red") + bytes(2**20), "image/png"))
     app = app.run()
     assert_healthy(app)
     assert "the limit is" in app.error[0].value and not app.metric
@@ -258,8 +294,26 @@ def test_classify_shows_a_heat_map_and_bundle_downloads_per_model(with_runs):
     assert_healthy(app)
     captions = [picture.caption for image in app.image for picture in image.proto.imgs]
     assert captions[0] == "red.png (64×64)" and captions[1].startswith("Grad-CAM: where finetune saw")
-    labels = [b.label for b in app.get("download_button")]
-    assert labels == ["ONNX bundle", "PyTorch .pt2 bundle", "TorchScript (legacy)"]
+    assert make_buttons(app) == ["Make the ONNX bundle"] and not app.get("download_button")
+    [formats] = app.get("button_group")
+    assert formats.options == ["ONNX", "PyTorch .pt2", "TorchScript"]  # short enough for a column of Classify
+
+
+def make_buttons(app: AppTest) -> list[str]:
+    return [button.label for button in app.button if button.label.startswith("Make the ")]
+
+
+def test_a_bundle_is_made_on_request_with_a_spinner_then_offered_for_download(with_runs, tiny_run):
+    """The download button made the bundle after the click with no sign of it: 23 s of nothing for ONNX."""
+    app = open_page("pages/2_Compare.py")
+    app.segmented_control(key=f"compare-format-{tiny_run.id}").set_value("torchscript")
+    app = app.run()
+    app.button(key=f"compare-make-{tiny_run.id}").click()
+    app = app.run(timeout=120)
+    assert_healthy(app)
+    [download] = app.get("download_button")
+    assert download.label.startswith("Download (") and download.label.endswith(" MB)")
+    assert not make_buttons(app)  # made: kept across reruns
 
 
 def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
@@ -269,9 +323,10 @@ def test_compare_gallery_shows_heat_maps_on_demand(with_runs):
     app.toggle(key="gallery_heat").set_value(True)
     app = app.run()
     assert_healthy(app)
-    assert len(app.get("download_button")) == 3
+    assert make_buttons(app) == ["Make the ONNX bundle"]
     with_heat = [image.proto.imgs[0] for image in app.image]
-    assert [picture.caption for picture in with_heat] == plain and len(plain) == 8
+    mistakes = list_runs().runs[0].val_predictions.mistakes  # the first look: every mistake
+    assert [picture.caption for picture in with_heat] == plain and len(plain) == mistakes > 0
     assert not plain_urls & {picture.url for picture in with_heat}  # other pictures: the overlays
 
 
@@ -316,7 +371,7 @@ def test_shared_mode_has_no_folder_tab_no_folder_input_and_no_paths_on_home(shar
     assert own_data.file_uploader[0].label.startswith("Zip file with train/ and val/")
     train = open_page("pages/1_Train.py")
     assert train.selectbox(key="dataset").options == ["Tutorial: ants and bees (hymenoptera_data)"]
-    assert not train.text_input and "Limits on this studio: at most 25 epochs" in train.caption[0].value
+    assert not train.text_input and any("Limits on this studio: at most 25 epochs" in c.value for c in train.caption)
     home = open_page("streamlit_app.py")
     assert home.success[0].value.startswith("Found: 2 classes, 16 training and 8 validation pictures")
     text = shown_text(home)
@@ -450,7 +505,7 @@ def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(w
     app.multiselect[0].set_value([tiny_run.id, untrained.name])
     app = app.run()
     assert_healthy(app)
-    assert len(app.get("download_button")) == 3  # the trained run's three, none for the untrained one
+    assert make_buttons(app) == ["Make the ONNX bundle"]  # the trained run's, none for the untrained one
     assert any("no model to take away" in caption.value for caption in app.caption)
     label = run_label(next(run for run in list_runs().runs if run.id == untrained.name))
     assert label.endswith("no epoch finished (cancelled)")
@@ -539,7 +594,7 @@ def test_compare_says_nothing_to_chart_for_a_run_with_no_finished_epoch(with_run
     app.multiselect[0].set_value([tiny_run.id, untrained])
     app = app.run()
     assert_healthy(app)
-    label = widgets.run_labels(list_runs().runs)[untrained]
+    label = widgets.short_labels([run for run in list_runs().runs if run.id in (tiny_run.id, untrained)])[untrained]
     figures = plotly_figures(app)
     assert len(figures) == 6  # two overlays, one history, time, parameters, one confusion matrix
     for figure in figures:
@@ -568,13 +623,15 @@ def test_compare_gallery_is_collapsed_after_the_first_run_and_wraps_small_pictur
     for gallery in galleries:  # small pictures in a row that wraps, not six columns stacked on a phone
         rows = [block.proto.flex_container for block in gallery.container if block.type == "flex_container"]
         assert [(row.direction, row.wrap) for row in rows] == [(2, True)]  # horizontal
-        assert len(gallery.image) == 8 and not gallery.columns
+        assert len(gallery.image) == tiny_run.val_predictions.mistakes and not gallery.columns
 
 
 def test_compare_gallery_shows_every_picture_a_page_at_a_time(with_runs, tiny_run, monkeypatch):
     monkeypatch.setattr(charts, "GALLERY_PAGE", 3)
     app = open_page("pages/2_Compare.py")
-    assert len(app.image) == 3 and not app.number_input  # the first page of mistakes and successes
+    mistakes = tiny_run.val_predictions.mistakes
+    assert len(app.image) == mistakes and not app.number_input  # every mistake first, even past a page
+    assert any(caption.value.startswith("Every mistake is shown; the other") for caption in app.caption)
     app.toggle(key="gallery_all").set_value(True)
     app = app.run()
     assert_healthy(app)
@@ -586,7 +643,6 @@ def test_compare_gallery_shows_every_picture_a_page_at_a_time(with_runs, tiny_ru
     assert_healthy(app)
     last = [picture.caption for image in app.image for picture in image.proto.imgs]
     assert len(last) == 2  # 8 pictures: 3, 3 and 2
-    mistakes = tiny_run.val_predictions.mistakes
     assert sum(caption.startswith("❌") for caption in first + last) == min(mistakes, 3) + max(mistakes - 6, 0)
 
 
@@ -623,7 +679,8 @@ def start_experiment(app: AppTest, **choices) -> AppTest:
     return app
 
 
-def test_an_experiment_starts_with_its_estimate_and_shows_accuracy_by_size_with_bands(with_data):
+def test_an_experiment_of_two_seeds_shows_its_means_and_says_why_they_have_no_interval(with_data):
+    """A t interval over 2 seeds read "0.817 [0.000, 1.000]" and its bands filled the charts."""
     app = start_experiment(open_page("pages/5_Experiments.py"))
     assert_healthy(app)
     estimate = next(info.value for info in app.info if info.value.startswith("Experiment"))
@@ -638,9 +695,12 @@ def test_an_experiment_starts_with_its_estimate_and_shows_accuracy_by_size_with_
     by_size, accuracy, loss = plotly_figures(app)
     assert by_size["layout"]["xaxis"]["type"] == "log"
     assert {trace["name"] for trace in by_size["data"] if trace.get("name")} == {"frozen", "scratch"}
-    assert len(bands(by_size)) == 2 and len(bands(accuracy)) == 2 and len(bands(loss)) == 2
+    assert not bands(by_size) and not bands(accuracy) and not bands(loss)
+    assert "an interval needs 3" in [t for t in by_size["data"] if t.get("name") == "frozen"][0]["hovertemplate"]
     table = app.dataframe[-1].value
-    assert list(table["seeds"]) == [2, 2, 2, 2] and table["best val acc (optimistic)"].str.contains(r"\[").all()
+    assert list(table["seeds"]) == [2, 2, 2, 2]
+    assert table["best val acc (optimistic)"].str.fullmatch(r"[01]\.\d{3} \[2 seeds: an interval needs 3\]").all()
+    assert any("fewer than 3 seeds" in info.value and "paired verdicts below" in info.value for info in app.info)
     assert any("per class: " in m.value and ("is ahead of" in m.value or "not distinguishable with 8 validation "
                                               "pictures and 2 seeds" in m.value) for m in app.markdown)
     again = open_page("pages/5_Experiments.py")  # the same grid again: every cell is saved, nothing to train
@@ -651,14 +711,18 @@ def test_an_experiment_starts_with_its_estimate_and_shows_accuracy_by_size_with_
 
 
 def test_compare_draws_repeats_of_one_recipe_as_a_band(with_runs, tiny_run):
-    repeat = copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + "see1", config={"seed": 1}).name
+    repeats = [copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + f"see{seed}", config={"seed": seed}).name
+               for seed in (1, 2)]
     app = open_page("pages/2_Compare.py")
-    app.multiselect[0].set_value([tiny_run.id, repeat])
+    app.multiselect[0].set_value([tiny_run.id, *repeats])
     app = app.run()
     assert_healthy(app)
     accuracy, loss = plotly_figures(app)[:2]
     assert len(bands(accuracy)) == 1 and len(bands(loss)) == 1
-    assert any("mean of 2 runs" in trace.get("name", "") for trace in accuracy["data"])
+    assert any("mean of 3 runs" in trace.get("name", "") for trace in accuracy["data"])
+    app.multiselect[0].set_value([tiny_run.id, repeats[0]])  # two seeds: the mean, and no band
+    accuracy = plotly_figures(app.run())[0]
+    assert not bands(accuracy) and any("mean of 2 runs" in trace.get("name", "") for trace in accuracy["data"])
     twin = compare_with_a_twin(with_runs, tiny_run)  # the same seed twice is not a repeat: two lines, no band
     assert not bands(plotly_figures(twin)[0])
 
@@ -698,12 +762,54 @@ def test_mistakes_shows_worst_mistakes_disagreements_and_feature_maps(with_runs,
     mistakes = tiny_run.val_predictions.mistakes
     assert "alone is right on 0" in text and f"alone on {mistakes}" in text
     assert any("McNemar" in c.value for c in app.caption)
-    assert len(app.get("plotly_chart")) == 3  # the untouched ImageNet backbone, then each run
     assert (with_runs / "runs" / tiny_run.id / "outputs-val.pt").is_file()  # kept: no second pass of the model
     captions = [picture.caption for image in app.image for picture in image.proto.imgs]
     assert len(captions) == 2 * 6 + mistakes  # 6 worst per run, then the disagreements
+    # The maps are drawn when asked for: the first visit computes no ImageNet feature
+    assert app.toggle(key="draw_maps").value is False and not app.get("plotly_chart")
+    assert any(c.value.startswith("Turn on 'Draw the feature maps'") for c in app.caption)
+    app = app.toggle(key="draw_maps").set_value(True).run()
+    assert_healthy(app)
+    assert len(app.get("plotly_chart")) == 3  # the untouched ImageNet backbone, then each run
     app = app.radio(key="map_method").set_value("tsne").run()
     assert_healthy(app)
+    assert open_page("pages/6_Mistakes.py").toggle(key="draw_maps").value is True  # kept: drawn at once next time
+
+
+def test_the_untouched_map_computes_the_validation_pictures_only_or_takes_the_health_checks(with_runs, tiny_run,
+                                                                                         random_weights_dir):
+    """Mistakes computed ImageNet features of every picture, train included, to map the validation ones."""
+    scan = scan_dataset(tiny_run.dataset.root)
+    files = tiny_run.val_predictions.files
+    computed = []
+    mine = reference_features(scan, files, with_runs / "runs", "mobilenet_v2",
+                              progress=lambda done, total: computed.append(total))
+    assert mine.files == files and set(computed) == {len(files)} and len(scan.samples["train"]) > 0
+    whole = dataset_features(scan, with_runs / "runs", "mobilenet_v2")  # as the health check leaves them
+    taken = reference_features(scan, files, with_runs / "runs", "mobilenet_v2",
+                               progress=lambda *_: pytest.fail("computed again"))
+    assert taken.files == files
+    assert np.allclose(taken.features, whole.features[whole.rows(files)])
+
+
+def test_a_clicked_point_says_its_class_each_models_answer_and_its_map(with_runs, tiny_run):
+    twin = two_runs_that_disagree(with_runs, tiny_run)
+    app = open_page("pages/6_Mistakes.py")
+    app = app.multiselect(key="runs").set_value([tiny_run.id, twin]).run()
+    app = app.toggle(key="draw_maps").set_value(True).run()
+    wrong = next(p for p in tiny_run.val_pictures() if not p.correct)
+    file = wrong.path.relative_to(tiny_run.dataset.root).as_posix()
+    shown = next(run for run in list_runs().runs if run.id == tiny_run.id)  # the copy in the app's runs folder
+    app.session_state["map_picture"] = ("finetune · 000e", str(shown.path), file)
+    app = app.run()
+    assert_healthy(app)
+    text = " ".join(m.value for m in app.markdown)
+    names = tiny_run.class_names
+    assert f"`{file}`, from the map *finetune · 000e*. It is **{names[wrong.label]}**" in text, text
+    answers = re.findall(r"- finetune · [\d-]+ [\d:]+: (✅|❌) (\w+) \(\d+%\)", text)
+    assert len(answers) == 2 and answers[0] == ("❌", names[wrong.predicted]), text  # the tiny run's, then its twin's
+    app = app.radio(key="map_method").set_value("tsne").run()  # another projection: the point is cleared
+    assert "map_picture" not in app.session_state and "Chosen point" not in " ".join(m.value for m in app.markdown)
 
 
 def with_planted_duplicate(app_env, tiny_dataset) -> Path:
@@ -768,7 +874,7 @@ def test_shared_mode_says_why_an_imagenet_map_is_missing_without_a_server_path(s
                                                                                network_attempts, tmp_path_factory):
     (with_runs / "no-weights").mkdir()
     monkeypatch.setenv("STUDIO_WEIGHTS", str(with_runs / "no-weights"))  # the runs load; ImageNet's weights cannot
-    app = open_page("pages/6_Mistakes.py")
+    app = open_page("pages/6_Mistakes.py").toggle(key="draw_maps").set_value(True).run()
     assert_healthy(app)
     assert any(c.value.startswith("No map of the untouched MobileNetV2") for c in app.caption)
     assert_no_server_path(app, tmp_path_factory)

@@ -54,12 +54,13 @@ def app_home(tmp_path_factory, tiny_dataset, random_weights_dir):
 
 @contextlib.contextmanager
 def streamlit_server(home: Path, weights: Path, **settings: str):
-    """`streamlit run` on a free localhost port with the studio's settings; yields its URL."""
+    """The dashboard (scripts.serve: `streamlit run streamlit_app.py`) on a free localhost port with the studio's
+    settings; yields its URL."""
     port = free_port()
     env = {**os.environ, "STUDIO_DATA_ROOT": str(home / "data"), "STUDIO_RUNS_DIR": str(home / "runs"),
            "STUDIO_WEIGHTS": str(weights), "STUDIO_NETGUARD_LOG": str(home / "network-attempts.log"), **settings}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+    process = subprocess.Popen(  # as ./run_app.sh starts it
+        [sys.executable, "-m", "scripts.serve", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
         cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -192,14 +193,16 @@ def experiment_server(app_home, tmp_path):
 def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_bands(experiment_server, browser):
     server = experiment_server
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.goto(f"{server}/Experiments")
+    page.goto(f"{server}/Experiments")  # the fresh server's first visit, by a direct link
     settle(page)
-    for label, value in (("Seeds (repeats of each cell)", "2"), ("Epochs", "2")):
+    # the studio's own page list, not Streamlit's list of the files in pages/ ("streamlit app", "home"...)
+    assert page.get_by_role("link", name="Home").count() == 1 and page.get_by_text("streamlit app").count() == 0
+    for label, value in (("Seeds (repeats of each cell)", "3"), ("Epochs", "2")):  # 3: the fewest with a band
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")
         settle(page)
-    estimate = page.get_by_text(re.compile(r"12 cells \(1 scenario × 2 seeds × 6 sizes\)")).first
+    estimate = page.get_by_text(re.compile(r"18 cells \(1 scenario × 3 seeds × 6 sizes\)")).first
     estimate.wait_for(timeout=60_000)
     assert re.search(r"about \d+(\.\d)? (s|min)", estimate.inner_text()), estimate.inner_text()
     page.get_by_role("button", name="Start experiment").click()
@@ -209,7 +212,7 @@ def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_ba
     page.get_by_text("Accuracy against training pictures per class").first.wait_for(timeout=60_000)
     chart = page.locator("[data-testid='stPlotlyChart']").first
     assert chart.locator("path.js-fill").count() >= 1  # the shaded 95% band
-    assert page.get_by_text(re.compile(r"12 of 12 cells saved")).count() == 1
+    assert page.get_by_text(re.compile(r"18 of 18 cells saved")).count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "experiments.png"), full_page=True)
     page.close()
@@ -343,7 +346,7 @@ def test_a_newcomer_offline_gets_honest_defaults_a_form_that_remembers_and_the_t
     assert any(re.search(r"so far · (estimating time left|about [\d.]+ (s|min) left)", text) for text in seen), seen
 
     # 4: the form keeps the choices on another page and after a reload
-    page.get_by_role("link", name="Compare").click()
+    page.get_by_role("link", name="Compare", exact=True).click()
     settle(page)
     page.get_by_role("link", name="Train").click()
     settle(page)
@@ -393,4 +396,63 @@ def test_on_a_phone_home_and_compare_stay_short_and_enter_never_starts_training(
     page.get_by_text("report.pdf is not a picture").first.wait_for(timeout=60_000)
     settle(page)
     assert page.locator("[data-testid='stMetricValue']").count() == 0
+    page.close()
+
+
+def test_on_a_phone_compare_keeps_each_runs_accuracy_in_view(server, browser):
+    """The Summary and Per-class tables showed only the long run names at 390 px, the accuracy off-screen."""
+    page = browser.new_page(viewport={"width": 390, "height": 2400})
+    page.goto(f"{server}/Compare")
+    settle(page)
+    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)  # grids are drawn after the script
+    summary, per_class = page.locator("[data-testid='stDataFrame']").all()[:2]
+
+    def headers(frame) -> list[str]:  # the grid renders only the columns in view
+        frame.scroll_into_view_if_needed()
+        return [header.inner_text().strip() for header in frame.locator("[role='columnheader']").all()]
+
+    assert "best val acc" in headers(summary), headers(summary)
+    assert {"precision", "recall"} <= set(headers(per_class)), headers(per_class)
+    page.screenshot(path=str(SCREENSHOTS / "compare-phone.png"))
+    page.close()
+
+
+@pytest.fixture
+def fresh_runs_server(app_home, tmp_path):
+    """A server with copies of app_home's runs, nothing computed from them yet: a first visit."""
+    home, weights, scan = app_home
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/hymenoptera_data").symlink_to(scan.root)
+    shutil.copytree(home / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("outputs-*.pt", "datasets"))
+    with streamlit_server(tmp_path, weights) as url:
+        yield url
+
+
+def test_mistakes_first_visit_shows_its_controls_while_it_computes_and_draws_maps_on_request(fresh_runs_server,
+                                                                                              browser):
+    """The first visit computed ImageNet features of every picture, for minutes, before showing anything."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(fresh_runs_server)  # a visitor comes from Home
+    settle(page)
+    started = time.monotonic()
+    page.get_by_role("link", name="Mistakes").click()
+    toggle = page.get_by_text("Draw the feature maps", exact=True)
+    toggle.wait_for(timeout=60_000)
+    shown = time.monotonic() - started
+    assert page.get_by_text("Pictures per run").count() == 1 and page.get_by_text("Map", exact=True).count() == 1
+    progress = page.get_by_text(re.compile(r"its model on validation picture \d+ of \d+")).first
+    progress.wait_for(timeout=60_000)  # the worst mistakes are computed below the controls, with their progress
+    print(f"Mistakes, first visit: controls after {shown:.1f} s, then {progress.inner_text()!r} at "
+          f"{time.monotonic() - started:.1f} s")
+    settle(page)
+    assert page.locator("[data-testid='stPlotlyChart']").count() == 0  # no map until asked for
+    toggle.click()
+    page.get_by_text(re.compile(r"ImageNet only: features of validation picture \d+ of \d+")).first.wait_for(
+        timeout=120_000)
+    settle(page)
+    assert page.locator("[data-testid='stPlotlyChart']").count() == 3  # the untouched backbone's, then each run's
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.set_viewport_size({"width": 1400, "height": 4200})  # the whole page, maps included
+    settle(page)
+    page.screenshot(path=str(SCREENSHOTS / "mistakes.png"), full_page=True)
     page.close()

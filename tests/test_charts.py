@@ -28,6 +28,7 @@ FROZEN = make_run()
 FINETUNE = make_run("20240101-000000-finetune-resnet18-bbbb", "finetune", epoch_seconds=4.0, seconds=13.0)
 UNTRAINED = make_run("20240101-000000-frozen-resnet18-cccc", epochs=0, seconds=12.0)
 LABELS = {FROZEN.id: "frozen · resnet18", FINETUNE.id: "finetune · resnet18", UNTRAINED.id: "frozen (cancelled)"}
+NAMES = {run_id: f"{label} · hymenoptera_data · 2024-01-01 00:00" for run_id, label in LABELS.items()}
 RUNS = [FROZEN, FINETUNE]
 
 
@@ -39,8 +40,8 @@ def figures(runs=RUNS):
         "live_history": charts.live_history(series),
         "overlay": charts.overlay(runs, "val_acc", "Validation accuracy", LABELS),
         "train_against_val": charts.train_against_val(runs[0], LABELS[runs[0].id]),
-        "seconds_per_epoch": charts.seconds_per_epoch(runs, LABELS),
-        "parameters": charts.parameters(runs, LABELS),
+        "seconds_per_epoch": charts.seconds_per_epoch(runs, LABELS, NAMES),
+        "parameters": charts.parameters(runs, LABELS, NAMES),
         "confusion_matrix": charts.confusion_matrix(runs[0], LABELS[runs[0].id]),
         "probabilities": charts.probabilities(prediction, "frozen"),
     }
@@ -114,7 +115,7 @@ def test_a_long_run_ticks_at_a_whole_number_of_epochs_at_most_ten_times():
 # ---------------------------------------------------------------- 4. one-off time apart from the epochs
 
 def test_the_time_chart_shows_the_one_off_time_apart_from_the_mean_epoch():
-    figure = charts.seconds_per_epoch(RUNS, LABELS)
+    figure = charts.seconds_per_epoch(RUNS, LABELS, NAMES)
     by_name = {trace.name: trace for trace in figure.data}
     assert set(by_name) == {charts.PER_EPOCH, charts.ONE_OFF}
     assert charts.PER_EPOCH == "per epoch (mean of epochs)"
@@ -127,10 +128,41 @@ def test_the_time_chart_shows_the_one_off_time_apart_from_the_mean_epoch():
     assert "one-off" in figure.layout.title.text and "per epoch" in figure.layout.title.text
     assert figure.layout.xaxis.title.text == "seconds"
     # the hover says what each number counts and what the run took in all
-    assert "mean of %{customdata[0]} epochs" in per_epoch.hovertemplate
-    assert "whole run: %{customdata[1]" in per_epoch.hovertemplate
-    assert [tuple(row) for row in per_epoch.customdata] == [(3, 19.3), (3, 13.0)]
+    assert "mean of %{customdata[1]} epochs" in per_epoch.hovertemplate
+    assert "whole run: %{customdata[2]" in per_epoch.hovertemplate
+    assert [tuple(row) for row in per_epoch.customdata] == [(NAMES[FROZEN.id], 3, 19.3), (NAMES[FINETUNE.id], 3, 13.0)]
     assert "before and between the epochs" in one_off.hovertemplate
+
+
+@pytest.mark.parametrize("name", ["parameters", "seconds_per_epoch"])
+def test_bar_charts_name_runs_short_on_the_axis_and_whole_on_hover(name):
+    """On a phone the whole names took the chart's width and left the bars about 60 px."""
+    for trace in figures()[name].data:
+        assert list(trace.y) == [LABELS[run.id] for run in RUNS]
+        assert trace.hovertemplate.startswith("%{customdata") and NAMES[RUNS[0].id] in str(trace.customdata[0])
+
+
+def test_the_parameters_axis_ticks_once_a_power_of_ten_with_short_numbers():
+    """Plotly's own log ticks (1, 2, 5 in each decade) overlapped, and "parameters (log scale)" was cut."""
+    axis = figures()["parameters"].layout.xaxis
+    assert (axis.dtick, axis.tickformat, axis.title.text) == (1, "~s", "parameters (log)")
+
+
+def test_the_live_chart_draws_train_paler_than_val():
+    figure = figures()["live_history"]
+    colors = {trace.name: trace.line.color for trace in figure.data}
+    for scenario in ("frozen", "finetune"):
+        assert colors[f"{scenario} train"] != colors[f"{scenario} val"]
+        assert colors[f"{scenario} train"] == charts._rgba(colors[f"{scenario} val"], charts.TRAIN_ALPHA)
+
+
+def test_a_gallerys_first_look_shows_every_mistake_and_says_what_it_leaves_out():
+    pictures = list(range(153))  # mistakes first: 16 of them
+    assert charts.first_look(pictures, 16) == list(range(16))
+    assert charts.first_look(pictures, 0) == list(range(charts.GALLERY_PAGE))
+    assert len(charts.first_look(pictures, 100)) == charts.MOST_MISTAKES_AT_FIRST
+    assert charts.hidden_text(16, 16, 153).startswith("Every mistake is shown; the other 137 pictures are right")
+    assert charts.hidden_text(48, 100, 153).startswith("48 of the 100 mistakes shown")
 
 
 def test_the_one_off_time_is_never_negative():
@@ -151,7 +183,7 @@ def test_the_overlays_leave_out_a_run_with_no_finished_epoch():
     assert charts.charted(runs) == [FROZEN, FINETUNE]
     assert [t.name for t in charts.overlay(runs, "val_loss", "Validation loss", LABELS).data] == [
         LABELS[FROZEN.id], LABELS[FINETUNE.id]]
-    assert list(charts.seconds_per_epoch(runs, LABELS).data[0].y) == [LABELS[FROZEN.id], LABELS[FINETUNE.id]]
+    assert list(charts.seconds_per_epoch(runs, LABELS, NAMES).data[0].y) == [LABELS[FROZEN.id], LABELS[FINETUNE.id]]
 
 
 # ---------------------------------------------------------------- 6. titles clear of the toolbar

@@ -89,6 +89,21 @@ def test_loaders_use_the_tutorial_shapes(dataset):
     assert inputs.shape == (4, 3, 224, 224)
 
 
+def test_loaders_built_off_the_main_thread_start_no_process_and_load_the_same(dataset, monkeypatch):
+    """The dashboard's pages and jobs run on threads of its server: a forked worker can wait for good on a lock
+    another thread held, and a spawned one runs the page's script again as its __main__."""
+    scan = scan_dataset(dataset)
+    expected = [labels.tolist() for _, labels in make_loaders(scan, batch_size=4, workers=0, seed=0)["train"]]
+    from tests.test_health import call_on_a_thread_without_fork
+
+    def load() -> list:
+        loader = make_loaders(scan, batch_size=4, workers=1, seed=0)["train"]
+        return [labels.tolist() for _, labels in loader]
+
+    assert call_on_a_thread_without_fork(monkeypatch, load) == expected
+    assert make_loaders(scan, batch_size=4, workers=1, seed=0)["train"].num_workers == 1  # the command line's
+
+
 # ---------------------------------------------------------------- the tutorial's set
 
 def zip_of(folder: Path, path: Path, prefix="hymenoptera_data") -> Path:

@@ -3,7 +3,9 @@ planted duplicates, near-duplicates and flipped labels; class counts; the report
 left out of training, experiments and jobs; and the command line's data --health / --exclude / --keep-excluded."""
 import hashlib
 import json
+import os
 import shutil
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -116,6 +118,30 @@ def test_the_check_of_a_balanced_set_has_no_warning(tmp_path, random_weights_dir
     report = check_health(scan_dataset(data), tmp_path / "runs", random_weights_dir, "mobilenet_v2")
     assert report.warnings == [] and report.exact_duplicates == [] and report.unavailable == ""
     assert report.backbone == "mobilenet_v2"
+
+
+def call_on_a_thread_without_fork(monkeypatch, work):
+    """work() on a thread other than the main one, as the dashboard's server runs a page, with os.fork refused: a
+    forked child of a server whose other threads hold locks can wait for good. Returns what work() returned."""
+    def refuse(*_):
+        raise AssertionError("forked a process from a thread of a multi-threaded server")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(value=work()), daemon=True)
+    thread.start()
+    thread.join(600)
+    assert "value" in outcome, "the work raised or never ended (its traceback is above)"
+    return outcome["value"]
+
+
+def test_the_check_run_as_the_dashboard_runs_it_starts_no_forked_process(tmp_path, random_weights_dir, monkeypatch):
+    """cleanlab's find_label_issues forked a pool of one process per core by default: inside the dashboard's server
+    the child waited on a lock for good, and the check never ended."""
+    data = make_image_folder(tmp_path / "data", train_per_class=10, val_per_class=5)
+    report = call_on_a_thread_without_fork(
+        monkeypatch, lambda: check_health(scan_dataset(data), tmp_path / "runs", random_weights_dir, "mobilenet_v2"))
+    assert report.unavailable == "" and report.backbone == "mobilenet_v2"
 
 
 # ---------------------------------------------------------------- duplicates
