@@ -260,10 +260,7 @@ def _say(text: str) -> None:
 
 
 def recipe(args: argparse.Namespace, scenario: str, seed: int | None) -> TrainConfig:
-    return TrainConfig(backbone=args.backbone, scenario=scenario, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma, seed=seed,
-                       device=args.device, workers=args.workers, fast=not args.tutorial_loop,
-                       cached_views=args.cached_views, compile=args.compile)
+    return TrainConfig.from_settings(vars(args), scenario=scenario, seed=seed, fast=not args.tutorial_loop)
 
 
 def command_train(args: argparse.Namespace) -> int:

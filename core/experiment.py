@@ -36,6 +36,7 @@ from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
 from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
 from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario
+from core.recipes import Recipe, recipe_settings
 from core.runs import (
     EXPERIMENTS_FOLDER,
     ExperimentCell,
@@ -54,7 +55,6 @@ FEATURE_SEED = 0  # the augmented views whose features every frozen cell shares 
 DONE = ("completed", "diverged")  # a cell with such a run is not trained again; a cancelled one is
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 # Recipe fields that do not change what a cell measures, so an experiment may be resumed with other values.
-NOT_RECIPE = ("scenario", "seed", "device", "workers")
 
 
 def size_text(pictures_per_class: int | None) -> str:
@@ -133,7 +133,7 @@ class ExperimentPlan:
         return replace(self.recipe, scenario=cell.scenario, seed=cell.seed)
 
     def recipe_key(self) -> dict:
-        recipe = {k: v for k, v in self.recipe.to_dict().items() if k not in NOT_RECIPE}
+        recipe = recipe_settings(self.recipe, scenario=False)
         return {"data_dir": str(Path(self.data_dir).resolve()), **recipe,
                 **({"excluded pictures": self.excluded} if self.excluded else {})}
 
@@ -161,7 +161,7 @@ class ExperimentPlan:
 def default_name(data_dir: Path, recipe: TrainConfig, excluded: list[str] = ()) -> str:
     """A name that the same data set, recipe and excluded pictures always get: running the same command again
     resumes."""
-    key = {k: v for k, v in recipe.to_dict().items() if k not in NOT_RECIPE}
+    key = recipe_settings(recipe, scenario=False)
     identity = [str(Path(data_dir).resolve()), key] + ([sorted(set(excluded))] if excluded else [])
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{dataset_name(data_dir)}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
@@ -473,12 +473,13 @@ def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64)
     loader = DataLoader(TensorDataset(features, torch.randint(0, 2, (len(features),))), batch_size=batch_size,
                         shuffle=True)
     head = head.to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.001, momentum=0.9)
+    recipe = Recipe.of(TrainConfig())
+    loss, optimizer = recipe.loss(), recipe.optimizer(head.parameters())
     with one_cpu_thread(device == "cpu"):
         started = time.perf_counter()
         for inputs, labels in loader:
             optimizer.zero_grad()
-            nn.functional.cross_entropy(head(inputs.to(device)), labels.to(device)).backward()
+            loss(head(inputs.to(device)), labels.to(device)).backward()
             optimizer.step()
         return (time.perf_counter() - started) / batches
 
@@ -570,7 +571,7 @@ def repeats(runs: list[RunRecord]) -> list[list[RunRecord]]:
     training pictures and recipe) share a group."""
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
-        recipe = {k: v for k, v in run.config.to_dict().items() if k not in ("seed", "device", "workers")}
+        recipe = recipe_settings(run.config)
         size = run.experiment.pictures_per_class if run.experiment else None
         key = json.dumps([recipe, str(run.dataset.root), run.dataset.counts, size], sort_keys=True)
         groups.setdefault(key, []).append(run)

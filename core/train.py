@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from core.device import amp_dtype, autocast, one_cpu_thread, pick_device, to_inp
 from core.distributed import SINGLE, Placement, ProcessLost, World
 from core.errors import ConfigError, TrainingCancelled
 from core.models import BuiltModel, build_model, get_backbone, get_scenario, set_training_mode
+from core.recipes import Recipe
 
 MAX_LR = 100.0  # far beyond any useful rate; SGD fails outright once lr passes float32's range
 
@@ -71,6 +72,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, object], **chosen) -> TrainConfig:
+        """The one place where a caller's settings become a run's: the command line's arguments, a page's form or
+        a job's request, by name (other names are ignored, a name not given keeps the tutorial's value), then
+        `chosen` (the scenario, the seed...). Checked as any TrainConfig is."""
+        names = {item.name for item in fields(cls)}
+        return cls(**{name: value for name, value in {**settings, **chosen}.items() if name in names})
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, progress: fast.P
 
 def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
         on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None, world: World = SINGLE) -> TrainResult:
-    """The tutorial's train_model: SGD with StepLR, best validation accuracy kept and restored at the end.
+    """The tutorial's train_model: the recipe's loss, optimiser and schedule (core.recipes), best validation
+    accuracy kept and restored at the end.
 
     `model` is what trains: the whole network, or only its head on cached features. On the fast path it is
     evaluated with its BatchNorm folded into its convolutions (fast.FoldedEvaluation), and its training steps run
@@ -216,11 +226,10 @@ def fit(result: TrainResult, model: nn.Module, loaders, device: torch.device, *,
                                         .train_backbone, device=device, steps=config.epochs * len(loaders["train"]))
     steps = compiling.TrainingSteps(world.wrap(model), result.compilation)
     judge = evaluation_model(config, model)
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum
-    )
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    recipe = Recipe.of(config)
+    criterion = recipe.loss()
+    optimizer = recipe.optimizer([p for p in model.parameters() if p.requires_grad])
+    scheduler = recipe.schedule(optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     best_state = _copy_state(model)
     try:

@@ -44,9 +44,7 @@ class TrainChoices:
     leave_out: bool = True  # the pictures on the data set's exclusion list
 
     def configs(self) -> list[TrainConfig]:
-        return [TrainConfig(backbone=self.backbone, scenario=scenario, epochs=self.epochs, batch_size=self.batch_size,
-                            lr=self.lr, momentum=self.momentum, step_size=self.step_size, gamma=self.gamma,
-                            seed=self.seed) for scenario in self.scenarios]
+        return [TrainConfig.from_settings(asdict(self), scenario=scenario) for scenario in self.scenarios]
 
     @classmethod
     def from_query(cls, params) -> TrainChoices | None:

@@ -61,14 +61,13 @@ leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list
                         "experiment with other pictures left out is another experiment.")
 if limits := limits_text(settings.limits):
     st.caption(limits)
-
-runs = state.visible(list_runs().runs)
-plan = None
+runs, plan = state.visible(list_runs().runs), None
 try:
     data_dir = datasets[dataset]
     scan = state.scan(data_dir)
     scan.raise_if_invalid()
-    recipe = TrainConfig(backbone=backbone, scenario=(scenarios or ["frozen"])[0], epochs=int(epochs), lr=lr)
+    recipe = TrainConfig.from_settings({"backbone": backbone, "epochs": int(epochs), "lr": lr},
+                                       scenario=(scenarios or ["frozen"])[0])
     excluded = read_exclusions(data_dir, default_runs_dir()) if leave_out else []
     plan = ExperimentPlan(name.strip() or default_name(data_dir, recipe, excluded), str(data_dir), recipe, scenarios,
                           list(range(int(seeds))), sizes, excluded=excluded)
