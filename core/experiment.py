@@ -392,8 +392,7 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
         total += probe["setup"]
         if config.fast and fast.cacheable(scenario):
             if not shared_features_counted:
-                total += decode * (len(scan.samples["train"]) + val)
-                total += probe["forward"] * (config.cached_views * len(scan.samples["train"]) + val)
+                total += decode * (len(train) + val) + probe["forward"] * (config.cached_views * len(train) + val)
                 shared_features_counted = True
             total += probe["head-batch"] * config.epochs * (math.ceil(train_pictures / config.batch_size)
                                                             + math.ceil(val / config.batch_size))

@@ -235,9 +235,9 @@ def reference_features(scan: DatasetScan, files: list[str], runs_dir: Path | Non
     cache_dir = dataset_dir(scan.root, runs_dir)
     whole = imagenet_outputs(backbone, scan.root, all_files(scan), cache_dir, only_kept=True)
     if whole is not None:
-        rows = whole.rows(files)
+        rows, unreadable = whole.rows(files), set(whole.unreadable)
         return PictureOutputs([whole.files[row] for row in rows], whole.features[rows], whole.logits[rows],
-                              [file for file in files if file in set(whole.unreadable)])
+                              [file for file in files if file in unreadable])
     return imagenet_outputs(backbone, scan.root, files, cache_dir, None, device, progress, part="some",
                             only_kept=only_kept)
 

@@ -69,7 +69,8 @@ st.caption("Each validation picture placed by the features the model's last laye
            "find its own. Click a point to see its picture.")
 method = st.radio("Map", list(MAP_METHODS), format_func=MAP_METHODS.get, horizontal=True, key="map_method",
                   on_change=lambda: st.session_state.pop("map_picture", None))
-drawn = st.toggle("Draw the feature maps", value=maps_kept(runs), key="draw_maps",
+drawn = st.toggle("Draw the feature maps", key="draw_maps",  # on by itself once the maps' features are kept
+                  value=st.session_state["draw_maps"] if "draw_maps" in st.session_state else maps_kept(runs),
                   help="The first time, each model and the untouched ImageNet backbone see every validation picture "
                        "once (about a second per 30 pictures and model on a CPU); then they are kept.")
 maps = st.container()
