@@ -22,13 +22,13 @@ from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS, BuiltModel, We
 from core.predict import Prediction, Predictor, load_predictor
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM, EvalPreset, TrainPreset
 from core.runs import RunListing, RunRecord, default_runs, find_run, latest_run, list_runs, load_model, save_run
-from core.train import BatchProgress, EpochStats, TrainConfig, TrainResult, train
+from core.train import BatchProgress, EpochStats, TrainConfig, Trainer, TrainResult, train
 
 __all__ = [
     "ArchiveError", "BACKBONES", "BatchProgress", "BuiltModel", "ConfigError", "DatasetError", "DatasetScan",
     "EVAL_TRANSFORM", "EpochStats", "EvalPreset", "ExperimentPlan", "ExperimentRunner", "ImageError", "JobRefused",
     "Prediction", "Predictor", "RunError", "RunListing", "RunRecord", "SCENARIOS", "StudioError", "TRAIN_TRANSFORM",
-    "TUTORIAL_SCENARIOS", "TrainConfig", "TrainPreset", "TrainResult", "TrainingCancelled", "WeightsError",
+    "TUTORIAL_SCENARIOS", "TrainConfig", "TrainPreset", "Trainer", "TrainResult", "TrainingCancelled", "WeightsError",
     "WeightsSource", "build_model", "default_runs", "ensure_tutorial_data", "find_run", "known_datasets",
     "latest_run", "list_runs", "load_dataset", "load_model", "load_predictor", "open_image", "pick_device", "results",
     "save_run", "scan_dataset", "subset", "train", "tutorial_data_dir",

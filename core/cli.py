@@ -15,13 +15,13 @@ from tqdm import tqdm
 
 from core import errors
 from core.analysis import class_metrics, disagreements
-from core.compiling import COMPILE_CHOICES
+from core.config import COMPILE_CHOICES
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.distributed import SINGLE, World, finish, start
 from core.errors import ConfigError, RunError, StudioError, TrainingCancelled
 from core.eta import duration_text
-from core.exclusions import apply_exclusions, change_exclusions, read_exclusions
+from core.exclusions import change_exclusions, read_exclusions, training_scan
 from core.experiment import (
     DEFAULT_SIZES,
     FEWEST_SEEDS,
@@ -45,17 +45,7 @@ from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_healt
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
 from core.runs import RunRecord, accuracy_text, check_runs_dir, find_run, list_runs, save_run
-from core.train import (
-    BatchProgress,
-    EpochStats,
-    OnBatch,
-    OnEpoch,
-    TrainConfig,
-    TrainResult,
-    planned_batches,
-    planned_phase_batches,
-    train,
-)
+from core.train import BatchProgress, Callbacks, EpochStats, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
 SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
 # What changes each setting on the command line, added to the library's own error messages.
@@ -184,10 +174,8 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
     """The data set to use, checked, without the pictures on its exclusion list when the command trains (unless
     --keep-excluded)."""
     folder = args.data or ensure_tutorial_data(args.data_root, download=not args.no_download)
-    scan = load_dataset(folder)
-    if hasattr(args, "keep_excluded") and not args.keep_excluded:
-        scan = apply_exclusions(scan, args.runs_dir)
-        scan.raise_if_invalid()
+    trains = hasattr(args, "keep_excluded") and not args.keep_excluded
+    scan = training_scan(folder, read_exclusions(folder, args.runs_dir)) if trains else load_dataset(folder)
     counts = scan.counts()
     splits = ", ".join(f"{split} {sum(per_class.values())}" for split, per_class in counts.items())
     print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); {splits} pictures")
@@ -269,7 +257,7 @@ def command_train(args: argparse.Namespace) -> int:
     world: World = args.world
     configs = [recipe(args, scenario, args.seed) for scenario in SCENARIO_GROUPS.get(args.scenario, [args.scenario])]
     stop = StopSignals(quit_on_second=not world.joined, announce=world.main)
-    print(f"Device: {world.pick_device(args.device)}{processes_text(world)}")
+    print(f"Device: {Trainer(configs[0], world=world).strategy.device}{processes_text(world)}")
     if world.main:
         check_runs_dir(args.runs_dir, args.backbone)
     scan = resolve_dataset(args)
@@ -280,9 +268,9 @@ def command_train(args: argparse.Namespace) -> int:
         if world.any(stop.pressed):
             break
         result = train_with_progress_bar(
-            config.scenario, planned_batches(config, scan, world.size), stop,
-            lambda on_batch, on_epoch, config=config: train(config, scan, args.weights, on_batch, on_epoch,
-                                                            world=world), show=world.main)
+            config.scenario, Trainer(config, world=world).planned_batches(scan), stop,
+            lambda on_batch, on_epoch, config=config: Trainer(config, args.weights, Callbacks(on_batch, on_epoch),
+                                                              world).train(scan), show=world.main)
         lost = result.placement.interruption
         if world.main:
             with stop.saving():
@@ -376,7 +364,7 @@ def command_experiment(args: argparse.Namespace) -> int:
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
-    print(f"Device: {world.pick_device(args.device)}{processes_text(world)}")
+    print(f"Device: {Trainer(base, world=world).strategy.device}{processes_text(world)}")
     check_same_data(world, scan)
     todo, estimate = [], None
     if world.main:
@@ -395,7 +383,7 @@ def command_experiment(args: argparse.Namespace) -> int:
     if world.several:
         print(f"Each of the {world.size} processes trains its own cells; process 0 has {len(mine)}.")
         try:
-            features = planned_phase_batches(plan.config(todo[0]), scan, world.size)["features"] if todo else 0
+            features = Trainer(plan.config(todo[0]), world=world).phase_batches(scan)["features"] if todo else 0
             train_with_progress_bar("features", features, stop, lambda on_batch, _on_epoch: runner
                                     .compute_shared_features(todo, on_batch), show=world.main)
         except TrainingCancelled:

@@ -13,13 +13,13 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 from torch import nn
 
-COMPILE_CHOICES = ("auto", "on", "off")
+from core.results import Compilation
+
 # The devices on which "auto" compiles, each with the fewest training steps (batches times epochs) from which
 # compiling was measured to pay back its cost. None yet (docs/performance.md, "Compiled training" and "GPU"):
 # compiled finetuning was measured slower end to end on a 2-core CPU and on an H200 (python -m scripts.bench gpu).
@@ -28,43 +28,6 @@ UNMEASURED = {"mps": "on MPS, compiled training has not been measured to pay yet
 BACKEND = "inductor"
 
 Result = TypeVar("Result")
-
-
-@dataclass
-class Compilation:
-    """Whether a run's training steps ran compiled, and why."""
-
-    used: bool
-    reason: str
-    seconds: float = 0.0  # wall time of the training steps that compiled (the first of each batch shape)
-    failure: str | None = None  # when compiling failed: the error; training went on eager
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Compilation:
-        if not isinstance(data, dict):
-            raise TypeError("compilation must be an object")
-        values = {"used": data.get("used"), "reason": data.get("reason"), "seconds": data.get("seconds", 0.0),
-                  "failure": data.get("failure")}
-        if not isinstance(values["used"], bool) or not isinstance(values["reason"], str):
-            raise TypeError("compilation must say whether it was used, and why")
-        if not isinstance(values["seconds"], (int, float)) or isinstance(values["seconds"], bool):
-            raise TypeError("compilation seconds must be a number")
-        if values["failure"] is not None and not isinstance(values["failure"], str):
-            raise TypeError("compilation failure must be text")
-        return cls(**values)
-
-    @property
-    def word(self) -> str:
-        """In a word: "yes", "no", or "failed" (it trained eager)."""
-        return "failed" if self.failure else "yes" if self.used else "no"
-
-    def describe(self) -> str:
-        """In one line, for tables and messages."""
-        if self.failure:
-            return f"no: compiling failed ({self.failure}), so it trained eager"
-        if self.used:
-            return f"yes ({self.reason}; compiling steps {self.seconds:.1f} s)"
-        return f"no ({self.reason})"
 
 
 def missing_compiler(device: torch.device) -> str | None:

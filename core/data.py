@@ -1,4 +1,5 @@
-"""Data: where the data set lives, fetching the tutorial's set, checking a folder, transforms, loaders."""
+"""Data: where the data set lives, fetching the tutorial's set, checking a folder, reading its pictures, importing a
+zip. Loaders are core.loaders'."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import urllib.request
 import zipfile
 from collections import Counter
@@ -16,15 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from core.archive import extract_zip
 from core.errors import DATA_ROOT, ArchiveError, DatasetError, ImageError
 from core.images import open_image
-from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 from core.staging import Lock, abandoned, remove, staging_folder, staging_pattern
 
 TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -287,39 +285,6 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         return self.transform(open_image(path)), label
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
-def usable_workers(workers: int) -> int:
-    """The loader processes that may be started from here: those asked for on the main thread, as the command line
-    and torchrun run; none on any other, as the dashboard's pages and jobs run, on threads of its server. There a
-    fork copies the locks that the other threads hold at that moment (a child waited for good), and a fresh process
-    (spawn, forkserver) imports the page's script again as its __main__."""
-    return workers if threading.current_thread() is threading.main_thread() else 0
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
-                seed: int | None = None) -> DataLoader:
-    """A DataLoader whose random numbers (its order, and its workers' seeds) follow `seed`."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    workers = usable_workers(workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      persistent_workers=workers > 0)
-
-
-def make_loaders(scan: DatasetScan, batch_size: int, workers: int | None = None, seed: int | None = None,
-                 shuffle: bool = True) -> dict[str, DataLoader]:
-    """The tutorial's loaders: every picture read from disk and transformed at every access ("test" too when the
-    data set has it)."""
-    workers = default_workers() if workers is None else workers
-    loaders = {"train": make_loader(ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM), batch_size, shuffle,
-                                    workers, seed)}
-    for split in scan.evaluation_splits:
-        loaders[split] = make_loader(ImageListDataset(scan.samples[split], EVAL_TRANSFORM), batch_size, False, workers)
-    return loaders
 
 
 # ---------------------------------------------------------------- a data set from a zip file

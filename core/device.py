@@ -1,11 +1,15 @@
-"""Where the work runs and in what precision: the device, mixed precision, and batches made ready for it."""
+"""Where the work runs and in what precision: the device (picked here and nowhere else), mixed precision,
+channels-last, and batches made ready for it (Compute)."""
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torchvision.transforms import functional as F
 
 from core.errors import DEVICE, ConfigError
@@ -82,3 +86,46 @@ def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = Fa
     if channels_last and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def forward_batch_size(device: torch.device) -> int:
+    """Pictures per batch for forward passes alone (features, outputs): it changes no result (BatchNorm is in eval
+    mode), only the speed."""
+    return 64 if device.type == "cuda" else 4  # on CPU small batches stay in cache: measured faster
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where forward passes run and how: the device, the mixed-precision dtype (None: float32) and whether batches
+    are channels-last. A run's is decided once (core.strategy); what evaluates, caches features or looks at
+    pictures is given one."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def fastest(cls, device: torch.device) -> Compute:
+        """Mixed precision where it pays (amp_dtype), channels-last: the fast paths' way."""
+        return cls(device, amp_dtype(device), True)
+
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        return to_input(batch, self.device, self.channels_last)
+
+    def autocast(self):
+        return autocast(self.device, self.dtype)
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """`model` on the device, in the memory format its batches come in."""
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, object]]
+                ) -> Iterator[tuple[torch.Tensor, object]]:
+        """The one forward loop: `model`'s outputs (float32) batch by batch, each with what came with its inputs (the
+        labels, the file names). Evaluation, feature caching and the features of a run's pictures all read it."""
+        for inputs, extra in batches:
+            with self.autocast():
+                outputs = model(self.inputs(inputs))
+            yield outputs.float(), extra

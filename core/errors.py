@@ -54,3 +54,7 @@ class JobRefused(StudioError):
 
 class TrainingCancelled(Exception):
     """Raised from a training callback to stop the run; what was trained so far is kept."""
+
+
+class ProcessLost(StudioError):
+    """Another process of the run died, hung past the timeout or could not be reached (core.distributed)."""

@@ -23,42 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.data import DatasetScan
-from core.models import get_scenario
-from core.train import BatchProgress, TrainConfig, planned_phase_batches
+from core.results import FORWARD_PASSES, BatchProgress, ScenarioPlan
 
 PHASES = ("features", "train", "val")
-# Per picture, in backbone forward passes: how the kinds of work relate when one of them is not measured yet.
-FORWARD_PASSES = {"forward": 1.0, "train-frozen": 1.0, "train-backbone": 3.0}
 HEAD_KINDS = ("head-train", "head-val")  # the head on cached features: 0 until measured
-
-
-@dataclass
-class ScenarioPlan:
-    """A scenario's batches: "features" once, "train" and "val" per epoch; their pictures and kinds of work."""
-
-    scenario: str
-    epochs: int
-    batches: dict[str, int]
-    pictures: dict[str, int]  # pictures that the phase's batches go through (per epoch for train and val)
-    kinds: dict[str, str]
-
-    @property
-    def total_batches(self) -> int:
-        return self.batches["features"] + self.epochs * (self.batches["train"] + self.batches["val"])
-
-
-def plan_scenario(config: TrainConfig, scan: DatasetScan) -> ScenarioPlan:
-    """What `train(config, scan)` will go through (core.train.planned_phase_batches), with pictures and kinds."""
-    scenario = get_scenario(config.scenario)
-    count = {split: len(scan.samples[split]) for split in ("train", "val")}
-    batches = planned_phase_batches(config, scan)
-    cached = batches["features"] > 0
-    evaluated = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
-    pictures = {"features": config.cached_views * count["train"] + evaluated if cached else 0, **count}
-    train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
-    kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
-    return ScenarioPlan(config.scenario, config.epochs, batches, pictures, kinds)
 
 
 @dataclass

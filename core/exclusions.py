@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from core import staging
-from core.data import DatasetScan
+from core.data import DatasetScan, load_dataset
 from core.errors import RUNS_DIR, RunError
 from core.runs import dataset_dir
 
@@ -63,6 +63,10 @@ def change_exclusions(data_dir: Path, add: list[str] = (), remove: list[str] = (
     return write_exclusions(data_dir, sorted(files), runs_dir)
 
 
-def apply_exclusions(scan: DatasetScan, runs_dir: Path | None = None) -> DatasetScan:
-    """The scan without the pictures on its data set's exclusion list (listed in its `excluded`)."""
-    return scan.without(read_exclusions(scan.root, runs_dir))
+def training_scan(data_dir: Path, excluded: list[str]) -> DatasetScan:
+    """The data set a run or an experiment trains on: checked, without the pictures of `excluded` (the exclusion
+    list as the caller read it when it was asked to train; they are listed in its `excluded`). Every way of training
+    (the command line, the dashboard's jobs, and so the experiments) leaves pictures out here and nowhere else."""
+    scan = load_dataset(data_dir).without(excluded)
+    scan.raise_if_invalid()
+    return scan

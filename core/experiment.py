@@ -27,16 +27,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from core import fast, staging
+from core import staging
 from core.data import DatasetScan
-from core.device import one_cpu_thread, pick_device
+from core.decoded import decode
+from core.device import Compute, one_cpu_thread
 from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
-from core.eta import FORWARD_PASSES, ScenarioPlan, plan_scenario
-from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario
+from core.feature_cache import CachedFeatures, cacheable
+from core.loaders import make_loader
+from core.models import SCENARIOS, build_architecture, get_backbone, get_scenario
 from core.recipes import Recipe, recipe_settings
+from core.results import FORWARD_PASSES, ScenarioPlan
 from core.runs import (
     EXPERIMENTS_FOLDER,
     ExperimentCell,
@@ -47,7 +50,7 @@ from core.runs import (
     save_run,
 )
 from core.stats import Estimate, mean_interval, paired_difference, verdict
-from core.train import OnBatch, OnEpoch, TrainConfig, TrainResult, cache_features, train
+from core.train import Callbacks, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
 FORMAT = 1
 DEFAULT_SIZES: tuple[int | None, ...] = (1, 2, 5, 10, 25, None)  # None: every training picture
@@ -270,17 +273,15 @@ class ExperimentRunner:
 
     def __init__(self, plan: ExperimentPlan, scan: DatasetScan, runs_dir: Path | None = None,
                  weights: str | Path | None = None, world: World = SINGLE):
-        scan = scan.without(plan.excluded)
-        scan.raise_if_invalid()
+        scan.raise_if_invalid()  # without the plan's excluded pictures: core.exclusions.training_scan left them out
         self.plan, self.scan, self.runs_dir, self.weights, self.world = plan, scan, runs_dir, weights, world
-        self._features: fast.CachedFeatures | None = None
+        self._features: CachedFeatures | None = None
         self._scans: dict[Cell, DatasetScan] = {}
         self._position = {path: i for i, (path, _) in enumerate(scan.samples["train"])}
         self.feature_passes = 0  # how many times the backbone's features were computed: once per experiment
 
     def shares_features(self, cell: Cell) -> bool:
-        config = self.plan.config(cell)
-        return config.fast and fast.cacheable(get_scenario(cell.scenario))
+        return Trainer(self.plan.config(cell)).caches_features
 
     def cell_scan(self, cell: Cell) -> DatasetScan:
         """The data set as the cell trains on it: its share of the training pictures (`subset`)."""
@@ -296,14 +297,14 @@ class ExperimentRunner:
         if self.shares_features(cell):
             features = self._shared_features(config, on_batch)
             features = features.select([self._position[path] for path, _ in cell_scan.samples["train"]])
-        return train(config, cell_scan, self.weights, on_batch=on_batch, on_epoch=on_epoch, features=features)
+        return Trainer(config, self.weights, Callbacks(on_batch, on_epoch)).train(cell_scan, features)
 
     def compute_shared_features(self, cells: list[Cell], on_batch: OnBatch | None = None) -> None:
         """The frozen backbone's features, when a cell of `cells` uses them, computed now: with several processes
         every process calls this at once and computes its share of the pictures."""
         shared = [cell for cell in cells if self.shares_features(cell)]
         if shared:
-            self._shared_features(self.plan.config(shared[0]), self.world.agreeing(on_batch))
+            self._shared_features(self.plan.config(shared[0]), on_batch)
 
     def save(self, cell: Cell, result: TrainResult) -> RunRecord:
         cell_scan = self.cell_scan(cell)
@@ -312,18 +313,11 @@ class ExperimentRunner:
         tag = ExperimentCell(self.plan.name, cell.pictures_per_class, self.shares_features(cell), files)
         return save_run(result, cell_scan, self.runs_dir, tag)
 
-    def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> fast.CachedFeatures:
+    def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> CachedFeatures:
         if self._features is None:
-            config = replace(config, seed=FEATURE_SEED)
-            device = self.world.pick_device(config.device)
+            trainer = Trainer(replace(config, seed=FEATURE_SEED), self.weights, Callbacks(on_batch), self.world)
             with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
-                torch.manual_seed(FEATURE_SEED)
-                built = build_model(config.backbone, config.scenario, len(self.scan.classes), self.weights)
-                self.world.share_state(built.model)
-                self.world.seed(FEATURE_SEED)
-                built.model.to(device).to(memory_format=torch.channels_last)
-                self._features = cache_features(config, self.scan, built, device, on_batch=on_batch,
-                                                world=self.world)
+                self._features = trainer.cache_features(self.scan, trainer.build(len(self.scan.classes)))
             self.feature_passes += 1
         return self._features
 
@@ -334,9 +328,9 @@ def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> li
     plans, features_counted = [], False
     for cell in cells:
         config = plan.config(cell)
-        cell_plan = plan_scenario(config, subset(scan, cell.pictures_per_class, cell.seed))
+        cell_plan = Trainer(config).plan(subset(scan, cell.pictures_per_class, cell.seed))
         if cell_plan.batches["features"]:
-            whole = plan_scenario(config, scan)
+            whole = Trainer(config).plan(scan)
             cell_plan.batches["features"] = 0 if features_counted else whole.batches["features"]
             cell_plan.pictures["features"] = 0 if features_counted else whole.pictures["features"]
             features_counted = True
@@ -378,31 +372,26 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
     passes. A frozen backbone's features are counted once, as the experiment computes them, the pictures decoded
     for them too; each cell adds the building of its model and the saving of its run, and the head alone on cached
     features its measured batches."""
-    device = str(pick_device(plan.recipe.device))
+    device = str(Trainer(plan.recipe).strategy.device)
     val = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
     probe = _probe(plan.recipe.backbone, device) if cells else {}
     train = scan.samples["train"]
-    decode = _decode_seconds(tuple(path for path, _ in train[::max(len(train) // 8, 1)]))
-    total, shared_features_counted, sources = 0.0, False, {"a measurement of the backbone now"} if cells else set()
-    for cell in cells:
-        config = plan.config(cell)
-        scenario = get_scenario(cell.scenario)
-        train_pictures = len(subset(scan, cell.pictures_per_class, cell.seed).samples["train"])
+    decoding = _decode_seconds(tuple(path for path, _ in train[::max(len(train) // 8, 1)]))
+    total, sources = 0.0, {"a measurement of the backbone now"} if cells else set()
+    for cell_plan in cell_plans(plan, scan, cells):
         total += probe["setup"]
-        if config.fast and fast.cacheable(scenario):
-            if not shared_features_counted:
-                total += decode * (len(train) + val) + probe["forward"] * (config.cached_views * len(train) + val)
-                shared_features_counted = True
-            total += probe["head-batch"] * config.epochs * (math.ceil(train_pictures / config.batch_size)
-                                                            + math.ceil(val / config.batch_size))
+        train_pictures, epochs, kind = cell_plan.pictures["train"], cell_plan.epochs, cell_plan.kinds["train"]
+        if kind == "head-train":
+            if cell_plan.pictures["features"]:  # the shared features: in the first cell that computes them
+                total += decoding * (len(train) + val) + probe["forward"] * cell_plan.pictures["features"]
+            total += probe["head-batch"] * epochs * (cell_plan.batches["train"] + cell_plan.batches["val"])
             continue
-        kind = "train-backbone" if scenario.train_backbone else "train-frozen"
         per_picture = measured.get(kind) or probe[kind]
         if kind in measured:
             sources.add("your saved runs")
-        total += decode * (train_pictures + val) + config.epochs * per_picture * (FORWARD_PASSES[kind] * train_pictures
-                                                                                  + val)
+        passes = FORWARD_PASSES[kind] * train_pictures + val
+        total += decoding * (train_pictures + val) + epochs * per_picture * passes
     return TimeEstimate(total, len(cells), " and ".join(sorted(sources)) or "nothing to train")
 
 
@@ -422,7 +411,7 @@ def _measured_seconds_per_picture(runs: list[RunRecord], backbone: str, device: 
         if run.backbone != backbone or run.device != device or not run.config.fast or len(run.history) < 2:
             continue
         scenario = get_scenario(run.scenario)
-        if fast.cacheable(scenario):
+        if cacheable(scenario):
             continue
         kind = "train-backbone" if scenario.train_backbone else "train-frozen"
         counts = {split: sum(per_class.values()) for split, per_class in run.dataset.counts.items()}
@@ -449,8 +438,9 @@ def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) ->
     torch.save(model.state_dict(), io.BytesIO())
     setup = time.perf_counter() - started
     head = model.get_submodule(get_backbone(backbone).head)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    batch = torch.randn(batch_size, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+    compute = Compute.fastest(torch.device(device))
+    model = compute.place(model)
+    batch = compute.inputs(torch.randn(batch_size, 3, 224, 224))
     model.eval()
     _time_forward(model, batch)
     forward = min(_time_forward(model, batch) for _ in range(repeats)) / batch_size
@@ -469,8 +459,7 @@ def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64)
     """Seconds per batch of a head trained alone on cached features, loader and optimiser step included, as a run
     trains it (core.train.fit on one CPU thread)."""
     features = torch.randn(batches * batch_size, head.in_features)
-    loader = DataLoader(TensorDataset(features, torch.randint(0, 2, (len(features),))), batch_size=batch_size,
-                        shuffle=True)
+    loader = make_loader(TensorDataset(features, torch.randint(0, 2, (len(features),))), batch_size, shuffle=True)
     head = head.to(device)
     recipe = Recipe.of(TrainConfig())
     loss, optimizer = recipe.loss(), recipe.optimizer(head.parameters())
@@ -489,7 +478,7 @@ def _decode_seconds(paths: tuple[Path, ...]) -> float:
     started = time.perf_counter()
     for path in paths:
         with contextlib.suppress(StudioError):
-            fast.decode(path)
+            decode(path)
     return (time.perf_counter() - started) / max(len(paths), 1)
 
 

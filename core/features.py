@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from core import staging
-from core.device import to_input
+from core.decoded import decode_eval
+from core.device import Compute, forward_batch_size
 from core.errors import ImageError, WeightsError
-from core.fast import decode_eval, feature_batch_size
 from core.models import build_model, get_backbone
 
 Progress = Callable[[int, int], None]  # (pictures done, pictures in all)
@@ -61,14 +61,11 @@ def picture_outputs(model: nn.Module, head: nn.Module, root: Path, files: list[s
                     progress: Progress | None = None) -> PictureOutputs:
     """`model`'s outputs for each picture, the input of its `head` module as the features. Pictures that cannot be
     read are listed as unreadable and left out."""
-    device = torch.device(device)
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().float().cpu()))
-    was_training = model.training
-    model.eval()
-    readable, unreadable, features, logits = [], [], [], []
-    batch_size = feature_batch_size(device) * 4
-    try:
+    compute = Compute(torch.device(device))
+    batch_size = forward_batch_size(compute.device) * 4
+    unreadable: list[str] = []
+
+    def batches():
         for start in range(0, len(files), batch_size):
             crops, names = [], []
             for file in files[start:start + batch_size]:
@@ -78,12 +75,20 @@ def picture_outputs(model: nn.Module, head: nn.Module, root: Path, files: list[s
                 except ImageError:
                     unreadable.append(file)
             if crops:
-                captured.clear()
-                logits.append(model(to_input(torch.stack(crops), device)).float().cpu())
-                features.append(captured[-1].flatten(1))
-                readable += names
+                yield torch.stack(crops), names
             if progress:
                 progress(min(start + batch_size, len(files)), len(files))
+
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().float().cpu()))
+    was_training = model.training
+    model.eval()
+    readable, features, logits = [], [], []
+    try:
+        for outputs, names in compute.outputs(model, batches()):
+            logits.append(outputs.cpu())
+            features.append(captured[-1].flatten(1))
+            readable += names
     finally:
         hook.remove()
         model.train(was_training)

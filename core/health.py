@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from core import staging
+from core.config import TrainConfig
 from core.data import DatasetScan
 from core.errors import WeightsError
 from core.features import PictureOutputs, fingerprint, imagenet_outputs
 from core.models import local_backbones
 from core.runs import dataset_dir
-from core.train import TrainConfig
 
 HEALTH_FORMAT = 1
 IMBALANCE = 3.0  # a split's largest class more than this many times its smallest is warned

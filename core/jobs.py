@@ -30,12 +30,14 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from core.data import SPLITS, TEST_SPLIT, DatasetScan, load_dataset
+from core.data import SPLITS, TEST_SPLIT, DatasetScan
 from core.errors import JobRefused, StudioError, TrainingCancelled
-from core.eta import Estimator, ScenarioPlan, plan_scenario
+from core.eta import Estimator
+from core.exclusions import training_scan
 from core.experiment import Cell, ExperimentPlan, ExperimentRunner, cell_plans, pending, record_plan
+from core.results import ScenarioPlan
 from core.runs import check_runs_dir, list_runs, save_run
-from core.train import BatchProgress, EpochStats, TrainConfig, train
+from core.train import BatchProgress, Callbacks, EpochStats, TrainConfig, Trainer
 
 SAVE_BEFORE_EXIT_S = 120  # the longest a stopping server waits for the current batch and the save
 
@@ -141,6 +143,37 @@ class JobSnapshot:
     def running(self) -> bool:
         return self.state == "running"
 
+    def fail(self, message: str, setting: str | None) -> None:
+        """The job could not start training: every run is skipped."""
+        for scenario in self.scenarios:
+            scenario.status = "skipped"
+        self.state, self.finished, self.message, self.setting = "failed", time.time(), message, setting
+
+    def settle(self, cancelled: bool) -> None:
+        """Every run has ended: the job is cancelled, failed (when all its runs failed) or completed."""
+        self.finished, failures = time.time(), self.failures
+        if cancelled:
+            self.state = "cancelled"
+        elif len(failures) == len(self.scenarios):
+            self.state, self.message, self.setting = "failed", failures[0].message, failures[0].setting
+        else:
+            self.state, self.fraction = "completed", 1.0
+
+
+def job_steps(request: JobRequest, scan: DatasetScan, cells: list[Cell | None]
+              ) -> list[tuple[ScenarioPlan, Callable, Callable]]:
+    """(plan for the time left, train(on_batch, on_epoch), save(result)) of each run the job trains: each scenario of
+    `request.configs`, or each of the experiment's `cells`."""
+    if request.experiment is None:
+        return [(Trainer(config).plan(scan),
+                 lambda on_batch, on_epoch, config=config: Trainer(config, request.weights, Callbacks(
+                     on_batch, on_epoch)).train(scan),
+                 lambda result: save_run(result, scan, request.runs_dir)) for config in request.configs]
+    runner = ExperimentRunner(request.experiment, scan, request.runs_dir, request.weights)
+    plans = cell_plans(request.experiment, scan, cells)
+    return [(plan, lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch),
+             lambda result, cell=cell: runner.save(cell, result)) for plan, cell in zip(plans, cells)]
+
 
 class TrainingJobs:
     def __init__(self, limits: JobLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -232,18 +265,13 @@ class TrainingJobs:
 
     def _run(self, request: JobRequest) -> None:
         try:
-            scan = load_dataset(request.data_dir).without(
-                request.experiment.excluded if request.experiment else request.excluded)
-            scan.raise_if_invalid()
-            steps = self._steps(request, scan)
+            scan = training_scan(request.data_dir, request.experiment.excluded if request.experiment
+                                 else request.excluded)
+            steps = job_steps(request, scan, [state.cell for state in self._job.scenarios])
             estimator = Estimator([plan for plan, _, _ in steps], self.clock)
         except Exception as exc:  # the job must end with a message the page can show, whatever happened
-            message, setting = _describe(exc)
             with self._lock:
-                for scenario in self._job.scenarios:
-                    scenario.status = "skipped"
-                self._job.state, self._job.finished = "failed", time.time()
-                self._job.message, self._job.setting = message, setting
+                self._job.fail(*_describe(exc))
             return
         with self._lock:
             self._estimator = estimator
@@ -270,27 +298,7 @@ class TrainingJobs:
                 self._job.progress = None  # never show a finished scenario's last batch
                 estimator.finish(index)
         with self._lock:
-            job = self._job
-            job.finished = time.time()
-            failures = job.failures
-            if self._cancel.is_set():
-                job.state = "cancelled"
-            elif len(failures) == len(job.scenarios):
-                job.state, job.message, job.setting = "failed", failures[0].message, failures[0].setting
-            else:
-                job.state, job.fraction = "completed", 1.0
-
-    def _steps(self, request: JobRequest, scan: DatasetScan) -> list[tuple[ScenarioPlan, Callable, Callable]]:
-        """(plan for the time left, train(on_batch, on_epoch), save(result)) of each run the job trains."""
-        if request.experiment is None:
-            return [(plan_scenario(config, scan),
-                     lambda on_batch, on_epoch, config=config: train(config, scan, request.weights, on_batch, on_epoch),
-                     lambda result: save_run(result, scan, request.runs_dir)) for config in request.configs]
-        runner = ExperimentRunner(request.experiment, scan, request.runs_dir, request.weights)
-        cells = [state.cell for state in self._job.scenarios]
-        plans = cell_plans(request.experiment, scan, cells)
-        return [(plan, lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch),
-                 lambda result, cell=cell: runner.save(cell, result)) for plan, cell in zip(plans, cells)]
+            self._job.settle(cancelled=self._cancel.is_set())
 
     def _set_scenario(self, index: int, **changes) -> None:
         with self._lock:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from core.train import TrainConfig
+from core.config import TrainConfig
 
 # A run's settings that are not its recipe: its luck (the seed) and where and how fast it ran.
 NOT_RECIPE = ("seed", "device", "workers")

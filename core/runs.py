@@ -16,13 +16,12 @@ import torch
 from torch import nn
 
 from core import staging
-from core.compiling import Compilation
+from core.config import TrainConfig
 from core.data import DatasetScan, SkippedFile
-from core.distributed import Placement
 from core.errors import RUNS_DIR, RunError, StudioError
 from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
+from core.results import Compilation, EpochStats, EvalResult, Placement, TrainResult
 from core.stats import Estimate, wilson
-from core.train import EpochStats, EvalResult, TrainConfig, TrainResult
 
 RUNS_DIR_ENV = "STUDIO_RUNS_DIR"
 RUN_FORMAT = 1
@@ -290,33 +289,34 @@ class RunRecord:
         values["compilation"] = Compilation.from_dict(data["compilation"]) if data.get("compilation") else None
         values["placement"] = Placement.from_dict(data["placement"]) if data.get("placement") else None
         record = cls(**values, path=path)
-        record.check()
+        check_record(record)
         return record
 
-    def check(self) -> None:
-        """Raise ValueError or TypeError when a field holds what no saved run holds."""
-        _expect(self.__dict__, "id", str)
-        _expect(self.__dict__, "created", str)
-        _expect(self.__dict__, "device", str)
-        if self.status not in STATUSES:
-            raise ValueError(f"unknown status {self.status!r}")
-        names = _expect(self.__dict__, "class_names", list)
-        if len(names) < 2 or not all(isinstance(name, str) for name in names):
-            raise ValueError("class_names must list at least two names")
-        for name in ("trainable_params", "total_params"):
-            _expect(self.__dict__, name, int)
-        if self.best_epoch is not None and not 1 <= _expect(self.__dict__, "best_epoch", int) <= len(self.history):
-            raise ValueError(f"best_epoch {self.best_epoch} is not one of the {len(self.history)} epochs")
-        _finite(self.best_val_acc, "best_val_acc")
-        _finite(self.seconds, "seconds")
-        for epoch in self.history:
-            for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"):
-                _finite(getattr(epoch, name), f"history {name}")
-        if self.weights_bytes is not None:
-            _expect(self.__dict__, "weights_bytes", int)
-        for name in ("val_predictions", "test_predictions"):
-            if predictions := getattr(self, name):
-                predictions.check(len(names), name)
+
+def check_record(record: RunRecord) -> None:
+    """Raise ValueError or TypeError when a field of `record` holds what no saved run holds."""
+    _expect(record.__dict__, "id", str)
+    _expect(record.__dict__, "created", str)
+    _expect(record.__dict__, "device", str)
+    if record.status not in STATUSES:
+        raise ValueError(f"unknown status {record.status!r}")
+    names = _expect(record.__dict__, "class_names", list)
+    if len(names) < 2 or not all(isinstance(name, str) for name in names):
+        raise ValueError("class_names must list at least two names")
+    for name in ("trainable_params", "total_params"):
+        _expect(record.__dict__, name, int)
+    if record.best_epoch is not None and not 1 <= _expect(record.__dict__, "best_epoch", int) <= len(record.history):
+        raise ValueError(f"best_epoch {record.best_epoch} is not one of the {len(record.history)} epochs")
+    _finite(record.best_val_acc, "best_val_acc")
+    _finite(record.seconds, "seconds")
+    for epoch in record.history:
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"):
+            _finite(getattr(epoch, name), f"history {name}")
+    if record.weights_bytes is not None:
+        _expect(record.__dict__, "weights_bytes", int)
+    for name in ("val_predictions", "test_predictions"):
+        if predictions := getattr(record, name):
+            predictions.check(len(names), name)
 
 
 def accuracy_text(accuracy: Estimate) -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 import streamlit as st
 
 from core.analysis import run_outputs
-from core.device import pick_device
 from core.errors import StudioError
 from core.features import PictureOutputs
 from core.health import reference_features
@@ -26,7 +25,7 @@ def outputs_of(runs: list[RunRecord], labels: dict[str, str]) -> dict[str, Pictu
     for run in runs:
         bar = ProgressBar(f"{labels[run.id]}: its model on validation picture")
         try:
-            found[run.id] = run_outputs(run, "val", str(pick_device("auto")), progress=bar)
+            found[run.id] = run_outputs(run, "val", str(state.device()), progress=bar)
         except StudioError as exc:
             show_error(exc)
             st.stop()
@@ -61,7 +60,7 @@ def _reference_map(run: RunRecord, files: list[str]) -> tuple | None:
     try:
         scan = state.scan(run.dataset.root)
         scan.raise_if_invalid()
-        reference = reference_features(scan, files, default_runs_dir(), run.backbone, str(pick_device("auto")),
+        reference = reference_features(scan, files, default_runs_dir(), run.backbone, str(state.device()),
                                        progress=bar)
     except StudioError as exc:
         st.caption(private(f"No map of the untouched {BACKBONES[run.backbone].title}: {exc}"))

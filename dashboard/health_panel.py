@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from core.data import DatasetScan, tutorial_data_dir
-from core.device import pick_device
 from core.errors import StudioError
 from core.exclusions import read_exclusions, write_exclusions
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, cached_health, check_health
@@ -31,7 +30,7 @@ def health_panel(scan: DatasetScan, key: str) -> None:
             return
         bar = ProgressBar("Checking...")
         try:
-            report = check_health(scan, default_runs_dir(), device=str(pick_device("auto")), progress=bar.phase)
+            report = check_health(scan, default_runs_dir(), device=str(state.device()), progress=bar.phase)
         except StudioError as exc:
             show_error(exc)
             return

@@ -29,7 +29,7 @@ from core.export import export_run
 from core.images import open_image
 from core.jobs import TrainingJobs
 from core.predict import Predictor, load_predictor
-from core.runs import RunRecord, read_run
+from core.runs import RunRecord
 from dashboard.settings import Settings, read_settings
 
 SESSIONS_FOLDER = ".sessions"  # under the uploads folder, in shared mode: one folder per browser session
@@ -94,13 +94,19 @@ def visible(runs: list[RunRecord]) -> list[RunRecord]:
 
 
 @st.cache_resource(max_entries=8)
-def _predictor(run_folder: str, device: str) -> Predictor:
-    return load_predictor(read_run(Path(run_folder)), torch.device(device))
+def _predictor(_run: RunRecord, run_folder: str, device: str) -> Predictor:
+    return load_predictor(_run, torch.device(device))
+
+
+def device() -> torch.device:
+    """Where the dashboard's own work runs (prediction, Grad-CAM, features, the health check): this machine's best
+    device, as core.device.pick_device picks it. A training job's device is its Trainer's."""
+    return pick_device("auto")
 
 
 def predictor(run: RunRecord) -> Predictor:
     """The run's model, loaded once and kept on this machine's best device across reruns and pages."""
-    return _predictor(str(run.path), str(pick_device("auto")))
+    return _predictor(run, str(run.path), str(device()))
 
 
 @st.cache_data(max_entries=16, show_spinner="Checking the data set...")
@@ -128,13 +134,16 @@ def thumbnail(path: str, size: int = 240) -> Image.Image:
 _explain_lock = threading.Lock()  # Captum hooks into the shared cached model: one explanation at a time
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def heat_map(run_folder: str, picture: bytes | str) -> Image.Image:
+def heat_map(run: RunRecord, picture: bytes | str) -> Image.Image:
     """The Grad-CAM overlay of the run's predicted class for a picture (bytes, or a path as a string)."""
-    run = read_run(Path(run_folder))
-    loaded = predictor(run)
+    return _heat_map(run, str(run.path), picture)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _heat_map(_run: RunRecord, run_folder: str, picture: bytes | str) -> Image.Image:
+    loaded = predictor(_run)
     with _explain_lock:
-        return grad_cam(loaded.model, run.backbone, picture if isinstance(picture, bytes) else Path(picture),
+        return grad_cam(loaded.model, _run.backbone, picture if isinstance(picture, bytes) else Path(picture),
                         device=loaded.device).overlay()
 
 
@@ -144,9 +153,12 @@ def feature_map(features: np.ndarray, method: str) -> np.ndarray:
     return analysis.feature_map(features, method)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def bundle(run_folder: str, fmt: str) -> bytes:
+def bundle(run: RunRecord, fmt: str) -> bytes:
     """A run exported as a zip bundle (checked against PyTorch as it is made)."""
+    return _bundle(run, str(run.path), fmt)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _bundle(_run: RunRecord, run_folder: str, fmt: str) -> bytes:
     with tempfile.TemporaryDirectory() as work:
-        run = read_run(Path(run_folder))
-        return export_run(run, fmt, Path(work), paths=not settings().shared).path.read_bytes()
+        return export_run(_run, fmt, Path(work), paths=not settings().shared).path.read_bytes()

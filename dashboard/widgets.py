@@ -208,7 +208,7 @@ def download_bundles(run: RunRecord, key: str) -> None:
         return
     slot.empty()
     with st.spinner(f"Exporting to {name} and checking it against PyTorch..."):
-        data = state.bundle(str(run.path), fmt)
+        data = state.bundle(run, fmt)
     st.session_state[made] = fmt
     st.download_button(f"Download ({len(data) / 2**20:.1f} MB)", data=data, file_name=f"{run.id}-{fmt}.zip",
                        mime="application/zip", key=f"{key}-{fmt}-{run.id}", on_click="ignore",
@@ -245,7 +245,7 @@ def picture_gallery(items: list[tuple[Path, str]], run: RunRecord | None = None,
     with st.container(horizontal=True, gap="small"):
         for path, caption in items:
             try:
-                shown = state.heat_map(str(run.path), str(path)) if heat and run else state.thumbnail(str(path))
+                shown = state.heat_map(run, str(path)) if heat and run else state.thumbnail(str(path))
                 st.image(shown, caption=caption, width=GALLERY_WIDTH)
             except StudioError:
                 st.caption(f"{caption}: {path.name} is no longer readable", width=GALLERY_WIDTH)

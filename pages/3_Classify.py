@@ -26,7 +26,7 @@ for column, run in zip(results_col.columns(max(len(runs), 1)), runs):
         st.metric(f"{run.scenario} · {run.backbone}", prediction.top_class, f"{prediction.top_probability:.1%}",
                   delta_color="off", delta_arrow="off", delta_description="probability", border=True)
         st.plotly_chart(charts.probabilities(prediction, run.scenario), key=f"probabilities-{run.id}")
-        st.image(state.heat_map(str(run.path), data), width="stretch",
+        st.image(state.heat_map(run, data), width="stretch",
                  caption=f"Grad-CAM: where {run.scenario} saw '{prediction.top_class}'")
         st.caption(run_label(run))
         download_bundles(run, key="classify")

@@ -3,7 +3,6 @@ import streamlit as st
 import torch
 
 from core.data import TUTORIAL_DATA_URL, ensure_tutorial_data, tutorial_data_dir
-from core.device import pick_device
 from core.errors import StudioError
 from core.models import BACKBONES, SCENARIOS, find_local_weights, torchvision_cache_file
 from core.runs import default_runs_dir, list_runs
@@ -92,7 +91,7 @@ with status_col:
                      "a local file or folder).")
 
     st.subheader("Device")
-    device = pick_device("auto")
+    device = state.device()
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         st.write(f"🚀 GPU: **{properties.name}**, {properties.total_memory / 2**30:.0f} GiB")

@@ -38,19 +38,20 @@ MOMENTS = ("EPOCH", "SAVING", "WROTE")
 
 def child(pause: float, cli_args: list[str]) -> int:
     import core.cli
+    import core.data
     import core.runs
+    from core.results import NO_CALLBACKS
 
     def announce(text: str) -> None:
         print(text, flush=True)
 
-    train = core.cli.train
-
-    def train_with_markers(config, scan, weights=None, on_batch=None, on_epoch=None, **options):
-        def epoch_done(stats):
-            if on_epoch:
-                on_epoch(stats)
-            announce(f"EPOCH {stats.epoch}")
-        return train(config, scan, weights, on_batch=on_batch, on_epoch=epoch_done, **options)
+    class TrainerWithMarkers(core.cli.Trainer):
+        def __init__(self, config, weights=None, callbacks=NO_CALLBACKS, world=core.cli.SINGLE):
+            def epoch_done(stats):
+                if callbacks.on_epoch:
+                    callbacks.on_epoch(stats)
+                announce(f"EPOCH {stats.epoch}")
+            super().__init__(config, weights, core.cli.Callbacks(callbacks.on_batch, epoch_done), world)
 
     write_file = core.runs._write_file
 
@@ -63,15 +64,15 @@ def child(pause: float, cli_args: list[str]) -> int:
         announce(f"WROTE {path.parent}")
         time.sleep(pause)
 
-    load_dataset = core.cli.load_dataset
+    scan_dataset = core.data.scan_dataset
 
-    def load_dataset_with_marker(folder):
+    def scan_dataset_with_marker(folder):
         announce("SCANNING")
         time.sleep(pause)
-        return load_dataset(folder)
+        return scan_dataset(folder)
 
-    core.cli.load_dataset = load_dataset_with_marker
-    core.cli.train = train_with_markers
+    core.data.scan_dataset = scan_dataset_with_marker  # what every command's data set is read by
+    core.cli.Trainer = TrainerWithMarkers
     core.runs._write_file = write_file_with_markers
     return core.cli.main(cli_args)
 

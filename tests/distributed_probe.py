@@ -10,9 +10,11 @@ from pathlib import Path
 
 import torch
 
-from core import distributed, fast
+import core.folding
+from core import distributed
 from core.data import scan_dataset
 from core.errors import StudioError
+from core.strategy import Strategy
 from core.train import TrainConfig, train
 
 data, weights, out = (Path(arg) for arg in sys.argv[1:4])
@@ -24,7 +26,7 @@ report = {"fingerprint": distributed.weights_digest(result.model), "status": res
           "val_acc": [epoch.val_acc for epoch in result.history], "predictions": result.best_eval.predictions,
           "labels": result.best_eval.labels}
 passed = []  # pictures that went through the frozen backbone on this process
-folding = fast.FoldedEvaluation
+folding = core.folding.FoldedEvaluation
 
 
 def counted(model):
@@ -37,7 +39,7 @@ def counted(model):
     return network
 
 
-fast.FoldedEvaluation = counted
+core.folding.FoldedEvaluation = counted  # what computes a frozen backbone's features
 frozen = train(TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, cached_views=2, device="cpu"), scan,
                weights, world=world)
 report["frozen"] = {"status": frozen.status, "pictures": sum(passed)}
@@ -45,7 +47,7 @@ if world.rank == 1:
     with torch.no_grad():
         next(result.model.parameters()).add_(1e-3)
 try:
-    world.check_identical(result.model)
+    Strategy.decide("cpu", True, world).check_identical(result.model)
     report["caught"] = None
 except StudioError as exc:
     report["caught"] = str(exc)

@@ -9,7 +9,7 @@ from torch import nn
 from core import compiling
 from core.compiling import Compilation, TrainingSteps, plan
 from core.data import scan_dataset
-from core.fast import FoldedEvaluation
+from core.folding import FoldedEvaluation
 from core.runs import read_run, save_run
 from core.train import TrainConfig, train
 

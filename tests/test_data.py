@@ -19,10 +19,10 @@ from core.data import (
     folder_size,
     import_dataset_zip,
     load_dataset,
-    make_loaders,
     scan_dataset,
 )
 from core.errors import ArchiveError, DatasetError, StudioError
+from core.loaders import LoaderSettings, disk_loaders
 from core.staging import staging_folder
 from tests.conftest import make_image_folder, make_picture
 
@@ -82,7 +82,7 @@ def test_missing_folder_is_a_problem(tmp_path):
 
 
 def test_loaders_use_the_tutorial_shapes(dataset):
-    loaders = make_loaders(scan_dataset(dataset), batch_size=4, workers=0, seed=0)
+    loaders = disk_loaders(scan_dataset(dataset), LoaderSettings(4, workers=0, seed=0))
     inputs, labels = next(iter(loaders["train"]))
     assert inputs.shape == (4, 3, 224, 224) and labels.dtype == torch.long
     inputs, _ = next(iter(loaders["val"]))
@@ -93,15 +93,15 @@ def test_loaders_built_off_the_main_thread_start_no_process_and_load_the_same(da
     """The dashboard's pages and jobs run on threads of its server: a forked worker can wait for good on a lock
     another thread held, and a spawned one runs the page's script again as its __main__."""
     scan = scan_dataset(dataset)
-    expected = [labels.tolist() for _, labels in make_loaders(scan, batch_size=4, workers=0, seed=0)["train"]]
+    expected = [labels.tolist() for _, labels in disk_loaders(scan, LoaderSettings(4, workers=0, seed=0))["train"]]
     from tests.test_health import call_on_a_thread_without_fork
 
     def load() -> list:
-        loader = make_loaders(scan, batch_size=4, workers=1, seed=0)["train"]
+        loader = disk_loaders(scan, LoaderSettings(4, workers=1, seed=0))["train"]
         return [labels.tolist() for _, labels in loader]
 
     assert call_on_a_thread_without_fork(monkeypatch, load) == expected
-    assert make_loaders(scan, batch_size=4, workers=1, seed=0)["train"].num_workers == 1  # the command line's
+    assert disk_loaders(scan, LoaderSettings(4, workers=1, seed=0))["train"].num_workers == 1  # the command line's
 
 
 # ---------------------------------------------------------------- the tutorial's set
@@ -336,7 +336,7 @@ def test_a_test_folder_is_a_third_split_with_its_own_counts_and_loader(dataset):
     scan = scan_dataset(add_test_split(dataset))
     assert scan.ok and scan.has_test
     assert scan.counts()["test"] == {"blue": 3, "red": 3} and len(scan.samples["train"]) == 16
-    loaders = make_loaders(scan, batch_size=4, workers=0)
+    loaders = disk_loaders(scan, LoaderSettings(4, workers=0))
     inputs, labels = next(iter(loaders["test"]))
     assert inputs.shape == (4, 3, 224, 224) and labels.tolist() == [0, 0, 0, 1]  # in order, unshuffled
     assert not scan_dataset(dataset.parent / "nothing").has_test

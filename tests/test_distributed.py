@@ -9,14 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from core import distributed
 from core.data import scan_dataset
-from core.distributed import Placement, World
+from core.device import Compute
+from core.distributed import World
 from core.errors import ConfigError
 from core.experiment import Cell, ExperimentPlan, share
 from core.export import export_run
+from core.results import Placement
 from core.runs import list_runs, read_run
+from core.strategy import Strategy
 from core.train import TrainConfig, train
 from tests.conftest import copy_run, make_image_folder
 
@@ -189,10 +193,10 @@ def test_an_experiment_split_over_two_processes_saves_every_cell_once_and_resume
 # ---------------------------------------------------------------- in one process
 
 def test_the_batch_is_the_global_batch_and_must_split_evenly():
-    world = World(rank=0, size=3, backend="gloo")
+    strategy = Strategy(Compute(torch.device("cpu")), World(rank=0, size=3, backend="gloo"))
     with pytest.raises(ConfigError, match="multiple of 3"):
-        world.per_process_batch(4)
-    assert world.per_process_batch(6) == 2
+        strategy.per_process_batch(4)
+    assert strategy.per_process_batch(6) == 2
 
 
 def test_experiment_cells_are_dealt_once_each_with_the_work_balanced(tiny_dataset):

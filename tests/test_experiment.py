@@ -15,12 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-import core.experiment
-import core.fast
+import core.folding
 from core.data import scan_dataset
 from core.experiment import Cell, ExperimentPlan, ExperimentRunner, repeats, results, subset
 from core.runs import EXPERIMENTS_FOLDER, METADATA_FILE, list_runs
-from core.train import TrainConfig, train
+from core.train import TrainConfig, Trainer
 from tests.conftest import make_image_folder, make_picture
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -91,8 +90,9 @@ class CountingModule(nn.Module):
 
 @pytest.fixture
 def backbone_passes(monkeypatch):
-    """core.fast.FoldedEvaluation wrapped: (backbones folded, batches of pictures the folded backbone saw)."""
-    real_folding = core.fast.FoldedEvaluation
+    """The folding of a frozen backbone whose features are cached, wrapped: (backbones folded, batches of pictures the
+    folded backbone saw)."""
+    real_folding = core.folding.FoldedEvaluation
     calls: list[int] = []
     seen: list[torch.Tensor] = []
 
@@ -101,7 +101,7 @@ def backbone_passes(monkeypatch):
         folded = real_folding(model)
         return lambda: CountingModule(folded(), seen)
 
-    monkeypatch.setattr(core.fast, "FoldedEvaluation", counting_folding)
+    monkeypatch.setattr(core.folding, "FoldedEvaluation", counting_folding)
     return calls, seen
 
 
@@ -129,12 +129,14 @@ def grid(unequal_data, random_weights_dir, tmp_path_factory):
     plan = make_plan("grid", unequal_data, ["frozen", "scratch"], [0, 1], [2, None])
     trained: list[list[str]] = []  # the training pictures each cell's train() was given, in the grid's order
 
-    def recording_train(config, scan, *args, **kwargs):
+    real_train = Trainer.train
+
+    def recording_train(trainer, scan, *args, **kwargs):
         trained.append(train_names(scan))
-        return train(config, scan, *args, **kwargs)
+        return real_train(trainer, scan, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core.experiment, "train", recording_train)
+        patch.setattr(Trainer, "train", recording_train)
         run_grid(plan, unequal_data, runs_dir, random_weights_dir)
     return plan, runs_dir, dict(zip(plan.grid(), trained))
 

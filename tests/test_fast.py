@@ -8,15 +8,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import fast
-from core.data import make_loaders, scan_dataset
+from core import decoded, loaders
+from core.data import scan_dataset
 from core.device import to_input
 from core.errors import TrainingCancelled
+from core.feature_cache import head_of
 from core.images import open_image
+from core.loaders import LoaderSettings, disk_loaders
+from core.loop import evaluate
 from core.models import build_model
 from core.presets import EVAL_TRANSFORM, IMAGENET_STD, TRAIN_TRANSFORM
 from core.runs import read_run, save_run
-from core.train import TrainConfig, evaluate, planned_batches, train
+from core.strategy import Strategy
+from core.train import TrainConfig, Trainer, train
 
 CPU = torch.device("cpu")
 
@@ -34,14 +38,14 @@ def config(**overrides) -> TrainConfig:
 def test_decoded_validation_crops_are_exactly_the_tutorials(scan):
     for path, _ in scan.samples["val"]:
         expected = EVAL_TRANSFORM(open_image(path))
-        assert torch.equal(to_input(fast.decode_eval(path)[None], CPU)[0], expected)
+        assert torch.equal(to_input(decoded.decode_eval(path)[None], CPU)[0], expected)
 
 
 def crops(path, seed: int):
     torch.manual_seed(seed)
     expected = TRAIN_TRANSFORM(open_image(path))
     torch.manual_seed(seed)
-    return to_input(fast.augment(*fast.decode(path))[None], CPU)[0], expected
+    return to_input(decoded.augment(*decoded.decode(path))[None], CPU)[0], expected
 
 
 def test_decoded_training_crops_match_the_tutorials_for_the_same_seed(scan):
@@ -57,9 +61,9 @@ def test_large_pictures_are_shrunk_but_crops_keep_their_detail(tmp_path):
     pixels = nn.functional.interpolate(noise, size=(1400, 2000), mode="bilinear").round().clamp(0, 255)
     Image.fromarray(pixels[0].permute(1, 2, 0).to(torch.uint8).numpy()).save(tmp_path / "big.png")
     Image.new("RGB", (300, 200), "red").save(tmp_path / "small.png")
-    picture, size = fast.decode(tmp_path / "big.png")
-    assert fast.MAX_SHORT_SIDE == 915 and picture.shape == (3, 915, 1307) and size == (1400, 2000)
-    assert fast.decode(tmp_path / "small.png")[0].shape == (3, 200, 300)
+    picture, size = decoded.decode(tmp_path / "big.png")
+    assert decoded.MAX_SHORT_SIDE == 915 and picture.shape == (3, 915, 1307) and size == (1400, 2000)
+    assert decoded.decode(tmp_path / "small.png")[0].shape == (3, 200, 300)
     for seed in range(20):
         crop, expected = crops(tmp_path / "big.png", seed)
         # measured: at most 0.12 (sub-pixel placement); a picture kept at 256 pixels gives 0.19 to 0.47
@@ -69,16 +73,15 @@ def test_large_pictures_are_shrunk_but_crops_keep_their_detail(tmp_path):
 @pytest.mark.parametrize("backbone, head", [("mobilenet_v2", "classifier"), ("resnet18", "fc")])
 def test_cached_features_are_what_the_backbone_gives_the_head(scan, random_weights_dir, backbone, head):
     built = build_model(backbone, "frozen", 2, random_weights_dir)
-    assert fast.head_of(built)[2] is built.model.get_submodule(head)
-    loaders = fast.decoded_loaders(scan, 4, 0, 0, CPU, shuffle=False)
-    features = fast.extract_features(built, loaders, 3, CPU, channels_last=True)
+    assert head_of(built)[2] is built.model.get_submodule(head)
+    features = Trainer(config(backbone=backbone, cached_views=3, seed=0)).cache_features(scan, built)
     train_set, val_set = features.train, features.evaluation["val"]
     assert train_set.tensors[0].shape[:2] == (16, 3) and not torch.equal(*train_set.tensors[0][:, :2].unbind(1))
     model = built.model.eval()
     inputs = torch.stack([EVAL_TRANSFORM(open_image(path)) for path, _ in scan.samples["val"]])
     with torch.no_grad():
         logits = model(inputs)
-        from_features = fast.head_of(built)[2](val_set.tensors[0])
+        from_features = head_of(built)[2](val_set.tensors[0])
     assert torch.allclose(from_features, logits, rtol=1e-3, atol=1e-4)
     assert val_set.tensors[1].tolist() == [label for _, label in scan.samples["val"]]
 
@@ -89,9 +92,11 @@ def test_frozen_trains_the_head_on_cached_features_and_reports_each_phase(scan, 
     result = train(cfg, scan, random_weights_dir, on_batch=calls.append)
     phases = [c.phase for c in calls]
     assert phases[: phases.index("train")] == ["features"] * (2 * 4 + 2)
-    assert phases.count("train") == 2 * 4 and phases.count("val") == 2 * 2 and len(calls) == planned_batches(cfg, scan)
+    assert phases.count("train") == 2 * 4 and phases.count("val") == 2 * 2
+    assert len(calls) == Trainer(cfg).planned_batches(scan)
     assert [(c.epoch, c.batch, c.batches) for c in calls if c.phase == "features"] == [(0, b, 10) for b in range(1, 11)]
-    check = evaluate(result.model, make_loaders(scan, 4, workers=0)["val"], CPU)
+    check = evaluate(result.model, disk_loaders(scan, LoaderSettings(4, workers=0))["val"],
+                     Strategy.decide("cpu", fast=False))
     assert check.acc == result.best_val_acc and check.predictions == result.best_eval.predictions
 
 
@@ -102,7 +107,7 @@ def test_the_fast_and_the_tutorial_loop_report_the_same_progress_for_finetune(sc
         cfg = config(scenario="finetune", fast=fast_paths, workers=0)
         train(cfg, scan, random_weights_dir, on_batch=calls.append)
         counts.append([(c.epoch, c.phase, c.batch, c.batches) for c in calls])
-        assert len(calls) == planned_batches(cfg, scan)
+        assert len(calls) == Trainer(cfg).planned_batches(scan)
     assert counts[0] == counts[1]
 
 
@@ -124,8 +129,8 @@ def test_a_seed_makes_a_cached_frozen_run_repeatable(scan, random_weights_dir):
 
 
 def test_pictures_too_large_for_memory_are_read_from_disk(scan, random_weights_dir, monkeypatch):
-    monkeypatch.setattr(fast, "MEMORY_BUDGET", 0)
-    monkeypatch.setattr(fast, "InMemoryData", lambda *a, **k: pytest.fail("decoded into memory"))
+    monkeypatch.setattr(loaders, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(loaders, "InMemoryData", lambda *a, **k: pytest.fail("decoded into memory"))
     for scenario in ("frozen", "finetune"):
         result = train(config(scenario=scenario, workers=0), scan, random_weights_dir)
         assert result.status == "completed" and len(result.history) == 2

@@ -19,10 +19,10 @@ from core.cli import main
 from core.data import scan_dataset
 from core.errors import ConfigError, RunError
 from core.exclusions import (
-    apply_exclusions,
     change_exclusions,
     exclusions_path,
     read_exclusions,
+    training_scan,
     write_exclusions,
 )
 from core.experiment import ExperimentPlan, default_name, record_plan
@@ -324,7 +324,7 @@ def test_an_exclusion_list_is_kept_beside_the_runs_and_the_pictures_are_untouche
     assert change_exclusions(tiny_dataset, add=["train/red/red_0.jpg"], remove=["val/red/red_2.jpg"],
                              runs_dir=runs) == ["train/blue/blue_1.png", "train/red/red_0.jpg"]
 
-    scan = apply_exclusions(scan_dataset(tiny_dataset), runs)
+    scan = training_scan(tiny_dataset, read_exclusions(tiny_dataset, runs))
     assert scan.ok and scan.counts()["train"] == {"blue": 7, "red": 7} and scan.counts()["val"] == {"blue": 4, "red": 4}
     assert sorted(scan.relative(path) for path in scan.excluded) == ["train/blue/blue_1.png", "train/red/red_0.jpg"]
     assert tree(tiny_dataset) == before  # nothing deleted, moved, changed or added in the data set's folder
@@ -367,7 +367,7 @@ def test_a_run_trained_without_excluded_pictures_records_them(tmp_path, tiny_dat
     before = tree(tiny_dataset)
     runs = tmp_path / "runs"
     write_exclusions(tiny_dataset, ["train/red/red_0.jpg", "val/blue/blue_1.png"], runs)
-    scan = apply_exclusions(scan_dataset(tiny_dataset), runs)
+    scan = training_scan(tiny_dataset, read_exclusions(tiny_dataset, runs))
     record = save_run(train(frozen_recipe(), scan, random_weights_dir), scan, runs)
     for run in (record, read_run(record.path)):
         assert run.dataset.excluded == ["train/red/red_0.jpg", "val/blue/blue_1.png"]

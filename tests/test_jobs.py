@@ -11,11 +11,12 @@ import pytest
 import core.jobs
 from core.data import load_dataset
 from core.errors import JobRefused, StudioError
-from core.eta import Estimator, ScenarioPlan, plan_scenario
+from core.eta import Estimator
 from core.jobs import JobLimits, JobRequest, JobSnapshot, ScenarioState, TrainingJobs, count_pictures
 from core.models import SCENARIOS
+from core.results import ScenarioPlan
 from core.runs import list_runs
-from core.train import BatchProgress, TrainConfig, planned_batches
+from core.train import BatchProgress, Callbacks, TrainConfig, Trainer
 
 
 def request(data_dir, runs_dir, weights, scenarios=("frozen",), epochs=2) -> JobRequest:
@@ -84,10 +85,10 @@ def test_a_library_error_ends_the_job_with_its_message_and_setting(jobs, tmp_pat
 
 
 def test_a_job_fails_only_when_every_scenario_fails_each_with_its_reason(jobs, tiny_dataset, tmp_path, monkeypatch):
-    def broken_train(config, *args, **kwargs):
-        raise RuntimeError(f"out of memory in {config.scenario}")
+    def broken_train(trainer, *args, **kwargs):
+        raise RuntimeError(f"out of memory in {trainer.config.scenario}")
 
-    monkeypatch.setattr(core.jobs, "train", broken_train)
+    monkeypatch.setattr(core.jobs.Trainer, "train", broken_train)
     jobs.start(request(tiny_dataset, tmp_path / "runs", None, ("finetune", "frozen")))
     job = jobs.wait(60)
     assert [s.status for s in job.scenarios] == ["failed", "failed"] and job.failures == job.scenarios
@@ -234,12 +235,18 @@ def test_the_time_left_comes_from_each_phases_own_rate():
             assert within(sum(left), job_ends - now), (progress, left, job_ends - now)
 
 
-def test_a_scenarios_plan_counts_what_train_reports(tiny_dataset):
+def test_a_scenarios_plan_counts_what_train_reports(tiny_dataset, random_weights_dir):
     scan = load_dataset(tiny_dataset)
     for scenario in SCENARIOS:
         for fast in (True, False):
-            config = TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=3, device="cpu", fast=fast)
-            assert plan_scenario(config, scan).total_batches == planned_batches(config, scan)
+            config = TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=2, device="cpu", fast=fast,
+                                 workers=0)
+            calls = []
+            Trainer(config, random_weights_dir, Callbacks(calls.append)).train(scan)
+            plan = Trainer(config).plan(scan)
+            assert len(calls) == plan.total_batches == Trainer(config).planned_batches(scan)
+            assert [sum(c.phase == phase for c in calls) for phase in ("features", "train", "val")] == [
+                plan.batches["features"], 2 * plan.batches["train"], 2 * plan.batches["val"]]
 
 
 def test_a_jobs_time_left_and_progress_follow_the_scenario_that_trains(tiny_dataset, tmp_path, monkeypatch):
@@ -253,13 +260,14 @@ def test_a_jobs_time_left_and_progress_follow_the_scenario_that_trains(tiny_data
     def fake_train(config, scan, weights=None, on_batch=None, on_epoch=None):
         seen.append((config.scenario, clock.now, None, jobs.snapshot()))
         clock.now += 2.0  # the model built and the pictures decoded
-        for seconds, progress in batches_of(plan_scenario(config, scan), rates[config.scenario]):
+        for seconds, progress in batches_of(Trainer(config).plan(scan), rates[config.scenario]):
             clock.now += seconds
             on_batch(progress)
             seen.append((config.scenario, clock.now, progress, jobs.snapshot()))
         return SimpleNamespace(status="completed")
 
-    monkeypatch.setattr(core.jobs, "train", fake_train)
+    monkeypatch.setattr(core.jobs.Trainer, "train", lambda trainer, scan: fake_train(
+        trainer.config, scan, trainer.weights, trainer.callbacks.on_batch, trainer.callbacks.on_epoch))
     monkeypatch.setattr(core.jobs, "save_run", lambda result, scan, runs_dir: SimpleNamespace(id="run"))
     configs = [TrainConfig(backbone="mobilenet_v2", scenario=scenario, epochs=epochs, device="cpu", workers=0)
                for scenario, epochs in (("finetune", 5), ("frozen", 25))]

@@ -4,11 +4,14 @@ import sys
 import pytest
 import torch
 
-from core.data import make_loaders, scan_dataset
+from core.data import scan_dataset
 from core.device import pick_device
 from core.errors import ConfigError, StudioError, TrainingCancelled
+from core.loaders import LoaderSettings, disk_loaders
+from core.loop import evaluate
 from core.models import build_model
-from core.train import TrainConfig, evaluate, train
+from core.strategy import Strategy
+from core.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +63,16 @@ def test_cancelling_keeps_the_best_epoch_so_far(scan, random_weights_dir):
 
     result = train(config(epochs=5, lr=0.05), scan, random_weights_dir, on_batch=cancel_in_epoch_two)
     assert result.status == "cancelled" and len(result.history) == 1 and result.best_epoch == 1
-    loaders = make_loaders(scan, 4, workers=0)
-    check = evaluate(result.model, loaders["val"], torch.device("cpu"))
+    loaders = disk_loaders(scan, LoaderSettings(4, workers=0))
+    check = evaluate(result.model, loaders["val"], Strategy.decide("cpu", fast=False))
     assert check.acc == result.history[0].val_acc
     assert check.predictions == result.best_eval.predictions
 
 
 def test_the_returned_model_holds_the_best_validation_weights(scan, random_weights_dir):
     result = train(config(epochs=3, lr=0.02), scan, random_weights_dir)
-    loaders = make_loaders(scan, 4, workers=0)
-    check = evaluate(result.model, loaders["val"], torch.device("cpu"))
+    loaders = disk_loaders(scan, LoaderSettings(4, workers=0))
+    check = evaluate(result.model, loaders["val"], Strategy.decide("cpu", fast=False))
     assert check.acc == result.best_val_acc
     assert check.loss == pytest.approx(result.history[result.best_epoch - 1].val_loss, rel=1e-5)
 
@@ -91,8 +94,8 @@ def test_bad_recipe_values_are_refused(field, value):
 
 
 def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_epoch(scan, random_weights_dir, monkeypatch):
-    training = sys.modules["core.train"]  # `core.train` is the function train
-    real_train_one_epoch = training.train_one_epoch
+    loop = sys.modules["core.loop"]
+    real_train_one_epoch = loop.train_one_epoch
     epochs_run = []
 
     def train_one_epoch(model, *args, **kwargs):  # the weights blow up during epoch 2, as with a far too high lr
@@ -102,7 +105,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_epoch(scan, 
                 next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
         return real_train_one_epoch(model, *args, **kwargs)
 
-    monkeypatch.setattr(training, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", train_one_epoch)
     result = train(config(scenario="frozen", epochs=4), scan, random_weights_dir)
     assert result.status == "diverged" and len(epochs_run) == 2
     assert [e.epoch for e in result.history] == [1] and result.best_epoch == 1

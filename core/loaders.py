@@ -1,0 +1,98 @@
+"""Every DataLoader a run trains or evaluates with is built here, once, with its sampler: pictures read from disk as
+the tutorial reads them, pictures decoded once into memory (core.decoded), and a frozen backbone's cached features
+(core.feature_cache).
+
+Who trains on several processes gives each loader its share of the data as a sampler (`LoaderSettings.share`,
+core.strategy's); nothing here knows about processes, and nothing rebuilds a loader once built.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.data import DatasetScan, ImageListDataset
+from core.decoded import MEMORY_BUDGET, InMemoryData, decoded_bytes
+from core.feature_cache import CachedFeatures, RandomView
+from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
+
+# (dataset, shuffled, seed) -> the sampler of this process's share of `dataset`; None: the loader's own order
+Share = Callable[[Dataset, bool, int | None], Sampler | None]
+
+
+def whole(_dataset: Dataset, _shuffled: bool, _seed: int | None) -> None:
+    """One process: every picture, in the loader's own order."""
+    return None
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    batch_size: int  # this process's
+    workers: int | None = None  # loader processes; None: default_workers() for pictures read from disk, else none
+    seed: int | None = None  # the training order (and its workers' seeds)
+    shuffle: bool = True  # the training pictures, in a new order every epoch
+    share: Share = whole
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def usable_workers(workers: int) -> int:
+    """The loader processes that may be started from here: those asked for on the main thread, as the command line
+    and torchrun run; none on any other, as the dashboard's pages and jobs run, on threads of its server. There a
+    fork copies the locks that the other threads hold at that moment (a child waited for good), and a fresh process
+    (spawn, forkserver) imports the page's script again as its __main__."""
+    return workers if threading.current_thread() is threading.main_thread() else 0
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, workers: int = 0,
+                seed: int | None = None, sampler: Sampler | None = None) -> DataLoader:
+    """A DataLoader whose random numbers (its order, and its workers' seeds) follow `seed`; with a `sampler`, in
+    the sampler's order, its workers seeded from the process's own random numbers (each process's differ)."""
+    workers = usable_workers(workers)
+    if sampler is not None:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          persistent_workers=workers > 0)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
+def split_loaders(datasets: dict[str, Dataset], settings: LoaderSettings, workers: int) -> dict[str, DataLoader]:
+    """A loader per split: "train" shuffled (unless not `settings.shuffle`) in the seed's order, the others in
+    theirs."""
+    loaders = {}
+    for split, dataset in datasets.items():
+        shuffled = settings.shuffle and split == "train"
+        seed = settings.seed if split == "train" else None
+        loaders[split] = make_loader(dataset, settings.batch_size, shuffled, workers, seed,
+                                     settings.share(dataset, shuffled, settings.seed))
+    return loaders
+
+
+def disk_loaders(scan: DatasetScan, settings: LoaderSettings) -> dict[str, DataLoader]:
+    """The tutorial's loaders: every picture read from disk and transformed at every access ("test" too when the
+    data set has it)."""
+    datasets = {"train": ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM),
+                **{split: ImageListDataset(scan.samples[split], EVAL_TRANSFORM) for split in scan.evaluation_splits}}
+    return split_loaders(datasets, settings, default_workers() if settings.workers is None else settings.workers)
+
+
+def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device) -> dict[str, DataLoader]:
+    """Loaders of pictures decoded once, or, when they would take more than MEMORY_BUDGET, read from disk."""
+    if decoded_bytes(scan) > MEMORY_BUDGET:
+        return disk_loaders(scan, settings)
+    workers = settings.workers or 0  # the pictures are ready: loader processes would only take cores from the model
+    storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
+    data = InMemoryData(scan, storage)
+    return split_loaders({"train": data.train, **data.evaluation}, settings, workers)
+
+
+def feature_loaders(features: CachedFeatures, settings: LoaderSettings) -> dict[str, DataLoader]:
+    """Loaders of a frozen backbone's cached features: one random view of each training picture at every access."""
+    return split_loaders({"train": RandomView(features.train), **features.evaluation}, settings, 0)
