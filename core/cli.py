@@ -392,10 +392,15 @@ def command_experiment(args: argparse.Namespace) -> int:
     for number, (cell, cell_plan) in enumerate(zip(mine, plans), start=1):
         if stop.pressed:
             break
-        result = train_with_progress_bar(
-            f"{number}/{len(mine)}", cell_plan.total_batches, stop,
-            lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False,
-            show=not world.several)
+        try:
+            result = train_with_progress_bar(
+                f"{number}/{len(mine)}", cell_plan.total_batches, stop,
+                lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False,
+                show=not world.several)
+        except TrainingCancelled:  # while the frozen backbone's features were computed, before any epoch
+            print(f"Stopped while the frozen backbone's features were computed, before cell {cell.label} trained: "
+                  "nothing to save; the cells saved before are kept.", file=sys.stderr)
+            return stop.exit_code if stop.pressed else 1
         with stop.saving():
             record = runner.save(cell, result)
         best = record.best_val()

@@ -8,6 +8,7 @@ core.strategy's); nothing here knows about processes, and nothing rebuilds a loa
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.data import DatasetScan, ImageListDataset
 from core.decoded import MEMORY_BUDGET, InMemoryData, decoded_bytes
+from core.errors import ConfigError
 from core.feature_cache import CachedFeatures, RandomView
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
+MEMORY_BUDGET_ENV = "STUDIO_MEMORY_BUDGET_MB"  # the decoded pictures' budget, in MiB; above it, pictures from disk
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # (dataset, shuffled, seed) -> the sampler of this process's share of `dataset`; None: the loader's own order
 Share = Callable[[Dataset, bool, int | None], Sampler | None]
 
@@ -36,6 +40,29 @@ class LoaderSettings:
     seed: int | None = None  # the training order (and its workers' seeds)
     shuffle: bool = True  # the training pictures, in a new order every epoch
     share: Share = whole
+
+
+def memory_budget() -> int:
+    """Bytes of decoded pictures a run may keep in memory: $STUDIO_MEMORY_BUDGET_MB, or MEMORY_BUDGET."""
+    text = os.environ.get(MEMORY_BUDGET_ENV)
+    if not text:
+        return MEMORY_BUDGET
+    try:
+        budget = float(text)
+    except ValueError:
+        budget = -1.0
+    if not budget >= 0:
+        raise ConfigError(f"{MEMORY_BUDGET_ENV} must be a number of MiB, 0 or more (got {text!r}).")
+    return int(budget * 2**20)
+
+
+def ignore_stop_signals(_worker: int) -> None:
+    """A loader worker leaves Ctrl-C, SIGTERM and SIGHUP to the main process, which finishes the batch and saves the
+    run: a signal sent to the whole process group (a terminal, `timeout`, a scheduler's cancel) must not kill the
+    workers that batch still needs (PyTorch's own SIGTERM handler would). A worker still ends when the main process
+    shuts it down or dies."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def default_workers() -> int:
@@ -55,12 +82,12 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
     """A DataLoader whose random numbers (its order, and its workers' seeds) follow `seed`; with a `sampler`, in
     the sampler's order, its workers seeded from the process's own random numbers (each process's differ)."""
     workers = usable_workers(workers)
+    processes = {"num_workers": workers, "persistent_workers": workers > 0,
+                 "worker_init_fn": ignore_stop_signals if workers > 0 else None}
     if sampler is not None:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          persistent_workers=workers > 0)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **processes)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      persistent_workers=workers > 0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **processes)
 
 
 def split_loaders(datasets: dict[str, Dataset], settings: LoaderSettings, workers: int) -> dict[str, DataLoader]:
@@ -84,8 +111,8 @@ def disk_loaders(scan: DatasetScan, settings: LoaderSettings) -> dict[str, DataL
 
 
 def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device) -> dict[str, DataLoader]:
-    """Loaders of pictures decoded once, or, when they would take more than MEMORY_BUDGET, read from disk."""
-    if decoded_bytes(scan) > MEMORY_BUDGET:
+    """Loaders of pictures decoded once, or, when they would take more than the memory budget, read from disk."""
+    if decoded_bytes(scan) > memory_budget():
         return disk_loaders(scan, settings)
     workers = settings.workers or 0  # the pictures are ready: loader processes would only take cores from the model
     storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")

@@ -7,8 +7,9 @@ saved its run, nothing may be damaged, and nothing half-written may be left once
 It ends with "N runs, none damaged, no leftovers", or says what went wrong and exits with 1.
 
 The child is the real command line with markers added: it prints SCANNING before it reads the data set,
-EPOCH n after each epoch, SAVING when the weights are written and run.json is next, and WROTE when the run
-is complete but not yet in place, pausing briefly at each so that a fault can land there.
+FEATURES at the first batch of a frozen backbone's features, EPOCH n after each epoch, SAVING when the weights are
+written and run.json is next, and WROTE when the run is complete but not yet in place, pausing briefly at each so
+that a fault can land there.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ MOMENTS = ("EPOCH", "SAVING", "WROTE")
 def child(pause: float, cli_args: list[str]) -> int:
     import core.cli
     import core.data
+    import core.experiment
     import core.runs
     from core.results import NO_CALLBACKS
 
@@ -47,11 +49,18 @@ def child(pause: float, cli_args: list[str]) -> int:
 
     class TrainerWithMarkers(core.cli.Trainer):
         def __init__(self, config, weights=None, callbacks=NO_CALLBACKS, world=core.cli.SINGLE):
+            def batch_done(progress):
+                if progress.phase == "features" and progress.batch == 1:
+                    announce("FEATURES")
+                    time.sleep(pause)
+                if callbacks.on_batch:
+                    callbacks.on_batch(progress)
+
             def epoch_done(stats):
                 if callbacks.on_epoch:
                     callbacks.on_epoch(stats)
                 announce(f"EPOCH {stats.epoch}")
-            super().__init__(config, weights, core.cli.Callbacks(callbacks.on_batch, epoch_done), world)
+            super().__init__(config, weights, core.cli.Callbacks(batch_done, epoch_done), world)
 
     write_file = core.runs._write_file
 
@@ -72,7 +81,7 @@ def child(pause: float, cli_args: list[str]) -> int:
         return scan_dataset(folder)
 
     core.data.scan_dataset = scan_dataset_with_marker  # what every command's data set is read by
-    core.cli.Trainer = TrainerWithMarkers
+    core.cli.Trainer = core.experiment.Trainer = TrainerWithMarkers
     core.runs._write_file = write_file_with_markers
     return core.cli.main(cli_args)
 

@@ -85,6 +85,50 @@ def test_ctrl_c_in_the_tutorial_loop_says_cancelling_once(tmp_path, tiny_dataset
     assert [run.status for run in list_runs(runs).runs] == ["cancelled"]
 
 
+@pytest.mark.parametrize("scenario, marker, number", [("frozen", "FEATURES", signal.SIGTERM),
+                                                     ("finetune", "EPOCH 1", signal.SIGTERM),
+                                                     ("finetune", "EPOCH 1", signal.SIGINT)])
+def test_a_signal_to_the_whole_group_on_the_disk_path_saves_the_run(tmp_path, tiny_dataset, random_weights_dir,
+                                                                  scenario, marker, number):
+    """As `timeout`, a scheduler's cancel or a terminal sends it: to the command and its loader workers, which read the
+    pictures from disk (the memory budget set to nothing). Before, PyTorch's workers died of SIGTERM and took the run
+    with them."""
+    runs = tmp_path / "runs"
+    args = train_args(tiny_dataset, runs, "--weights", str(random_weights_dir), epochs=3)
+    args[args.index("scratch")] = scenario
+    args[args.index("--workers") + 1] = "2"
+    code, stderr = stop_at(args, marker, [number], start_new_session=True,
+                           env={**os.environ, "STUDIO_MEMORY_BUDGET_MB": "0"})
+    assert code == 128 + number and "Traceback" not in stderr and "killed by signal" not in stderr, stderr
+    [run] = list_runs(runs).runs
+    assert run.status == "cancelled" and len(run.history) < 3
+    assert check_runs(runs).ok
+
+
+def test_sigterm_while_an_experiment_computes_its_shared_features_ends_with_one_line(tmp_path, tiny_dataset,
+                                                                                   random_weights_dir):
+    runs = tmp_path / "runs"
+    args = ["experiment", "--name", "stopped", "--scenario", "frozen", "--seeds", "0", "1", "--sizes", "2", "all",
+            "--epochs", "2", "--workers", "2", "--device", "cpu", "--backbone", "mobilenet_v2", "--data",
+            str(tiny_dataset), "--runs-dir", str(runs), "--weights", str(random_weights_dir)]
+    code, stderr = stop_at(args, "FEATURES", [signal.SIGTERM], start_new_session=True,
+                           env={**os.environ, "STUDIO_MEMORY_BUDGET_MB": "0"})
+    assert code == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
+    assert "Stopped while the frozen backbone's features were computed" in stderr
+    assert list_runs(runs).runs == []
+
+
+def test_a_memory_budget_that_is_not_a_number_is_refused(monkeypatch):
+    from core.errors import ConfigError
+    from core.loaders import memory_budget
+
+    monkeypatch.setenv("STUDIO_MEMORY_BUDGET_MB", "lots")
+    with pytest.raises(ConfigError, match="STUDIO_MEMORY_BUDGET_MB"):
+        memory_budget()
+    monkeypatch.setenv("STUDIO_MEMORY_BUDGET_MB", "0.5")
+    assert memory_budget() == 2**19
+
+
 def _small_file_limit():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
