@@ -1,21 +1,31 @@
-"""Pictures decoded once and kept in memory, cropped and flipped as the tutorial's transforms would.
+"""Pictures decoded once, cropped and flipped as the tutorial's transforms would: kept in memory for training, or
+streamed, each decoded once with all its augmented views, for a frozen backbone's features.
 
 What goes is the work the tutorial's loop repeats every epoch: decoding every JPEG. The recipe does not change: the
-same crops, flips and normalisation (core.presets), drawn with the same random numbers.
+same crops, flips and normalisation (core.presets), drawn with the same random numbers. Decoding runs on threads
+(`in_order`): Pillow and torch leave Python's lock while they decode and resize, and threads, unlike loader
+processes, may be started from the dashboard's server too.
 """
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
 from core.data import DatasetScan
+from core.errors import ImageError
 from core.images import open_image
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
@@ -24,23 +34,62 @@ from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 # downscale, as from the original file, and sees the same detail. Crops are drawn on the original size and
 # scaled (see `augment`), so they fall where the tutorial's fall. Most photos are smaller and kept whole.
 MAX_SHORT_SIDE = math.ceil(TRAIN_TRANSFORM.crop_size / math.sqrt(TRAIN_TRANSFORM.scale[0] * TRAIN_TRANSFORM.ratio[0]))
-# Above this many bytes of decoded pictures, training reads them from disk every epoch as the tutorial does.
-MEMORY_BUDGET = 1 << 30
+T, R = TypeVar("T"), TypeVar("R")
 
 
-def augment(picture: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """TRAIN_TRANSFORM's random crop and flip of a stored uint8 picture whose original was `size` (height, width).
+def decode_threads() -> int:
+    return min(4, os.cpu_count() or 1)
 
-    The crop is drawn by TRAIN_TRANSFORM's own code, with its random numbers, on the original size, then
-    scaled to the stored picture: for a given seed it falls where the tutorial's falls.
-    """
+
+def in_order(work: Callable[[T], R], items: Iterable[T], threads: int | None = None, ahead: int = 64) -> Iterator[R]:
+    """`work(item)` of each item, in the items' order, done on `threads` threads (decode_threads()) at most `ahead`
+    items before they are taken: memory stays bounded however many items there are. An exception of `work` is
+    raised when its item is taken; what is pending is dropped when the caller stops early."""
+    pool = ThreadPoolExecutor(threads or decode_threads(), thread_name_prefix="decode")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where TRAIN_TRANSFORM's random crop falls on a picture of its original size, and whether it is flipped."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def draw_crop(size: tuple[int, int]) -> Crop:
+    """TRAIN_TRANSFORM's random crop and flip of a picture of `size` (height, width), drawn by its own code with its
+    random numbers: for a given seed it falls where the tutorial's falls."""
     preset = TRAIN_TRANSFORM
     top, left, height, width = RandomResizedCrop.get_params(torch.empty(()).expand(3, *size), preset.scale,
                                                              preset.ratio)
+    return Crop(top, left, height, width, bool(torch.rand(1) < preset.hflip_prob))
+
+
+def cropped(picture: torch.Tensor, size: tuple[int, int], crop: Crop) -> torch.Tensor:
+    """`crop` of a stored uint8 picture whose original was `size`: drawn on the original, scaled to the stored one."""
     fy, fx = picture.shape[-2] / size[0], picture.shape[-1] / size[1]
-    crop = F2.resized_crop(picture, round(top * fy), round(left * fx), max(1, round(height * fy)),
-                           max(1, round(width * fx)), [preset.crop_size, preset.crop_size], antialias=True)
-    return F2.horizontal_flip(crop) if torch.rand(1) < preset.hflip_prob else crop
+    side = TRAIN_TRANSFORM.crop_size
+    out = F2.resized_crop(picture, round(crop.top * fy), round(crop.left * fx), max(1, round(crop.height * fy)),
+                          max(1, round(crop.width * fx)), [side, side], antialias=True)
+    return F2.horizontal_flip(out) if crop.flip else out
+
+
+def augment(picture: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """TRAIN_TRANSFORM's random crop and flip of a stored uint8 picture whose original was `size` (height, width)."""
+    return cropped(picture, size, draw_crop(size))
 
 
 def decode(path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -58,16 +107,64 @@ def decode_eval(path: Path) -> torch.Tensor:
     return F.pil_to_tensor(EVAL_TRANSFORM.geometry(open_image(path)))
 
 
+def picture_size(path: Path) -> tuple[int, int]:
+    """(height, width) of a picture as `open_image` turns it upright, read from its header alone."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path} cannot be read any more ({exc}): scan the data set again.") from exc
+    return (width, height) if turned else (height, width)
+
+
+def training_views(path: Path, size: tuple[int, int], crops: list[Crop]) -> torch.Tensor:
+    """The picture decoded once and each of `crops` of it: uint8 (views, 3, crop, crop)."""
+    picture, _ = decode(path)
+    return torch.stack([cropped(picture, size, crop) for crop in crops])
+
+
 def decoded_bytes(scan: DatasetScan) -> int:
     """What the decoded pictures of `scan` take in memory, from the picture headers."""
     evaluated = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
     total = evaluated * 3 * EVAL_TRANSFORM.crop_size**2
-    for path, _ in scan.samples["train"]:
-        with Image.open(path) as image:
-            width, height = image.size
+    for height, width in in_order(picture_size, [path for path, _ in scan.samples["train"]]):
         shrink = min(1.0, MAX_SHORT_SIDE / min(width, height))
         total += 3 * round(width * shrink) * round(height * shrink)
     return total
+
+
+Samples = list[tuple[Path, int]]  # (picture, label), as a DatasetScan lists them
+
+
+def view_batches(samples: Samples, indices: list[int], views: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches of `batch_size` crops: the `views` augmented views of each picture at `indices`, one after the
+    other, each picture decoded once and dropped (none is kept). The crops are drawn now, before the first batch, in
+    the order of `views` passes over the pictures: for a given seed they are those of `views` passes of a seeded,
+    unshuffled DataLoader over pictures kept in memory (AugmentedPictures)."""
+    sizes = list(in_order(picture_size, [samples[index][0] for index in indices]))
+    crops: list[list[Crop]] = [[] for _ in indices]
+    for _ in range(views):
+        for picture_crops, size in zip(crops, sizes):
+            picture_crops.append(draw_crop(size))
+    jobs = [(samples[index][0], size, picture_crops) for index, size, picture_crops in zip(indices, sizes, crops)]
+    return _rebatched(in_order(lambda job: training_views(*job), jobs), batch_size)
+
+
+def eval_batches(samples: Samples, indices: list[int], batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches of `batch_size` validation crops (`decode_eval`) of the pictures at `indices`."""
+    return _rebatched(in_order(lambda index: decode_eval(samples[index][0])[None], indices), batch_size)
+
+
+def _rebatched(stacks: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+    waiting: list[torch.Tensor] = []
+    for stack in stacks:
+        waiting += stack.unbind(0)
+        while len(waiting) >= batch_size:
+            yield torch.stack(waiting[:batch_size])
+            del waiting[:batch_size]
+    if waiting:
+        yield torch.stack(waiting)
 
 
 class AugmentedPictures(Dataset):

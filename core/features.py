@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core import staging
-from core.decoded import decode_eval
+from core.decoded import decode_eval, in_order
 from core.device import Compute, forward_batch_size
 from core.errors import ImageError, WeightsError
 from core.models import build_model, get_backbone
@@ -60,24 +60,30 @@ def fingerprint(root: Path, files: list[str]) -> str:
 def picture_outputs(model: nn.Module, head: nn.Module, root: Path, files: list[str], device: torch.device | str = "cpu",
                     progress: Progress | None = None) -> PictureOutputs:
     """`model`'s outputs for each picture, the input of its `head` module as the features. Pictures that cannot be
-    read are listed as unreadable and left out."""
+    read are listed as unreadable and left out. The pictures are decoded on threads while the model runs."""
     compute = Compute(torch.device(device))
     batch_size = forward_batch_size(compute.device) * 4
     unreadable: list[str] = []
 
+    def crop_of(file: str) -> torch.Tensor | None:
+        try:
+            return decode_eval(Path(root) / file)
+        except ImageError:
+            return None
+
     def batches():
-        for start in range(0, len(files), batch_size):
-            crops, names = [], []
-            for file in files[start:start + batch_size]:
-                try:
-                    crops.append(decode_eval(Path(root) / file))
-                    names.append(file)
-                except ImageError:
-                    unreadable.append(file)
-            if crops:
+        crops, names = [], []
+        for done, (file, crop) in enumerate(zip(files, in_order(crop_of, files)), start=1):
+            if crop is None:
+                unreadable.append(file)
+            else:
+                crops.append(crop)
+                names.append(file)
+            if len(crops) == batch_size or (done == len(files) and crops):
                 yield torch.stack(crops), names
-            if progress:
-                progress(min(start + batch_size, len(files)), len(files))
+                crops, names = [], []
+            if progress and (done % batch_size == 0 or done == len(files)):
+                progress(done, len(files))
 
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().float().cpu()))

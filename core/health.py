@@ -26,19 +26,20 @@ import numpy as np
 from core import staging
 from core.config import TrainConfig
 from core.data import DatasetScan
+from core.decoded import in_order
 from core.errors import WeightsError
 from core.features import PictureOutputs, fingerprint, imagenet_outputs
 from core.models import local_backbones
 from core.runs import dataset_dir
 
-HEALTH_FORMAT = 1
+HEALTH_FORMAT = 2
 IMBALANCE = 3.0  # a split's largest class more than this many times its smallest is warned
 FEW_PICTURES = {"train": 10, "val": 5}  # fewer pictures of a class in the split than this is warned
 # Cosine similarity of ImageNet features from which two pictures are near-duplicates. Measured with MobileNetV2 on
 # hymenoptera_data: copies resized and cropped by 5% score 0.95 to 0.96, by 10 to 15% 0.89 to 0.94; the most similar
 # two distinct photos (one ant, shot twice in a row) 0.886 (docs/data-health.md).
 NEAR_DUPLICATE = 0.92
-MOST_PAIRS = 200  # near-duplicate pairs kept, the most similar first
+MOST_PAIRS = 200  # near-duplicate pairs listed, the most similar first (all are counted)
 MOST_SIMILAR = 6  # the most similar pairs below NEAR_DUPLICATE, shown for a look
 FOLDS = 5  # out-of-fold probabilities for the label check; fewer when a class has fewer pictures
 
@@ -85,6 +86,7 @@ class HealthReport:
     label_issues: list[LabelIssue]  # most suspect first
     backbone: str | None  # whose ImageNet features; None when no weights could be had
     most_similar: list[DuplicatePair] = field(default_factory=list)  # below NEAR_DUPLICATE: not duplicates
+    near_duplicate_pairs: int = 0  # all of them: `near_duplicates` holds the MOST_PAIRS most similar
     unavailable: str = ""  # why near-duplicates and label issues were not checked
     pictures: int = 0
     seconds: float = 0.0
@@ -130,43 +132,79 @@ def count_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
 
 def exact_duplicates(root: Path, files: list[str], progress: Progress | None = None) -> list[DuplicatePair]:
     """Pictures with the same bytes: each one after the first of its group, paired with the first."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for done, file in enumerate(files, start=1):
+    def digest(file: str) -> str | None:
         try:
-            groups[hashlib.sha256((Path(root) / file).read_bytes()).hexdigest()].append(file)
+            return hashlib.sha256((Path(root) / file).read_bytes()).hexdigest()
         except OSError:
-            pass
+            return None
+
+    groups: dict[str, list[str]] = defaultdict(list)
+    for done, (file, found) in enumerate(zip(files, in_order(digest, files)), start=1):
+        if found:
+            groups[found].append(file)
         if progress:
             progress("reading", done, len(files))
     return [DuplicatePair(group[0], other, 1.0) for group in groups.values() for other in group[1:]]
 
 
+@dataclass(frozen=True)
+class SimilarPairs:
+    near: list[DuplicatePair]  # the MOST_PAIRS most similar pairs at or above the threshold, the most similar first
+    count: int  # every pair at or above the threshold, shown or not
+    others: list[DuplicatePair]  # the MOST_SIMILAR most similar pairs below it
+
+
 def similar_pairs(files: list[str], features: np.ndarray, exact: list[DuplicatePair],
-                  threshold: float = NEAR_DUPLICATE) -> tuple[list[DuplicatePair], list[DuplicatePair]]:
-    """(near-duplicates, most similar others): pairs whose feature vectors have a cosine similarity of at least
-    `threshold`, the most similar first, and the MOST_SIMILAR pairs after them. Exact duplicates are left out
-    (they are listed as such)."""
-    if len(files) < 2:
-        return [], []
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    group = {file: pair.first for pair in exact for file in (pair.first, pair.second)}  # same bytes, same group
-    known = {frozenset((pair.first, pair.second)) for pair in exact}
-    near, others = [], []
-    for start in range(0, len(files), 1024):  # in blocks: a big data set's similarity matrix would not fit
-        block = unit[start:start + 1024] @ unit.T
-        rows = np.arange(start, start + len(block))
-        block[np.arange(len(files))[None, :] <= rows[:, None]] = -2.0  # each pair once, no picture with itself
-        pairs = list(zip(*np.nonzero(block >= threshold)))
-        candidates = np.argsort(np.where(block >= threshold, -2.0, block), axis=None)[::-1][:MOST_SIMILAR + len(known)]
-        below = [(row, column) for row, column in zip(*np.unravel_index(candidates, block.shape))
-                 if block[row, column] > -2.0]
-        for found, chosen in ((near, pairs), (others, below)):
-            found += [DuplicatePair(files[rows[row]], files[column], float(block[row, column]))
-                      for row, column in chosen
-                      if group.get(files[rows[row]], files[rows[row]]) != group.get(files[column], files[column])]
-    near.sort(key=lambda pair: -pair.similarity)
-    others.sort(key=lambda pair: -pair.similarity)
-    return near[:MOST_PAIRS], others[:MOST_SIMILAR]
+                  threshold: float = NEAR_DUPLICATE, block: int = 512) -> SimilarPairs:
+    """Pairs of pictures whose feature vectors have a cosine similarity of at least `threshold`: how many there are,
+    and the most similar of them and of those below. Exact duplicates are left out (they are listed as such).
+
+    Each pair is compared once, `block` pictures against those after them at a time (one matrix product each): the
+    time grows with the square of the pictures, the memory with `block` times the pictures."""
+    count = len(files)
+    unit = features.astype(np.float32, copy=True)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    position = {file: i for i, file in enumerate(files)}
+    group = np.full(count, -1)  # pictures with the same bytes share a group
+    for number, pair in enumerate(exact):
+        if pair.first in position and pair.second in position:
+            first = group[position[pair.first]]
+            group[position[pair.first]] = group[position[pair.second]] = number if first < 0 else first
+    near: list[tuple[float, int, int]] = []
+    others: list[tuple[float, int, int]] = []
+    found = 0
+    for start in range(0, count, block):
+        rows = np.arange(start, min(start + block, count))
+        sims = unit[rows] @ unit[start:].T  # rows against themselves and every picture after them
+        sims[np.arange(count - start)[None, :] <= (rows - start)[:, None]] = -2.0  # each pair once
+        for row in rows[group[rows] >= 0]:
+            sims[row - start, np.nonzero(group[start:] == group[row])[0]] = -2.0
+        above = sims >= threshold
+        found += int(np.count_nonzero(above))
+        near = _most_similar(near + _largest(sims, MOST_PAIRS, start), MOST_PAIRS)
+        sims[above] = -2.0
+        others = _most_similar(others + _largest(sims, MOST_SIMILAR, start), MOST_SIMILAR)
+
+    def pairs(chosen: list[tuple[float, int, int]]) -> list[DuplicatePair]:
+        return [DuplicatePair(files[row], files[column], similarity) for similarity, row, column in chosen]
+
+    return SimilarPairs(pairs([entry for entry in near if entry[0] >= threshold]), found, pairs(others))
+
+
+def _largest(sims: np.ndarray, k: int, start: int) -> list[tuple[float, int, int]]:
+    """The `k` largest entries of a block (above -2), as (similarity, row, column) of the whole set. Only the rows
+    whose largest entry is among the k largest row maxima can hold them."""
+    if not sims.size:
+        return []
+    rows = np.argsort(sims.max(axis=1))[-k:]
+    candidates = sims[rows]
+    flat = np.argsort(candidates, axis=None)[-k:]
+    return [(float(candidates[r, c]), int(start + rows[r]), int(start + c))
+            for r, c in zip(*np.unravel_index(flat, candidates.shape)) if candidates[r, c] > -2.0]
+
+
+def _most_similar(entries: list[tuple[float, int, int]], k: int) -> list[tuple[float, int, int]]:
+    return sorted(entries, key=lambda entry: (-entry[0], entry[1], entry[2]))[:k]
 
 
 def label_issues(files: list[str], labels: np.ndarray, features: np.ndarray, classes: list[str],
@@ -269,7 +307,9 @@ def check_health(scan: DatasetScan, runs_dir: Path | None = None, weights: str |
     else:
         position = {file: i for i, file in enumerate(files)}
         kept = outputs.files  # the readable ones
-        report.near_duplicates, report.most_similar = similar_pairs(kept, outputs.features, exact)
+        similar = similar_pairs(kept, outputs.features, exact)
+        report.near_duplicates, report.near_duplicate_pairs = similar.near, similar.count
+        report.most_similar = similar.others
         report.label_issues, report.unavailable = label_issues(
             kept, labels[[position[file] for file in kept]], outputs.features, scan.classes, progress)
     report.seconds = time.perf_counter() - started

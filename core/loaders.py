@@ -13,16 +13,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.data import DatasetScan, ImageListDataset
-from core.decoded import MEMORY_BUDGET, InMemoryData, decoded_bytes
+from core.decoded import InMemoryData, decoded_bytes
 from core.errors import ConfigError
 from core.feature_cache import CachedFeatures, RandomView
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
 MEMORY_BUDGET_ENV = "STUDIO_MEMORY_BUDGET_MB"  # the decoded pictures' budget, in MiB; above it, pictures from disk
+AVAILABLE_SHARE = 0.5  # by default the decoded pictures may take this share of the memory available at the start
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # (dataset, shuffled, seed) -> the sampler of this process's share of `dataset`; None: the loader's own order
 Share = Callable[[Dataset, bool, int | None], Sampler | None]
@@ -42,18 +44,30 @@ class LoaderSettings:
     share: Share = whole
 
 
-def memory_budget() -> int:
-    """Bytes of decoded pictures a run may keep in memory: $STUDIO_MEMORY_BUDGET_MB, or MEMORY_BUDGET."""
+@dataclass(frozen=True)
+class MemoryBudget:
+    bytes: int
+    source: str  # where it comes from, in words
+
+    def text(self) -> str:
+        return f"{self.bytes / 2**30:.1f} GiB ({self.source})"
+
+
+def memory_budget() -> MemoryBudget:
+    """What decoded pictures may take in memory: $STUDIO_MEMORY_BUDGET_MB, or AVAILABLE_SHARE of the memory that is
+    available now."""
     text = os.environ.get(MEMORY_BUDGET_ENV)
     if not text:
-        return MEMORY_BUDGET
+        available = psutil.virtual_memory().available
+        return MemoryBudget(int(available * AVAILABLE_SHARE), f"{AVAILABLE_SHARE:.0%} of the "
+                                                              f"{available / 2**30:.1f} GiB available")
     try:
         budget = float(text)
     except ValueError:
         budget = -1.0
     if not budget >= 0:
         raise ConfigError(f"{MEMORY_BUDGET_ENV} must be a number of MiB, 0 or more (got {text!r}).")
-    return int(budget * 2**20)
+    return MemoryBudget(int(budget * 2**20), f"{MEMORY_BUDGET_ENV}")
 
 
 def ignore_stop_signals(_worker: int) -> None:
@@ -110,14 +124,19 @@ def disk_loaders(scan: DatasetScan, settings: LoaderSettings) -> dict[str, DataL
     return split_loaders(datasets, settings, default_workers() if settings.workers is None else settings.workers)
 
 
-def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device) -> dict[str, DataLoader]:
-    """Loaders of pictures decoded once, or, when they would take more than the memory budget, read from disk."""
-    if decoded_bytes(scan) > memory_budget():
-        return disk_loaders(scan, settings)
+def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device
+                    ) -> tuple[dict[str, DataLoader], str]:
+    """Loaders of pictures decoded once, or, when they would take more than the memory budget, read from disk; and
+    which it is, in words, for the run to state."""
+    needed, budget = decoded_bytes(scan), memory_budget()
+    if needed > budget.bytes:
+        return disk_loaders(scan, settings), (f"read from disk every epoch: decoded they would take "
+                                              f"{needed / 2**30:.1f} GiB, over the budget of {budget.text()}")
     workers = settings.workers or 0  # the pictures are ready: loader processes would only take cores from the model
     storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
     data = InMemoryData(scan, storage)
-    return split_loaders({"train": data.train, **data.evaluation}, settings, workers)
+    return (split_loaders({"train": data.train, **data.evaluation}, settings, workers),
+            f"decoded once into memory: {needed / 2**30:.1f} GiB, within the budget of {budget.text()}")
 
 
 def feature_loaders(features: CachedFeatures, settings: LoaderSettings) -> dict[str, DataLoader]:

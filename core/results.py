@@ -103,6 +103,7 @@ class Placement:
     per_process_batch: int | None = None  # the recipe's (global) batch split over the processes
     lr_scaling: str = ""  # how the learning rate was scaled for the global batch, or why it was not
     interruption: str | None = None  # why training stopped early when a process was lost
+    pictures: str = ""  # how the pictures were loaded (in memory, from disk, as cached features); "" in older runs
 
     @property
     def processes(self) -> int:
@@ -126,6 +127,8 @@ class Placement:
                          "in each batch")
         if self.lr_scaling:
             lines.append(f"learning rate: {self.lr_scaling}")
+        if self.pictures:
+            lines.append(f"pictures: {self.pictures}")
         if self.interruption:
             lines.append(f"stopped early: {self.interruption}")
         return lines

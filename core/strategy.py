@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -119,17 +119,13 @@ class Strategy:
         return EveryNth(len(dataset), world.rank, world.size)
 
     def batches(self, loader: DataLoader, phase: str, progress: Progress | None) -> Iterator:
-        """The loader's batches, each reported to `progress` once done. A process whose share has a batch fewer
-        reports that one too, at the end: every process reports, and so agrees on a cancel, as often."""
-        total = self.most_batches(loader)
-        done = 0
-        for done, item in enumerate(loader, start=1):
-            yield item
-            if progress:
-                progress(phase, done, total)
-        for extra in range(done + 1, total + 1):
-            if progress:
-                progress(phase, extra, total)
+        """The loader's batches, each reported to `progress` once done (`reported`)."""
+        return reported(loader, self.most_batches(loader), phase, progress)
+
+    def share(self, count: int) -> list[int]:
+        """This process's share of `count` pictures that are not shuffled (their `sampler`'s), in its order."""
+        sampler = self.sampler(range(count), False, None)
+        return list(range(count)) if sampler is None else list(sampler)
 
     def most_batches(self, loader: DataLoader) -> int:
         """The batches of the largest share of `loader`'s pictures."""
@@ -183,3 +179,16 @@ class Strategy:
         """Raise StudioError with `problem` unless every process holds the same weights and buffers, bit for bit."""
         if self.world.several:
             self.world.check_same(weights_digest(model), problem)
+
+
+def reported(batches: Iterable, total: int, phase: str, progress: Progress | None) -> Iterator:
+    """`batches`, each reported to `progress` once done. A process whose share has fewer than `total` (the largest
+    share's) reports the missing ones too, at the end: every process reports, and so agrees on a cancel, as often."""
+    done = 0
+    for done, item in enumerate(batches, start=1):
+        yield item
+        if progress:
+            progress(phase, done, total)
+    for extra in range(done + 1, total + 1):
+        if progress:
+            progress(phase, extra, total)

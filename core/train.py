@@ -25,8 +25,9 @@ from core.device import forward_batch_size, one_cpu_thread
 from core.distributed import SINGLE, World
 from core.errors import ProcessLost, TrainingCancelled
 from core.feature_cache import CachedFeatures, cacheable, head_of, headless
+from core.decoded import eval_batches, view_batches
 from core.loaders import LoaderSettings, decoded_loaders, disk_loaders, feature_loaders
-from core.loop import batch_reporter, evaluate, evaluation_model, fit, outputs_of
+from core.loop import batch_reporter, evaluate, evaluation_model, fit
 from core.models import BuiltModel, build_model, get_scenario
 from core.recipes import Recipe
 from core.results import (
@@ -40,7 +41,7 @@ from core.results import (
     ScenarioPlan,
     TrainResult,
 )
-from core.strategy import Strategy
+from core.strategy import Strategy, reported
 
 __all__ = ["BatchProgress", "Callbacks", "EpochStats", "EvalResult", "OnBatch", "OnEpoch", "TrainConfig",
            "TrainResult", "Trainer", "train"]
@@ -67,9 +68,7 @@ class Trainer:
         batch = max(1, config.batch_size // processes)
         batches = {"features": 0, **{split: math.ceil(count[split] / batch) for split in ("train", "val")}}
         if self.caches_features:
-            size = forward_batch_size(self.strategy.device)
-            batches["features"] = sum(math.ceil(n / size) * (config.cached_views if split == "train" else 1)
-                                      for split, n in count.items())
+            batches["features"] = sum(self.feature_batches(scan).values())
         return batches
 
     def planned_batches(self, scan: DatasetScan) -> int:
@@ -106,7 +105,8 @@ class Trainer:
                              placement=strategy.placement(config.batch_size))
         started = time.perf_counter()
         try:
-            model, loaders = self.prepare(scan, built, features)
+            model, loaders, pictures = self.prepare(scan, built, features)
+            result.placement = replace(result.placement, pictures=pictures)
             with one_cpu_thread(strategy.device.type == "cpu" and model is not built.model):  # a head alone
                 fit(result, model, loaders, strategy, self.callbacks)
             if not result.placement.interruption:
@@ -136,28 +136,35 @@ class Trainer:
         return LoaderSettings(batch_size, self.config.workers, self.config.seed, shuffle, self.strategy.sampler)
 
     def prepare(self, scan: DatasetScan, built: BuiltModel, features: CachedFeatures | None = None
-                ) -> tuple[nn.Module, dict[str, DataLoader]]:
-        """What trains and its loaders (this process's share of them). Fast: pictures decoded once into memory (unless
-        they would take more than core.decoded.MEMORY_BUDGET), and for a truly frozen backbone its features, computed
-        up front (or given, already computed for `scan`'s pictures), train the head."""
+                ) -> tuple[nn.Module, dict[str, DataLoader], str]:
+        """What trains, its loaders (this process's share of them) and how they give it the pictures, in words.
+        Fast: pictures decoded once into memory (unless they would take more than the memory budget,
+        core.loaders.memory_budget), and for a truly frozen backbone its features, computed up front (or given,
+        already computed for `scan`'s pictures), train the head."""
         settings = self.loader_settings(self.strategy.per_process_batch(self.config.batch_size))
         model = self.strategy.compute.place(built.model)
         if not self.config.fast:
-            return model, disk_loaders(scan, settings)
+            return model, disk_loaders(scan, settings), "read from disk every epoch, as the tutorial reads them"
         if not self.caches_features:
-            return model, decoded_loaders(scan, settings, self.strategy.device)
+            return model, *decoded_loaders(scan, settings, self.strategy.device)
+        computed = "given" if features else "computed"
         features = features or self.cache_features(scan, built)
-        return head_of(built)[2], feature_loaders(features, settings)
+        return (head_of(built)[2], feature_loaders(features, settings),
+                f"each decoded once to compute the frozen backbone's features ({computed} before epoch 1), then "
+                "dropped: the head trains on the features")
 
     def cache_features(self, scan: DatasetScan, built: BuiltModel) -> CachedFeatures:
         """A truly frozen backbone's features of every picture of `scan`: `cached_views` augmented views of each
-        training picture (drawn with the run's seed), one of each evaluation picture. With several processes each
-        computes those of its share of the pictures, and every process gets them all."""
-        strategy, views = self.strategy, self.config.cached_views
-        settings = self.loader_settings(forward_batch_size(strategy.device), shuffle=False)
-        loaders = decoded_loaders(scan, settings, strategy.device)
-        batches = sum(strategy.most_batches(loader) * (views if split == "train" else 1)
-                      for split, loader in loaders.items())
+        training picture (drawn with the run's seed), one of each evaluation picture. Each picture is decoded once, on
+        threads, and dropped: none is kept (core.decoded). With several processes each computes those of its share
+        of the pictures, and every process gets them all."""
+        strategy, views, size = self.strategy, self.config.cached_views, forward_batch_size(self.strategy.device)
+        splits = ["train", *scan.evaluation_splits]
+        shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
+        streams = {split: view_batches(scan.samples[split], shares[split], views, size) if split == "train" else
+                   eval_batches(scan.samples[split], shares[split], size) for split in splits}
+        per_picture = {split: views if split == "train" else 1 for split in splits}
+        totals = self.feature_batches(scan)
         reporter = batch_reporter(self.callbacks.on_batch, 0, self.recipe.epochs)
         width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features
         done = 0
@@ -165,22 +172,28 @@ class Trainer:
         def report(_phase: str, _batch: int, _batches: int) -> None:
             nonlocal done
             done += 1
-            reporter("features", done, batches)
+            reporter("features", done, sum(totals.values()))
 
-        def features_of(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-            outputs, labels = outputs_of(model, loader, strategy, "features", report)
-            outputs = torch.cat([torch.zeros((0, width), device=strategy.device), *(o.flatten(1) for o in outputs)])
-            labels = torch.cat([torch.zeros(0, dtype=torch.long, device=strategy.device), *labels])
-            count = len(loader.dataset)
-            return strategy.gather_in_order(outputs, count), strategy.gather_in_order(labels, count)
-
+        features = {}
         with headless(built) as backbone:
             folded = folding.FoldedEvaluation(strategy.compute.place(backbone))()
-            passes = [features_of(folded, loaders["train"]) for _ in range(views)]
-            evaluation = {split: TensorDataset(*features_of(folded, loader)) for split, loader in loaders.items()
-                          if split != "train"}
-        return CachedFeatures(TensorDataset(torch.stack([f for f, _ in passes], dim=1), passes[0][1]), evaluation)
+            for split in splits:
+                batches = reported(((crops, None) for crops in streams[split]), totals[split], "features", report)
+                outputs = [output.flatten(1) for output, _ in strategy.compute.outputs(folded, batches)]
+                rows = torch.cat([torch.zeros((0, width), device=strategy.device), *outputs])
+                count = len(scan.samples[split])
+                rows = strategy.gather_in_order(rows.view(-1, per_picture[split] * width), count)
+                labels = torch.tensor([label for _, label in scan.samples[split]], device=strategy.device)
+                features[split] = TensorDataset(rows.view(count, per_picture[split], width) if split == "train"
+                                                else rows, labels)
+        return CachedFeatures(features.pop("train"), features)
 
+    def feature_batches(self, scan: DatasetScan) -> dict[str, int]:
+        """The batches of each split's features (the largest share's): views of every training picture."""
+        size, processes = forward_batch_size(self.strategy.device), self.strategy.processes
+        return {split: math.ceil(math.ceil(len(samples) / processes) * (self.config.cached_views if split == "train"
+                                                                       else 1) / size)
+                for split, samples in scan.samples.items()}
 
 def train(
     config: TrainConfig,

@@ -3,6 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -86,6 +87,19 @@ def test_cached_features_are_what_the_backbone_gives_the_head(scan, random_weigh
     assert val_set.tensors[1].tolist() == [label for _, label in scan.samples["val"]]
 
 
+def test_streamed_views_are_the_crops_of_passes_over_pictures_kept_in_memory(scan):
+    samples = scan.samples["train"]
+    torch.manual_seed(5)
+    kept = decoded.InMemoryData(scan).train
+    torch.manual_seed(5)
+    expected = torch.stack([torch.stack([kept[i][0] for i in range(len(samples))]) for _ in range(3)], dim=1)
+    torch.manual_seed(5)
+    streamed = torch.cat(list(decoded.view_batches(samples, list(range(len(samples))), 3, 5)))
+    assert torch.equal(streamed, expected.flatten(0, 1))  # picture after picture, its 3 views together
+    every_other = torch.cat(list(decoded.eval_batches(scan.samples["val"], [1, 3], 4)))
+    assert torch.equal(every_other, torch.stack([decoded.decode_eval(scan.samples["val"][i][0]) for i in (1, 3)]))
+
+
 def test_frozen_trains_the_head_on_cached_features_and_reports_each_phase(scan, random_weights_dir):
     calls = []
     cfg = config(cached_views=2)
@@ -128,12 +142,27 @@ def test_a_seed_makes_a_cached_frozen_run_repeatable(scan, random_weights_dir):
     assert [(e.train_loss, e.val_loss) for e in first.history] == [(e.train_loss, e.val_loss) for e in second.history]
 
 
-def test_pictures_too_large_for_memory_are_read_from_disk(scan, random_weights_dir, monkeypatch):
-    monkeypatch.setattr(loaders, "MEMORY_BUDGET", 0)
+def test_pictures_too_large_for_memory_are_read_from_disk_and_the_run_says_so(scan, random_weights_dir, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("STUDIO_MEMORY_BUDGET_MB", "0")
     monkeypatch.setattr(loaders, "InMemoryData", lambda *a, **k: pytest.fail("decoded into memory"))
-    for scenario in ("frozen", "finetune"):
-        result = train(config(scenario=scenario, workers=0), scan, random_weights_dir)
-        assert result.status == "completed" and len(result.history) == 2
+    finetune = train(config(scenario="finetune", workers=0), scan, random_weights_dir)
+    assert finetune.status == "completed" and len(finetune.history) == 2
+    saved = read_run(save_run(finetune, scan, tmp_path).path)
+    assert saved.placement.pictures.startswith("read from disk every epoch")
+    assert "over the budget of 0.0 GiB (STUDIO_MEMORY_BUDGET_MB)" in "\n".join(saved.placement.describe())
+    frozen = train(config(scenario="frozen", workers=0), scan, random_weights_dir)  # no pictures kept: no budget
+    assert frozen.status == "completed" and "then dropped" in frozen.placement.pictures
+
+
+def test_the_budget_is_a_share_of_the_memory_available(scan, random_weights_dir, monkeypatch):
+    monkeypatch.delenv("STUDIO_MEMORY_BUDGET_MB", raising=False)
+    budget = loaders.memory_budget()
+    assert budget.bytes == pytest.approx(psutil.virtual_memory().available / 2, rel=0.2)
+    assert "50% of the" in budget.text() and "GiB available" in budget.text()
+    result = train(config(scenario="finetune", workers=0), scan, random_weights_dir)
+    assert result.placement.pictures.startswith("decoded once into memory") and "GiB available" in \
+        result.placement.pictures
 
 
 def test_runs_saved_before_the_fast_paths_still_load(tiny_run, tmp_path):

@@ -126,7 +126,7 @@ def test_a_memory_budget_that_is_not_a_number_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="STUDIO_MEMORY_BUDGET_MB"):
         memory_budget()
     monkeypatch.setenv("STUDIO_MEMORY_BUDGET_MB", "0.5")
-    assert memory_budget() == 2**19
+    assert memory_budget().bytes == 2**19
 
 
 def _small_file_limit():

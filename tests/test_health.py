@@ -29,6 +29,7 @@ from core.experiment import ExperimentPlan, default_name, record_plan
 from core.health import (
     NEAR_DUPLICATE,
     DuplicatePair,
+    SimilarPairs,
     cached_health,
     check_health,
     count_warnings,
@@ -166,21 +167,40 @@ def test_similar_pairs_lists_each_pair_once_most_similar_first():
                          [0.0, 0.0, 0.0, 1.0],
                          [0.0, 0.0, 0.0, 3.0]])  # e and f: the same direction, exact duplicates
     exact = [DuplicatePair("e", "f", 1.0)]
-    near, others = similar_pairs(files, features, exact)
-    assert [(pair.first, pair.second) for pair in near] == [("a", "b"), ("c", "d")]
+    similar = similar_pairs(files, features, exact)
+    near, others = similar.near, similar.others
+    assert [(pair.first, pair.second) for pair in near] == [("a", "b"), ("c", "d")] and similar.count == 2
     assert near[0].similarity == pytest.approx(0.99, abs=1e-3) and near[1].similarity == pytest.approx(0.96, abs=1e-3)
     assert others and all(pair.similarity < NEAR_DUPLICATE for pair in others)
     assert [pair.similarity for pair in others] == sorted((pair.similarity for pair in others), reverse=True)
     assert {("b", "c")} <= {(pair.first, pair.second) for pair in others}  # 0.14: the most similar of the rest
-    assert similar_pairs(["a"], features[:1], []) == ([], [])
+    assert similar_pairs(["a"], features[:1], []) == SimilarPairs([], 0, [])
+
+
+def test_every_near_duplicate_pair_is_counted_though_only_the_most_similar_are_listed(monkeypatch):
+    monkeypatch.setattr(core.health, "MOST_PAIRS", 5)
+    generator = np.random.default_rng(0)
+    originals = generator.normal(size=(40, 64))
+    copies = originals + generator.normal(scale=0.05, size=originals.shape)  # 40 planted pairs, ~0.999
+    features = np.concatenate([originals, copies, generator.normal(size=(300, 64))])
+    files = [f"f{i}" for i in range(len(features))]
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    every = unit @ unit.T
+    truth = sorted(((every[i, j], i, j) for i in range(len(files)) for j in range(i + 1, len(files))
+                    if every[i, j] >= NEAR_DUPLICATE), reverse=True)
+    for block in (7, 64, 1000):  # the blocks change nothing but the memory
+        similar = similar_pairs(files, features, [], block=block)
+        assert similar.count == len(truth) == 40  # 200 before: the count was cut at the pairs listed
+        assert [(pair.first, pair.second) for pair in similar.near] == [(files[i], files[j]) for _, i, j in truth[:5]]
+        assert similar.others[0].similarity < NEAR_DUPLICATE
 
 
 def test_three_copies_of_one_picture_are_not_also_near_duplicates():
     files = ["train/x/a.png", "val/x/b.png", "val/x/c.png", "train/x/d.png"]
     features = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     exact = [DuplicatePair(files[0], files[1], 1.0), DuplicatePair(files[0], files[2], 1.0)]
-    near, _ = similar_pairs(files, features, exact)
-    assert near == []  # b and c are the same bytes too: they are exact duplicates, not near ones
+    similar = similar_pairs(files, features, exact)
+    assert similar.near == [] and similar.count == 0  # b and c are the same bytes too: they are exact duplicates, not near ones
 
 
 @pytest.mark.real_data

@@ -29,10 +29,12 @@ EXPECTED: dict[tuple[str, bool], list[tuple[str, str, str, str]]] = {
         ('0x1.7c368c0000000p-1', '0x1.6000000000000p-1', '0x1.5275ec0000000p+3', '0x1.0000000000000p-1'),
         ('0x1.8adc660000000p-5', '0x1.0000000000000p+0', '0x1.44d9028000000p-3', '0x1.0000000000000p+0'),
     ],
-    ('frozen', True): [
-        ('0x1.1d74420000000p+3', '0x1.8000000000000p-2', '0x1.bbb6300000000p+4', '0x1.0000000000000p-1'),
-        ('0x1.86bc8c0000000p+4', '0x1.0000000000000p-1', '0x1.69271afff8e80p+0', '0x1.0000000000000p-1'),
-        ('0x1.3895700000000p+0', '0x1.4000000000000p-1', '0x1.b13b667400000p-8', '0x1.0000000000000p+0'),
+    ('frozen', True): [  # taken anew on 2026-12-05: the cached features are bit for bit the same (checked against the
+        # earlier code), but caching them no longer iterates DataLoaders, whose each pass drew a number from the
+        # global generator: the head's training draws its views from a generator one step earlier
+        ('0x1.162d6c0000000p+3', '0x1.8000000000000p-2', '0x1.9702778000000p+4', '0x1.0000000000000p-1'),
+        ('0x1.4d6ba00000000p+4', '0x1.0000000000000p-1', '0x1.a376e98000000p+2', '0x1.0000000000000p-1'),
+        ('0x1.7123a60000000p+2', '0x1.0000000000000p-1', '0x1.9e1cf0a300000p-7', '0x1.0000000000000p+0'),
     ],
     ('frozen', False): [
         ('0x1.2f49160000000p+3', '0x1.8000000000000p-2', '0x1.b8afb98000000p+4', '0x1.0000000000000p-1'),
