@@ -44,7 +44,7 @@ from core.export import FORMATS, export_run
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
-from core.runs import RunRecord, accuracy_text, check_runs_dir, find_run, list_runs, save_run
+from core.runs import RunRecord, accuracy_text, check_runs_dir, dataset_dir, find_run, list_runs, save_run
 from core.train import BatchProgress, Callbacks, EpochStats, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
 SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
@@ -175,7 +175,9 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetScan:
     --keep-excluded)."""
     folder = args.data or ensure_tutorial_data(args.data_root, download=not args.no_download)
     trains = hasattr(args, "keep_excluded") and not args.keep_excluded
-    scan = training_scan(folder, read_exclusions(folder, args.runs_dir)) if trains else load_dataset(folder)
+    runs_dir = getattr(args, "runs_dir", None)
+    scan = (training_scan(folder, read_exclusions(folder, runs_dir), runs_dir) if trains
+            else load_dataset(folder, dataset_dir(folder, runs_dir)))
     counts = scan.counts()
     splits = ", ".join(f"{split} {sum(per_class.values())}" for split, per_class in counts.items())
     print(f"Data: {scan.root} - {len(scan.classes)} classes ({', '.join(scan.classes)}); {splits} pictures")

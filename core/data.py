@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import json
 import os
 import re
 import shutil
@@ -23,13 +24,15 @@ from tqdm import tqdm
 from core.archive import extract_zip
 from core.errors import DATA_ROOT, ArchiveError, DatasetError, ImageError
 from core.images import open_image
-from core.staging import Lock, abandoned, remove, staging_folder, staging_pattern
+from core.parallel import in_order
+from core.staging import Lock, abandoned, remove, staging_file, staging_folder, staging_pattern
 
 TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 TUTORIAL_DATA_NAME = "hymenoptera_data"
 DATA_ROOT_ENV = "STUDIO_DATA_ROOT"
 UPLOADS_FOLDER = "uploads"  # under the data root: data sets that came as zip files
 SPLITS = ("train", "val")  # every data set has them
+SCAN_FILE, SCAN_FORMAT = "scan.json", 1  # what a scan found, per file, kept beside the runs
 TEST_SPLIT = "test"  # optional: pictures that no choice during training looks at, scored once with the kept weights
 OnProgress = Callable[[int, "int | None"], None]
 
@@ -207,12 +210,14 @@ def _is_readable_image(path: Path) -> str | None:
     return None
 
 
-def scan_dataset(root: Path) -> DatasetScan:
+def scan_dataset(root: Path, kept_in: Path | None = None) -> DatasetScan:
     """Check an ImageFolder-style folder: train/ and val/ (and test/ if there is one), one sub-folder per class,
     readable pictures.
 
     Files that are not readable pictures are skipped and listed; missing splits, mismatched classes,
-    fewer than two classes or an empty class are problems that stop training.
+    fewer than two classes or an empty class are problems that stop training. Every picture is decoded once to
+    check it, on threads; with `kept_in` (a folder beside the runs, core.runs.dataset_dir) what was found is kept
+    there, and a file of the same size and modification time is not decoded again.
     """
     root = Path(root)
     scan = DatasetScan(root=root, classes=[], samples={split: [] for split in SPLITS})
@@ -243,29 +248,64 @@ def scan_dataset(root: Path) -> DatasetScan:
             return scan
         splits = (*SPLITS, TEST_SPLIT)
         scan.samples[TEST_SPLIT] = []
-    for split in splits:
-        for label, name in enumerate(scan.classes):
-            for path in sorted(p for p in (root / split / name).rglob("*") if p.is_file()):
-                if path.name.startswith("."):
-                    continue
-                reason = _is_readable_image(path)
-                if reason:
-                    scan.skipped.append(SkippedFile(path, reason))
-                else:
-                    scan.samples[split].append((path, label))
+    found = [(split, label, path) for split in splits for label, name in enumerate(scan.classes)
+             for path in sorted(p for p in (root / split / name).rglob("*") if p.is_file())
+             if not path.name.startswith(".")]
+    for (split, label, path), reason in zip(found, _checked([path for _, _, path in found], root, kept_in)):
+        if reason:
+            scan.skipped.append(SkippedFile(path, reason))
+        else:
+            scan.samples[split].append((path, label))
     if empty := _empty_classes(scan):
         scan.problems.append("every class needs at least one readable picture in each split "
                              f"(none in {', '.join(empty)}).")
     return scan
 
 
+def _checked(paths: list[Path], root: Path, kept_in: Path | None) -> list[str | None]:
+    """`_is_readable_image` of each path: from the scan kept in `kept_in` for files unchanged since (same size and
+    modification time), else decoded now, on threads; what was found is kept there for the next scan."""
+    record = Path(kept_in) / SCAN_FILE if kept_in else None
+    known = _read_scan(record) if record else {}
+    stats = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            stats[path] = [stat.st_size, stat.st_mtime_ns]
+    names = {path: path.relative_to(root).as_posix() for path in paths}
+    unknown = [path for path in paths if path not in stats or known.get(names[path], [None])[:2] != stats[path]]
+    reasons = {path: known[names[path]][2] for path in paths if path not in unknown}
+    reasons.update(zip(unknown, in_order(_is_readable_image, unknown)))
+    if record and unknown:
+        _write_scan(record, {names[path]: [*stats[path], reasons[path]] for path in paths if path in stats})
+    return [reasons[path] for path in paths]
+
+
+def _read_scan(record: Path) -> dict[str, list]:
+    try:
+        data = json.loads(record.read_text())
+        files = data["files"] if data.get("format") == SCAN_FORMAT else {}
+        return {name: entry for name, entry in files.items() if isinstance(entry, list) and len(entry) == 3
+                and isinstance(entry[2], str | None)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _write_scan(record: Path, files: dict[str, list]) -> None:
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with staging_file(record) as partial:
+            partial.write_text(json.dumps({"format": SCAN_FORMAT, "files": files}))
+            partial.rename(record)
+
+
 def _empty_classes(scan: DatasetScan) -> list[str]:
     return [f"{split}/{name}" for split, per_class in scan.counts().items() for name, n in per_class.items() if n == 0]
 
 
-def load_dataset(root: Path) -> DatasetScan:
-    """Scan `root` and raise DatasetError if it cannot be trained on."""
-    scan = scan_dataset(root)
+def load_dataset(root: Path, kept_in: Path | None = None) -> DatasetScan:
+    """Scan `root` (`kept_in`: see scan_dataset) and raise DatasetError if it cannot be trained on."""
+    scan = scan_dataset(root, kept_in)
     scan.raise_if_invalid()
     return scan
 

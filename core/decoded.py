@@ -3,19 +3,14 @@ streamed, each decoded once with all its augmented views, for a frozen backbone'
 
 What goes is the work the tutorial's loop repeats every epoch: decoding every JPEG. The recipe does not change: the
 same crops, flips and normalisation (core.presets), drawn with the same random numbers. Decoding runs on threads
-(`in_order`): Pillow and torch leave Python's lock while they decode and resize, and threads, unlike loader
-processes, may be started from the dashboard's server too.
+(core.parallel).
 """
 from __future__ import annotations
 
 import math
-import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from PIL import ExifTags, Image
@@ -27,6 +22,7 @@ from torchvision.transforms.v2 import functional as F2
 from core.data import DatasetScan
 from core.errors import ImageError
 from core.images import open_image
+from core.parallel import in_order
 from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 
 # Pictures are kept at most this large on their shorter side: the smallest crop RandomResizedCrop takes
@@ -34,30 +30,6 @@ from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
 # downscale, as from the original file, and sees the same detail. Crops are drawn on the original size and
 # scaled (see `augment`), so they fall where the tutorial's fall. Most photos are smaller and kept whole.
 MAX_SHORT_SIDE = math.ceil(TRAIN_TRANSFORM.crop_size / math.sqrt(TRAIN_TRANSFORM.scale[0] * TRAIN_TRANSFORM.ratio[0]))
-T, R = TypeVar("T"), TypeVar("R")
-
-
-def decode_threads() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
-def in_order(work: Callable[[T], R], items: Iterable[T], threads: int | None = None, ahead: int = 64) -> Iterator[R]:
-    """`work(item)` of each item, in the items' order, done on `threads` threads (decode_threads()) at most `ahead`
-    items before they are taken: memory stays bounded however many items there are. An exception of `work` is
-    raised when its item is taken; what is pending is dropped when the caller stops early."""
-    pool = ThreadPoolExecutor(threads or decode_threads(), thread_name_prefix="decode")
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 @dataclass(frozen=True)
 class Crop:
     """Where TRAIN_TRANSFORM's random crop falls on a picture of its original size, and whether it is flipped."""

@@ -63,10 +63,11 @@ def change_exclusions(data_dir: Path, add: list[str] = (), remove: list[str] = (
     return write_exclusions(data_dir, sorted(files), runs_dir)
 
 
-def training_scan(data_dir: Path, excluded: list[str]) -> DatasetScan:
+def training_scan(data_dir: Path, excluded: list[str], runs_dir: Path | None = None) -> DatasetScan:
     """The data set a run or an experiment trains on: checked, without the pictures of `excluded` (the exclusion
     list as the caller read it when it was asked to train; they are listed in its `excluded`). Every way of training
-    (the command line, the dashboard's jobs, and so the experiments) leaves pictures out here and nowhere else."""
-    scan = load_dataset(data_dir).without(excluded)
+    (the command line, the dashboard's jobs, and so the experiments) leaves pictures out here and nowhere else. The
+    scan is kept beside the runs in `runs_dir` (core.data.scan_dataset)."""
+    scan = load_dataset(data_dir, dataset_dir(data_dir, runs_dir)).without(excluded)
     scan.raise_if_invalid()
     return scan

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from core import staging
-from core.decoded import decode_eval, in_order
+from core.decoded import decode_eval
 from core.device import Compute, forward_batch_size
 from core.errors import ImageError, WeightsError
 from core.models import build_model, get_backbone
+from core.parallel import in_order
 
 Progress = Callable[[int, int], None]  # (pictures done, pictures in all)
 

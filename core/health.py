@@ -26,10 +26,10 @@ import numpy as np
 from core import staging
 from core.config import TrainConfig
 from core.data import DatasetScan
-from core.decoded import in_order
 from core.errors import WeightsError
 from core.features import PictureOutputs, fingerprint, imagenet_outputs
 from core.models import local_backbones
+from core.parallel import in_order
 from core.runs import dataset_dir
 
 HEALTH_FORMAT = 2
@@ -196,9 +196,10 @@ def _largest(sims: np.ndarray, k: int, start: int) -> list[tuple[float, int, int
     whose largest entry is among the k largest row maxima can hold them."""
     if not sims.size:
         return []
-    rows = np.argsort(sims.max(axis=1))[-k:]
+    maxima = sims.max(axis=1)
+    rows = np.argpartition(maxima, -k)[-k:] if len(maxima) > k else np.arange(len(maxima))
     candidates = sims[rows]
-    flat = np.argsort(candidates, axis=None)[-k:]
+    flat = np.argpartition(candidates, -k, axis=None)[-k:] if candidates.size > k else np.arange(candidates.size)
     return [(float(candidates[r, c]), int(start + rows[r]), int(start + c))
             for r, c in zip(*np.unravel_index(flat, candidates.shape)) if candidates[r, c] > -2.0]
 

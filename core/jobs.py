@@ -266,7 +266,7 @@ class TrainingJobs:
     def _run(self, request: JobRequest) -> None:
         try:
             scan = training_scan(request.data_dir, request.experiment.excluded if request.experiment
-                                 else request.excluded)
+                                 else request.excluded, request.runs_dir)
             steps = job_steps(request, scan, [state.cell for state in self._job.scenarios])
             estimator = Estimator([plan for plan, _, _ in steps], self.clock)
         except Exception as exc:  # the job must end with a message the page can show, whatever happened

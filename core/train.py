@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from core import folding
 from core.config import TrainConfig
 from core.data import DatasetScan
+from core.decoded import eval_batches, view_batches
 from core.device import forward_batch_size, one_cpu_thread
 from core.distributed import SINGLE, World
 from core.errors import ProcessLost, TrainingCancelled
 from core.feature_cache import CachedFeatures, cacheable, head_of, headless
-from core.decoded import eval_batches, view_batches
 from core.loaders import LoaderSettings, decoded_loaders, disk_loaders, feature_loaders
 from core.loop import batch_reporter, evaluate, evaluation_model, fit
 from core.models import BuiltModel, build_model, get_scenario

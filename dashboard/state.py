@@ -29,7 +29,7 @@ from core.export import export_run
 from core.images import open_image
 from core.jobs import TrainingJobs
 from core.predict import Predictor, load_predictor
-from core.runs import RunRecord
+from core.runs import RunRecord, dataset_dir
 from dashboard.settings import Settings, read_settings
 
 SESSIONS_FOLDER = ".sessions"  # under the uploads folder, in shared mode: one folder per browser session
@@ -111,7 +111,7 @@ def predictor(run: RunRecord) -> Predictor:
 
 @st.cache_data(max_entries=16, show_spinner="Checking the data set...")
 def _scan(folder: str, contents: tuple) -> DatasetScan:
-    return scan_dataset(Path(folder))
+    return scan_dataset(Path(folder), dataset_dir(Path(folder)))  # kept beside the runs: see core.data
 
 
 def scan(folder: Path) -> DatasetScan:

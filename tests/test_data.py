@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core import data
+from core import data as data_module
 from core.data import (
     IMPORT_STAGING,
     ensure_tutorial_data,
@@ -345,3 +346,22 @@ def test_a_test_folder_is_a_third_split_with_its_own_counts_and_loader(dataset):
 def test_a_test_folder_with_other_classes_is_a_problem(dataset):
     scan = scan_dataset(add_test_split(dataset, classes=("blue", "green")))
     assert not scan.ok and "test/ must hold the same class folders as train/ and val/" in scan.problems[0]
+
+
+def test_a_second_scan_reads_what_the_first_kept_and_checks_only_changed_files(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "data")
+    (data / "train/red/broken.jpg").write_bytes(b"not a picture")
+    first = scan_dataset(data, tmp_path / "kept")
+    checked = []
+    original = data_module._is_readable_image
+    monkeypatch.setattr(data_module, "_is_readable_image", lambda path: checked.append(path.name) or original(path))
+    second = scan_dataset(data, tmp_path / "kept")
+    assert checked == [] and second.samples == first.samples and second.skipped == first.skipped
+    changed = data / "val/blue" / sorted(p.name for p in (data / "val/blue").iterdir())[0]
+    changed.write_bytes(b"broken now")
+    (data / "train/red/broken.jpg").unlink()
+    third = scan_dataset(data, tmp_path / "kept")
+    assert checked == [changed.name]  # only the file whose size and time changed is decoded again
+    assert [skipped.path for skipped in third.skipped] == [changed]
+    (tmp_path / "kept" / "scan.json").write_text('{"format": 1, "files": {"train/red/x.png": [1, 2]}}')  # damaged
+    assert scan_dataset(data, tmp_path / "kept").samples == third.samples

@@ -200,7 +200,7 @@ def test_three_copies_of_one_picture_are_not_also_near_duplicates():
     features = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     exact = [DuplicatePair(files[0], files[1], 1.0), DuplicatePair(files[0], files[2], 1.0)]
     similar = similar_pairs(files, features, exact)
-    assert similar.near == [] and similar.count == 0  # b and c are the same bytes too: they are exact duplicates, not near ones
+    assert similar.near == [] and similar.count == 0  # b and c are the same bytes: exact duplicates, not near ones
 
 
 @pytest.mark.real_data
