@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.distributed import SINGLE, World, finish, start
 from core.errors import ConfigError, RunError, StudioError, TrainingCancelled
-from core.eta import duration_text
+from core.eta import Estimator, duration_text
 from core.exclusions import change_exclusions, read_exclusions, training_scan
 from core.experiment import (
     DEFAULT_SIZES,
@@ -44,9 +45,11 @@ from core.export import FORMATS, export_run
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
+from core.results import ScenarioPlan
 from core.runs import RunRecord, accuracy_text, check_runs_dir, dataset_dir, find_run, list_runs, save_run
 from core.train import BatchProgress, Callbacks, EpochStats, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {postfix}]"  # the time left is ours
 SCENARIO_GROUPS = {"both": list(TUTORIAL_SCENARIOS), "all": list(SCENARIOS)}
 # What changes each setting on the command line, added to the library's own error messages.
 HINTS = {
@@ -270,7 +273,7 @@ def command_train(args: argparse.Namespace) -> int:
         if world.any(stop.pressed):
             break
         result = train_with_progress_bar(
-            config.scenario, Trainer(config, world=world).planned_batches(scan), stop,
+            config.scenario, Trainer(config, world=world).plan(scan), stop,
             lambda on_batch, on_epoch, config=config: Trainer(config, args.weights, Callbacks(on_batch, on_epoch),
                                                               world).train(scan), show=world.main)
         lost = result.placement.interruption
@@ -313,25 +316,35 @@ def check_same_data(world: World, scan: DatasetScan) -> None:
                      "list (it is kept beside the runs: --runs-dir).")
 
 
-def train_with_progress_bar(label: str, batches: int, stop: StopSignals,
+def train_with_progress_bar(label: str, plan: ScenarioPlan, stop: StopSignals,
                             trainer: Callable[[OnBatch, OnEpoch], TrainResult], leave: bool = True,
                             show: bool = True) -> TrainResult:
-    """Run `trainer(on_batch, on_epoch)` with a progress bar of `batches` batches (unless not `show`n); a stop signal
-    cancels it."""
+    """Run `trainer(on_batch, on_epoch)` with a progress bar of the `plan`'s batches (unless not `show`n) and the time
+    left, measured phase by phase (core.eta); a stop signal cancels it."""
     bars: list[tqdm] = []  # opened at the first batch, so that weight loading messages come first
+    estimator, status = Estimator([plan]), {"text": ""}
+    estimator.start(0)
+
+    def show_status() -> None:
+        left = estimator.remaining()
+        when = "estimating the time left" if left is None else f"{tqdm.format_interval(left)} left"
+        bars[0].set_postfix_str(f"{status['text']}, {when}" if status["text"] else when, refresh=False)
 
     def on_batch(progress: BatchProgress) -> None:
         if not bars:
-            bars.append(tqdm(total=batches, desc=f"{label:>15}", unit="batch", dynamic_ncols=True, leave=leave,
-                             disable=not show))
-        bars[0].update(1)
+            bars.append(tqdm(total=plan.total_batches, desc=f"{label:>15}", unit="batch", dynamic_ncols=True,
+                             leave=leave, disable=not show, bar_format=BAR_FORMAT))
+        estimator.batch(0, progress)
         if progress.phase == "features" and progress.batch == 1:
-            bars[0].set_postfix_str("computing the frozen backbone's features once")
+            status["text"] = "computing the frozen backbone's features once"
+        show_status()
+        bars[0].update(1)
         if stop.pressed:
             raise TrainingCancelled
 
     def on_epoch(stats: EpochStats) -> None:
-        bars[0].set_postfix_str(f"epoch {stats.epoch} val acc {stats.val_acc:.3f}")
+        status["text"] = f"epoch {stats.epoch} val acc {stats.val_acc:.3f}"
+        show_status()
 
     try:
         return trainer(on_batch, on_epoch)
@@ -385,7 +398,8 @@ def command_experiment(args: argparse.Namespace) -> int:
     if world.several:
         print(f"Each of the {world.size} processes trains its own cells; process 0 has {len(mine)}.")
         try:
-            features = Trainer(plan.config(todo[0]), world=world).phase_batches(scan)["features"] if todo else 0
+            first = Trainer(plan.config(todo[0]), world=world).plan(scan) if todo else None
+            features = replace(first, epochs=0) if first else None  # only its features
             train_with_progress_bar("features", features, stop, lambda on_batch, _on_epoch: runner
                                     .compute_shared_features(todo, on_batch), show=world.main)
         except TrainingCancelled:
@@ -396,7 +410,7 @@ def command_experiment(args: argparse.Namespace) -> int:
             break
         try:
             result = train_with_progress_bar(
-                f"{number}/{len(mine)}", cell_plan.total_batches, stop,
+                f"{number}/{len(mine)}", cell_plan, stop,
                 lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False,
                 show=not world.several)
         except TrainingCancelled:  # while the frozen backbone's features were computed, before any epoch

@@ -160,3 +160,34 @@ def test_a_run_with_no_finished_epoch_is_explained_not_used(tmp_path, tiny_run, 
     by_id = cli("predict", picture, "--run", untrained.name, "--runs-dir", runs)
     assert by_id.returncode == 1 and "before its first epoch finished" in by_id.stderr
     assert by_id.stderr.count("\n") == 1
+
+
+def test_the_progress_bar_measures_the_time_left_phase_by_phase(capsys):
+    """While a frozen backbone's features are computed, the time left is theirs: the head's hundreds of batches on
+    cached features take almost nothing, and are not counted at the features' speed (it said 1:31:20 for 21 min)."""
+    import re
+    import time
+
+    from core.cli import StopSignals, train_with_progress_bar
+    from core.results import BatchProgress, ScenarioPlan
+
+    plan = ScenarioPlan("frozen", 3, {"features": 6, "train": 400, "val": 100},
+                        {"features": 24, "train": 1600, "val": 400},
+                        {"features": "forward", "train": "head-train", "val": "head-val"})
+
+    def trainer(on_batch, _on_epoch):
+        for batch in range(1, 7):
+            time.sleep(0.15)
+            on_batch(BatchProgress(0, 3, "features", batch, 6))
+        for epoch in range(1, 4):
+            for phase in ("train", "val"):
+                for batch in range(1, plan.batches[phase] + 1):
+                    on_batch(BatchProgress(epoch, 3, phase, batch, plan.batches[phase]))
+
+    train_with_progress_bar("frozen", plan, StopSignals(), trainer)
+    frames = re.split(r"[\r\n]", capsys.readouterr().err)
+    during = [frame for frame in frames if "features once" in frame and " left]" in frame]
+    assert during, frames
+    for frame in during:
+        left = re.search(r"(\d+):(\d+) left", frame)
+        assert int(left[1]) * 60 + int(left[2]) <= 2, frame  # at most 5 features batches of 0.15 s, not 2,500 more
