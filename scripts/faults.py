@@ -75,10 +75,10 @@ def child(pause: float, cli_args: list[str]) -> int:
 
     scan_dataset = core.data.scan_dataset
 
-    def scan_dataset_with_marker(folder):
+    def scan_dataset_with_marker(folder, kept_in=None):
         announce("SCANNING")
         time.sleep(pause)
-        return scan_dataset(folder)
+        return scan_dataset(folder, kept_in)
 
     core.data.scan_dataset = scan_dataset_with_marker  # what every command's data set is read by
     core.cli.Trainer = core.experiment.Trainer = TrainerWithMarkers

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.runs import list_runs
 from tests.conftest import UNTRAINED, copy_run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,8 @@ def test_train_list_and_predict_on_a_folder(tmp_path, tiny_dataset, random_weigh
     assert "best val acc" in summary and "trainable / total params" in summary
     assert "finetune" in summary and "frozen" in summary and "completed" in summary
     assert "2,562 / 2,226,434" in summary  # frozen: only the new 1280 x 2 head trains
-    assert len(list(runs.iterdir())) == 2
+    saved = list_runs(runs)
+    assert len(saved.runs) == 2 and not saved.damaged
 
     listed = cli("runs", "--runs-dir", runs)
     assert listed.returncode == 0 and listed.stdout.count(" completed ") == 2
@@ -48,7 +50,8 @@ def test_the_settings_come_from_the_environment(tmp_path, tiny_dataset, random_w
     trained = cli("train", "--scenario", "frozen", "--epochs", "1", "--workers", "0", env=env)
     assert trained.returncode == 0, trained.stderr
     assert "resnet18-f37072fd.pth" in trained.stdout
-    assert len(list((tmp_path / "env-runs").iterdir())) == 1
+    saved = list_runs(tmp_path / "env-runs")
+    assert len(saved.runs) == 1 and not saved.damaged
 
 
 def test_unreadable_pictures_are_reported(tmp_path, tiny_dataset):

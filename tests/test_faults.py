@@ -144,4 +144,5 @@ def test_a_disk_that_fills_while_saving_gives_one_line_and_leaves_nothing(tmp_pa
     assert process.returncode == 1 and "Traceback" not in stderr
     [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert "Could not save the run" in line and str(runs) in line
-    assert list(runs.iterdir()) == []  # no staging folder left
+    assert list_runs(runs).runs == []
+    assert [path for path in runs.rglob("*") if path.name.startswith(".")] == []  # no staging folder left
