@@ -620,10 +620,13 @@ def print_health(report: HealthReport) -> None:
         print(f"  {warning}")
     if report.unavailable:
         print(f"  {report.unavailable}")
-    for title, pairs in (("Exact duplicates (the same file content)", report.exact_duplicates),
-                         (f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE})", report.near_duplicates)):
-        print(f"\n{title}: {len(pairs)}" + (" (across splits: "
-              f"{sum(pair.across_splits for pair in pairs)})" if pairs else ""))
+    exact = report.exact_duplicates
+    for title, counted, pairs in (
+            ("Exact duplicates (the same file content)", f"{len(exact)}" + (
+                f" (across splits: {sum(pair.across_splits for pair in exact)})" if exact else ""), exact),
+            (f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE})", report.near_duplicates_text(),
+             report.near_duplicates)):
+        print(f"\n{title}: {counted}")
         for pair in pairs[:MOST_SHOWN]:
             print(f"  {pair_text(pair)}")
         if len(pairs) > MOST_SHOWN:

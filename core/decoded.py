@@ -161,10 +161,10 @@ class InMemoryData:
 
     def __init__(self, scan: DatasetScan, storage: torch.device | str = "cpu"):
         paths, labels = zip(*scan.samples["train"])
-        pictures, sizes = zip(*map(decode, paths))
+        pictures, sizes = zip(*in_order(decode, paths))
         self.train = AugmentedPictures([picture.to(storage) for picture in pictures], list(sizes), list(labels))
         self.evaluation = {}
         for split in scan.evaluation_splits:
-            crops = torch.stack([decode_eval(path) for path, _ in scan.samples[split]]).to(storage)
+            crops = torch.stack(list(in_order(decode_eval, [path for path, _ in scan.samples[split]]))).to(storage)
             labels = torch.tensor([label for _, label in scan.samples[split]], device=storage)
             self.evaluation[split] = TensorDataset(crops, labels)

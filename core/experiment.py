@@ -32,12 +32,13 @@ from torch.utils.data import TensorDataset
 from core import staging
 from core.data import DatasetScan
 from core.decoded import decode
-from core.device import Compute, one_cpu_thread
+from core.device import Compute, forward_batch_size, one_cpu_thread
 from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
 from core.feature_cache import CachedFeatures, cacheable
 from core.loaders import make_loader
-from core.models import SCENARIOS, build_architecture, get_backbone, get_scenario
+from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario
+from core.parallel import in_order
 from core.recipes import Recipe, recipe_settings
 from core.results import FORWARD_PASSES, ScenarioPlan
 from core.runs import (
@@ -377,14 +378,18 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
     measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
     probe = _probe(plan.recipe.backbone, device) if cells else {}
     train = scan.samples["train"]
-    decoding = _decode_seconds(tuple(path for path, _ in train[::max(len(train) // 8, 1)]))
+    decoding = _decode_seconds(tuple(path for path, _ in _sample(train)))
     total, sources = 0.0, {"a measurement of the backbone now"} if cells else set()
     for cell_plan in cell_plans(plan, scan, cells):
         total += probe["setup"]
         train_pictures, epochs, kind = cell_plan.pictures["train"], cell_plan.epochs, cell_plan.kinds["train"]
         if kind == "head-train":
             if cell_plan.pictures["features"]:  # the shared features: in the first cell that computes them
-                total += decoding * (len(train) + val) + probe["forward"] * cell_plan.pictures["features"]
+                recipe = plan.recipe
+                per_train, per_evaluated = _features_seconds(
+                    (recipe.backbone, recipe.device, recipe.fast, recipe.cached_views), _sample(train),
+                    _sample([sample for split in scan.evaluation_splits for sample in scan.samples[split]]))
+                total += per_train * len(train) + per_evaluated * val
             total += probe["head-batch"] * epochs * (cell_plan.batches["train"] + cell_plan.batches["val"])
             continue
         per_picture = measured.get(kind) or probe[kind]
@@ -472,13 +477,45 @@ def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64)
         return (time.perf_counter() - started) / batches
 
 
+def _sample(samples: list[tuple[Path, int]], count: int = 16) -> tuple[tuple[Path, int], ...]:
+    """`count` of `samples` spread evenly over them."""
+    return tuple(samples[::max(len(samples) // count, 1)][:count])
+
+
+@functools.cache
+def _features_seconds(settings: tuple[str, str, bool, int], train: tuple, evaluated: tuple) -> tuple[float, float]:
+    """Seconds per training picture (its views) and per evaluation picture of a frozen backbone's features, timed now
+    on a few of the data set's pictures as Trainer.cache_features computes them (decoding on threads while the
+    backbone runs), after a first batch to warm up (once per process). `settings`: the run's backbone, device,
+    fast and cached views. Untrained weights: the same arithmetic."""
+    backbone, device, fast, views = settings
+    trainer = Trainer(TrainConfig(backbone=backbone, scenario="scratch", device=device, fast=fast, cached_views=views,
+                                  workers=0))
+    built = build_model(backbone, "scratch", 2)
+    size = forward_batch_size(trainer.strategy.device)
+
+    def seconds(train_part: tuple, evaluated_part: tuple) -> float:
+        sample = DatasetScan(Path("."), ["sample"], samples={"train": list(train_part), "val": list(evaluated_part)})
+        started = time.perf_counter()
+        trainer.cache_features(sample, built)
+        return time.perf_counter() - started
+
+    with torch.random.fork_rng(devices=[]):  # the crops drawn here take nothing from the runs' random numbers
+        seconds(train[:1], evaluated[:size])
+        return (seconds(train, ()) / max(len(train), 1), seconds((), evaluated) / max(len(evaluated), 1))
+
+
 @functools.cache
 def _decode_seconds(paths: tuple[Path, ...]) -> float:
-    """Seconds to decode one picture, timed on a few of the data set's (once per process)."""
-    started = time.perf_counter()
-    for path in paths:
+    """Seconds to decode one picture, timed on a few of the data set's as InMemoryData decodes them, on threads
+    (once per process)."""
+    def decoded(path: Path) -> None:
         with contextlib.suppress(StudioError):
             decode(path)
+
+    started = time.perf_counter()
+    for _ in in_order(decoded, paths):
+        pass
     return (time.perf_counter() - started) / max(len(paths), 1)
 
 

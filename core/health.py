@@ -98,6 +98,15 @@ class HealthReport:
         files = [file for pair in self.exact_duplicates + self.near_duplicates for file in (pair.first, pair.second)]
         return list(dict.fromkeys(files + [issue.file for issue in self.label_issues]))
 
+    def near_duplicates_text(self) -> str:
+        """How many near-duplicate pairs there are, all counted, and which of them are listed."""
+        count, listed = max(self.near_duplicate_pairs, len(self.near_duplicates)), self.near_duplicates
+        across = sum(pair.across_splits for pair in listed)
+        if count > len(listed):
+            return (f"{count:,} pairs; the {len(listed)} most similar are listed, {across} of them across "
+                    "splits")
+        return f"{count:,} pairs" + (f", {across} across splits" if across else "")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

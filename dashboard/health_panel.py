@@ -42,7 +42,8 @@ def health_panel(scan: DatasetScan, key: str) -> None:
 def show_health(report: HealthReport, scan: DatasetScan, key: str) -> None:
     near = f"Near-duplicates (≥ {NEAR_DUPLICATE:g})"
     numbers = {"Pictures": report.pictures, "Warnings": len(report.warnings),
-               "Exact duplicates": len(report.exact_duplicates), near: len(report.near_duplicates),
+               "Exact duplicates": len(report.exact_duplicates),
+               near: max(report.near_duplicate_pairs, len(report.near_duplicates)),
                "Label suspects": len(report.label_issues)}
     with st.container(horizontal=True):
         for label, value in numbers.items():
@@ -54,13 +55,16 @@ def show_health(report: HealthReport, scan: DatasetScan, key: str) -> None:
     if report.unavailable:
         st.info(private(report.unavailable))
     root = scan.root
-    for title, pairs in (("Exact duplicates: the same file content", report.exact_duplicates),
-                         (f"Near-duplicates: ImageNet features at least {NEAR_DUPLICATE:g} similar",
-                          report.near_duplicates)):
+    exact = sum(pair.across_splits for pair in report.exact_duplicates)
+    for title, counted, pairs in (
+            ("Exact duplicates: the same file content",
+             f"{len(report.exact_duplicates)} pairs, {exact} across splits", report.exact_duplicates),
+            (f"Near-duplicates: ImageNet features at least {NEAR_DUPLICATE:g} similar", report.near_duplicates_text(),
+             report.near_duplicates)):
         if pairs:
-            across = sum(pair.across_splits for pair in pairs)
-            st.markdown(f"**{title}** ({len(pairs)}; {across} across splits"
-                        + (": validation then measures memory, not learning)" if across else ")"))
+            across = any(pair.across_splits for pair in pairs)
+            st.markdown(f"**{title}** ({counted}"
+                        + ("; across splits, validation measures memory, not learning)" if across else ")"))
             show_pairs(root, pairs[:PAIRS_SHOWN])
     if report.most_similar:
         with st.expander("The most similar other pairs, for a look (not counted as duplicates)"):

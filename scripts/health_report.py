@@ -123,7 +123,7 @@ def describe(report: HealthReport) -> None:
     for warning in report.warnings:
         print(f"  warning: {warning}")
     print(f"exact duplicates: {len(report.exact_duplicates)}; near-duplicates (>= {NEAR_DUPLICATE}): "
-          f"{len(report.near_duplicates)} ({sum(p.across_splits for p in report.near_duplicates)} across splits)")
+          f"{report.near_duplicates_text()}")
     for pair in report.exact_duplicates + report.near_duplicates + report.most_similar:
         print(f"  {pair.similarity:.3f} {pair.first} = {pair.second}" + ("; across splits" * pair.across_splits))
     flagged = sum(issue.flagged for issue in report.label_issues)

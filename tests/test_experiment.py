@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+import core.experiment
 import core.folding
 from core.data import scan_dataset
-from core.experiment import Cell, ExperimentPlan, ExperimentRunner, repeats, results, subset
+from core.experiment import Cell, ExperimentPlan, ExperimentRunner, estimate_seconds, repeats, results, subset
 from core.runs import EXPERIMENTS_FOLDER, METADATA_FILE, list_runs
 from core.train import TrainConfig, Trainer
 from tests.conftest import make_image_folder, make_picture
@@ -436,3 +437,22 @@ def test_repeats_group_the_runs_that_differ_by_their_seed_only(grid):
             continue
         assert sorted(run.config.seed for run in group) == [0, 1]
         assert len({(run.scenario, run.experiment.pictures_per_class) for run in group}) == 1
+
+
+def test_the_estimate_times_a_frozen_backbones_features_as_they_are_computed(tiny_dataset, monkeypatch):
+    """At 2,000 pictures the estimate added one picture's decoding, timed alone, to a forward pass timed at batch 4,
+    and said twice the time the features took (decoded on threads while the backbone runs). They are now timed on a
+    few of the data set's pictures, computed as the run computes them."""
+    scan = scan_dataset(tiny_dataset)
+    recipe = TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, device="cpu", workers=0)
+    plan = ExperimentPlan("estimate", str(scan.root), recipe, ["frozen"], [0], [None])
+    estimates = {}
+    for per_pass in (0.0, 0.02):
+        def features(trainer, sample, built, per_pass=per_pass):
+            time.sleep(per_pass * (trainer.config.cached_views * len(sample.samples["train"])
+                                   + len(sample.samples["val"])))
+        monkeypatch.setattr(core.experiment.Trainer, "cache_features", features)
+        core.experiment._features_seconds.cache_clear()
+        estimates[per_pass] = estimate_seconds(plan, scan, plan.grid(), []).seconds
+    passes = recipe.cached_views * len(scan.samples["train"]) + len(scan.samples["val"])
+    assert estimates[0.02] - estimates[0.0] == pytest.approx(0.02 * passes, rel=0.25)

@@ -8,6 +8,7 @@ import shutil
 import threading
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from core.experiment import ExperimentPlan, default_name, record_plan
 from core.health import (
     NEAR_DUPLICATE,
     DuplicatePair,
+    HealthReport,
     SimilarPairs,
     cached_health,
     check_health,
@@ -193,6 +195,17 @@ def test_every_near_duplicate_pair_is_counted_though_only_the_most_similar_are_l
         assert similar.count == len(truth) == 40  # 200 before: the count was cut at the pairs listed
         assert [(pair.first, pair.second) for pair in similar.near] == [(files[i], files[j]) for _, i, j in truth[:5]]
         assert similar.others[0].similarity < NEAR_DUPLICATE
+
+
+def test_the_report_says_how_many_pairs_there_are_and_how_many_it_lists(capsys):
+    from core.cli import print_health
+    listed = [DuplicatePair(f"train/a/{i}.jpg", f"val/a/{i}.jpg" if i < 2 else f"train/b/{i}.jpg", 0.99)
+              for i in range(5)]
+    report = HealthReport("data", "", ["a", "b"], {}, [], [], listed, [], "mobilenet_v2", near_duplicate_pairs=1234)
+    print_health(report)
+    assert (f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE}): 1,234 pairs; the 5 most similar are "
+            "listed, 2 of them across splits") in capsys.readouterr().out
+    assert replace(report, near_duplicate_pairs=5).near_duplicates_text() == "5 pairs, 2 across splits"
 
 
 def test_three_copies_of_one_picture_are_not_also_near_duplicates():
