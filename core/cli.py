@@ -42,7 +42,7 @@ from core.experiment import (
     size_text,
 )
 from core.export import FORMATS, export_run
-from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health
+from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health, pairs_text
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
 from core.results import ScenarioPlan
@@ -622,8 +622,7 @@ def print_health(report: HealthReport) -> None:
         print(f"  {report.unavailable}")
     exact = report.exact_duplicates
     for title, counted, pairs in (
-            ("Exact duplicates (the same file content)", f"{len(exact)}" + (
-                f" (across splits: {sum(pair.across_splits for pair in exact)})" if exact else ""), exact),
+            ("Exact duplicates (the same file content)", pairs_text(len(exact), exact), exact),
             (f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE})", report.near_duplicates_text(),
              report.near_duplicates)):
         print(f"\n{title}: {counted}")

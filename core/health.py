@@ -100,12 +100,7 @@ class HealthReport:
 
     def near_duplicates_text(self) -> str:
         """How many near-duplicate pairs there are, all counted, and which of them are listed."""
-        count, listed = max(self.near_duplicate_pairs, len(self.near_duplicates)), self.near_duplicates
-        across = sum(pair.across_splits for pair in listed)
-        if count > len(listed):
-            return (f"{count:,} pairs; the {len(listed)} most similar are listed, {across} of them across "
-                    "splits")
-        return f"{count:,} pairs" + (f", {across} across splits" if across else "")
+        return pairs_text(max(self.near_duplicate_pairs, len(self.near_duplicates)), self.near_duplicates)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +112,15 @@ class HealthReport:
             data[name] = [DuplicatePair(**pair) for pair in data[name]]
         data["label_issues"] = [LabelIssue(**issue) for issue in data["label_issues"]]
         return cls(**data)
+
+
+def pairs_text(count: int, listed: list[DuplicatePair]) -> str:
+    """"3 pairs, 1 across splits", or, when fewer are listed than counted, which are."""
+    across = sum(pair.across_splits for pair in listed)
+    text = f"{count:,} pair{'' if count == 1 else 's'}"
+    if count > len(listed):
+        return text + f"; the {len(listed)} most similar are listed, {across} of them across splits"
+    return text + f", {across} across splits"
 
 
 def count_warnings(counts: dict[str, dict[str, int]]) -> list[str]:

@@ -10,7 +10,7 @@ import streamlit as st
 from core.data import DatasetScan, tutorial_data_dir
 from core.errors import StudioError
 from core.exclusions import read_exclusions, write_exclusions
-from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, cached_health, check_health
+from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, cached_health, check_health, pairs_text
 from core.models import BACKBONES
 from core.runs import default_runs_dir, picture_path
 from dashboard import state
@@ -55,10 +55,9 @@ def show_health(report: HealthReport, scan: DatasetScan, key: str) -> None:
     if report.unavailable:
         st.info(private(report.unavailable))
     root = scan.root
-    exact = sum(pair.across_splits for pair in report.exact_duplicates)
+    exact = report.exact_duplicates
     for title, counted, pairs in (
-            ("Exact duplicates: the same file content",
-             f"{len(report.exact_duplicates)} pairs, {exact} across splits", report.exact_duplicates),
+            ("Exact duplicates: the same file content", pairs_text(len(exact), exact), exact),
             (f"Near-duplicates: ImageNet features at least {NEAR_DUPLICATE:g} similar", report.near_duplicates_text(),
              report.near_duplicates)):
         if pairs:

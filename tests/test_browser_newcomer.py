@@ -88,7 +88,7 @@ def test_the_health_check_runs_to_its_end_from_home_and_from_your_own_data(input
         page.get_by_role("button", name="Check the data's health").wait_for(timeout=120_000)
         settle(page)
         text = run_health_check(page)
-        assert "Exact duplicates: the same file content (1; 1 across splits" in text, text
+        assert "Exact duplicates: the same file content (1 pair, 1 across splits" in text, text
         assert re.search(r"Label suspects \(\d+\)", text), text
         assert page.get_by_role("button", name="Save the exclusion list").count() == 1
         if not shared:

@@ -458,7 +458,7 @@ def test_data_health_prints_duplicates_and_suspects(tmp_path, capsys, random_wei
         assert main(args) == 0
     out = capsys.readouterr().out
     assert "Health of" in out and "31 pictures" in out and "MobileNet" in out
-    assert "Exact duplicates (the same file content): 1 (across splits: 1)" in out
+    assert "Exact duplicates (the same file content): 1 pair, 1 across splits" in out
     assert "train/red/red_4.jpg = val/red/red_copy.jpg (1.000; across splits)" in out
     assert f"Near-duplicates (feature similarity at least {NEAR_DUPLICATE})" in out
     assert "Label suspects:" in out and "Exclusion list: 0 picture(s)" in out
