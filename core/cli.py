@@ -393,6 +393,10 @@ def command_experiment(args: argparse.Namespace) -> int:
     saved = f"Experiment {plan.name}: {len(plan.grid())} cells, {len(plan.grid()) - len(todo)} already saved"
     print(f"{saved}; {len(todo)} to train, about {duration_text(estimate.seconds)} (from {estimate.basis})." if todo
           else f"{saved}: nothing to train.")
+    if stop.pressed:  # while the time was estimated
+        print("Stopped before the first cell trained: nothing to save; the cells saved before are kept.",
+              file=sys.stderr)
+        return stop.exit_code
     runner = ExperimentRunner(plan, scan, args.runs_dir, args.weights, world)
     mine = share(plan, scan, todo, world.size)[world.rank]
     if world.several:

@@ -32,7 +32,7 @@ from torch.utils.data import TensorDataset
 from core import staging
 from core.data import DatasetScan
 from core.decoded import decode
-from core.device import Compute, forward_batch_size, one_cpu_thread
+from core.device import Compute, one_cpu_thread
 from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
 from core.feature_cache import CachedFeatures, cacheable
@@ -486,23 +486,22 @@ def _sample(samples: list[tuple[Path, int]], count: int = 16) -> tuple[tuple[Pat
 def _features_seconds(settings: tuple[str, str, bool, int], train: tuple, evaluated: tuple) -> tuple[float, float]:
     """Seconds per training picture (its views) and per evaluation picture of a frozen backbone's features, timed now
     on a few of the data set's pictures as Trainer.cache_features computes them (decoding on threads while the
-    backbone runs), after a first batch to warm up (once per process). `settings`: the run's backbone, device,
-    fast and cached views. Untrained weights: the same arithmetic."""
+    backbone runs), batch by batch, the first batch left out as warm-up (once per process). `settings`: the run's
+    backbone, device, fast and cached views. Untrained weights: the same arithmetic."""
     backbone, device, fast, views = settings
+    ended: list[float] = []  # when each batch ended
     trainer = Trainer(TrainConfig(backbone=backbone, scenario="scratch", device=device, fast=fast, cached_views=views,
-                                  workers=0))
-    built = build_model(backbone, "scratch", 2)
-    size = forward_batch_size(trainer.strategy.device)
-
-    def seconds(train_part: tuple, evaluated_part: tuple) -> float:
-        sample = DatasetScan(Path("."), ["sample"], samples={"train": list(train_part), "val": list(evaluated_part)})
-        started = time.perf_counter()
-        trainer.cache_features(sample, built)
-        return time.perf_counter() - started
-
+                                  workers=0), callbacks=Callbacks(lambda _progress: ended.append(time.perf_counter())))
+    sample = DatasetScan(Path("."), ["sample"], samples={"train": list(train), "val": list(evaluated)})
+    batches = trainer.feature_batches(sample)["train"]
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # the crops drawn here take nothing from the runs' random numbers
-        seconds(train[:1], evaluated[:size])
-        return (seconds(train, ()) / max(len(train), 1), seconds((), evaluated) / max(len(evaluated), 1))
+        trainer.cache_features(sample, build_model(backbone, "scratch", 2))
+    if not train or not ended:
+        return 0.0, (ended[-1] - started if ended else 0.0) / max(len(evaluated), 1)
+    train_ended = ended[batches - 1]
+    warmed = (train_ended - ended[0]) / (batches - 1) * batches if batches > 1 else train_ended - started
+    return warmed / len(train), (ended[-1] - train_ended) / max(len(evaluated), 1)
 
 
 @functools.cache

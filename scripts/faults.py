@@ -50,7 +50,7 @@ def child(pause: float, cli_args: list[str]) -> int:
     class TrainerWithMarkers(core.cli.Trainer):
         def __init__(self, config, weights=None, callbacks=NO_CALLBACKS, world=core.cli.SINGLE):
             def batch_done(progress):
-                if progress.phase == "features" and progress.batch == 1:
+                if progress.phase == "features" and progress.batch == 1 and not timing_features:
                     announce("FEATURES")
                     time.sleep(pause)
                 if callbacks.on_batch:
@@ -80,6 +80,20 @@ def child(pause: float, cli_args: list[str]) -> int:
         time.sleep(pause)
         return scan_dataset(folder, kept_in)
 
+    features_seconds = core.experiment._features_seconds
+    timing_features = False
+
+    def features_seconds_with_marker(*args):
+        nonlocal timing_features
+        announce("TIMING")
+        time.sleep(pause)
+        timing_features = True
+        try:
+            return features_seconds(*args)
+        finally:
+            timing_features = False
+
+    core.experiment._features_seconds = features_seconds_with_marker  # an experiment's estimate times its features
     core.data.scan_dataset = scan_dataset_with_marker  # what every command's data set is read by
     core.cli.Trainer = core.experiment.Trainer = TrainerWithMarkers
     core.runs._write_file = write_file_with_markers

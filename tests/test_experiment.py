@@ -19,6 +19,7 @@ import core.experiment
 import core.folding
 from core.data import scan_dataset
 from core.experiment import Cell, ExperimentPlan, ExperimentRunner, estimate_seconds, repeats, results, subset
+from core.results import BatchProgress
 from core.runs import EXPERIMENTS_FOLDER, METADATA_FILE, list_runs
 from core.train import TrainConfig, Trainer
 from tests.conftest import make_image_folder, make_picture
@@ -442,17 +443,20 @@ def test_repeats_group_the_runs_that_differ_by_their_seed_only(grid):
 def test_the_estimate_times_a_frozen_backbones_features_as_they_are_computed(tiny_dataset, monkeypatch):
     """At 2,000 pictures the estimate added one picture's decoding, timed alone, to a forward pass timed at batch 4,
     and said twice the time the features took (decoded on threads while the backbone runs). They are now timed on a
-    few of the data set's pictures, computed as the run computes them."""
+    few of the data set's pictures, computed as the run computes them, the first batch left out as warm-up."""
     scan = scan_dataset(tiny_dataset)
     recipe = TrainConfig(backbone="mobilenet_v2", scenario="frozen", epochs=1, device="cpu", workers=0)
     plan = ExperimentPlan("estimate", str(scan.root), recipe, ["frozen"], [0], [None])
     estimates = {}
-    for per_pass in (0.0, 0.02):
-        def features(trainer, sample, built, per_pass=per_pass):
-            time.sleep(per_pass * (trainer.config.cached_views * len(sample.samples["train"])
-                                   + len(sample.samples["val"])))
+    for per_batch in (0.0, 0.05):
+        def features(trainer, sample, built, per_batch=per_batch):
+            total = sum(trainer.feature_batches(sample).values())
+            time.sleep(1.0)  # the first batch waits for the model and the threads: not counted
+            for batch in range(1, total + 1):
+                time.sleep(per_batch)
+                trainer.callbacks.on_batch(BatchProgress(0, 1, "features", batch, total))
         monkeypatch.setattr(core.experiment.Trainer, "cache_features", features)
         core.experiment._features_seconds.cache_clear()
-        estimates[per_pass] = estimate_seconds(plan, scan, plan.grid(), []).seconds
-    passes = recipe.cached_views * len(scan.samples["train"]) + len(scan.samples["val"])
-    assert estimates[0.02] - estimates[0.0] == pytest.approx(0.02 * passes, rel=0.25)
+        estimates[per_batch] = estimate_seconds(plan, scan, plan.grid(), []).seconds
+    batches = sum(Trainer(recipe).feature_batches(scan).values())
+    assert estimates[0.05] - estimates[0.0] == pytest.approx(0.05 * batches, rel=0.25)
