@@ -63,7 +63,7 @@ def show_health(report: HealthReport, scan: DatasetScan, key: str) -> None:
         if pairs:
             across = any(pair.across_splits for pair in pairs)
             st.markdown(f"**{title}** ({counted}"
-                        + ("; across splits, validation measures memory, not learning)" if across else ")"))
+                        + (": validation then measures memory, not learning)" if across else ")"))
             show_pairs(root, pairs[:PAIRS_SHOWN])
     if report.most_similar:
         with st.expander("The most similar other pairs, for a look (not counted as duplicates)"):
