@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from core import errors
 from core.analysis import class_metrics, disagreements
-from core.config import COMPILE_CHOICES
+from core.config import COMPILE_CHOICES, OPTIMIZERS, RECIPES, SCHEDULES
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
 from core.distributed import SINGLE, World, finish, start
@@ -36,6 +36,7 @@ from core.experiment import (
     parse_size,
     pending,
     read_plan,
+    recipe_configs,
     record_plan,
     results,
     share,
@@ -43,6 +44,7 @@ from core.experiment import (
 )
 from core.export import FORMATS, export_run
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health, pairs_text
+from core.lr_find import END_RATE, START_RATE, STEPS, find_learning_rate
 from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
 from core.predict import load_predictor
 from core.results import ScenarioPlan
@@ -61,8 +63,8 @@ HINTS = {
     errors.DEVICE: "On the command line: --device auto or --device cpu.",
     errors.RUN: "List the saved runs with: python -m core runs",
 }
-SUMMARY_COLUMNS = ("run", "status", "scenario", "backbone", "epochs", "best val acc", "final val acc", "test acc",
-                   "time", "trainable / total params")
+SUMMARY_COLUMNS = ("run", "status", "scenario", "backbone", "recipe", "epochs", "best val acc", "final val acc",
+                   "test acc", "time", "trainable / total params")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -82,15 +84,31 @@ def add_data_options(parser: argparse.ArgumentParser, training: bool = False) ->
                             "data set's exclusion list (python -m core data --health shows it)")
 
 
-def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+def add_recipe_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """The run's settings. A setting left out takes the recipe's value."""
     defaults = TrainConfig()
     parser.add_argument("--backbone", default=defaults.backbone, choices=list(BACKBONES))
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--recipe", default=None if several else defaults.recipe, choices=list(RECIPES),
+                        action="append" if several else "store",
+                        help="tutorial (2017), fine-tune (fastai's) or lp-ft (linear probe, then finetune); each "
+                        "brings its own defaults for the settings below (default: tutorial)" +
+                        ("; repeat it to compare recipes" if several else ""))
+    parser.add_argument("--epochs", type=int, help="all phases together (tutorial: 25, fine-tune and lp-ft: 5)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--momentum", type=float, default=defaults.momentum)
-    parser.add_argument("--step-size", type=int, default=defaults.step_size, help="StepLR step, in epochs")
-    parser.add_argument("--gamma", type=float, default=defaults.gamma, help="StepLR factor")
+    parser.add_argument("--lr", type=float, help="the base learning rate, the last layer's (tutorial: 0.001, "
+                        "fine-tune: 0.002, lp-ft: 0.00001)")
+    parser.add_argument("--momentum", type=float, help="SGD's momentum, AdamW's beta1 (default: 0.9)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd or adamw (fine-tune and lp-ft: adamw)")
+    parser.add_argument("--schedule", choices=SCHEDULES, help="step (StepLR, each epoch), one-cycle or cosine (with "
+                        "warm-up), each batch")
+    parser.add_argument("--step-size", type=int, help="StepLR step, in epochs (default: 7)")
+    parser.add_argument("--gamma", type=float, help="StepLR factor (default: 0.1)")
+    parser.add_argument("--weight-decay", type=float, help="(fine-tune: 0.01, else 0)")
+    parser.add_argument("--label-smoothing", type=float, help="0 to 1 (default: 0)")
+    parser.add_argument("--head-epochs", type=int, help="epochs in which the new last layer trains alone on the "
+                        "frozen backbone first (fine-tune: 1)")
+    parser.add_argument("--lr-spread", type=float, help="the last layer's rate over the first layers': rates spread "
+                        "over layer groups (fine-tune: 100; 1: one rate)")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--workers", type=int, help="data-loader processes (default: none, the pictures are "
                         "decoded once into memory; with --tutorial-loop up to 4)")
@@ -130,8 +148,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     experiment_cmd.add_argument("--name", help="the experiment's name; the same name resumes it (default: from the "
                                 "data set and recipe, so the same command resumes)")
     experiment_cmd.add_argument("--show", action="store_true", help="only show the results saved so far")
-    add_recipe_options(experiment_cmd)
+    add_recipe_options(experiment_cmd, several=True)
     add_data_options(experiment_cmd, training=True)
+    add_lr_find_command(commands)
 
     predict_cmd = commands.add_parser("predict", help="classify pictures with a saved run")
     predict_cmd.add_argument("images", nargs="+", type=Path)
@@ -248,6 +267,18 @@ class StopSignals:
             raise KeyboardInterrupt
 
 
+def add_lr_find_command(commands) -> None:
+    lr_find_cmd = commands.add_parser("lr-find", help="sweep the learning rate over about 100 steps and suggest one "
+                                      "(the model is left as it was)")
+    lr_find_cmd.add_argument("--scenario", default="finetune", choices=list(SCENARIOS), help="(default: finetune)")
+    add_recipe_options(lr_find_cmd)
+    lr_find_cmd.add_argument("--seed", type=int, default=TrainConfig().seed)
+    lr_find_cmd.add_argument("--start-lr", type=float, default=START_RATE, help=f"(default: {START_RATE:g})")
+    lr_find_cmd.add_argument("--end-lr", type=float, default=END_RATE, help=f"(default: {END_RATE:g})")
+    lr_find_cmd.add_argument("--steps", type=int, default=STEPS, help=f"(default: {STEPS})")
+    add_data_options(lr_find_cmd, training=True)
+
+
 def _say(text: str) -> None:
     os.write(2, text.encode(errors="replace"))  # not print: a signal may arrive while print is writing
 
@@ -353,6 +384,29 @@ def train_with_progress_bar(label: str, plan: ScenarioPlan, stop: StopSignals,
             bar.close()
 
 
+def command_lr_find(args: argparse.Namespace) -> int:
+    """Sweep the rate for what the recipe trains last, then print the suggestion and the curve."""
+    config = recipe(args, args.scenario, args.seed)
+    scan = resolve_dataset(args)
+    stop = StopSignals()
+    with tqdm(total=args.steps, desc="learning rate sweep", unit="step", dynamic_ncols=True) as bar:
+        def on_step(done: int, _steps: int) -> None:
+            bar.update(done - bar.n)
+            if stop.pressed:
+                raise TrainingCancelled
+
+        try:
+            curve = find_learning_rate(config, scan, args.weights, args.start_lr, args.end_lr, args.steps, on_step)
+        except TrainingCancelled:
+            print("Stopped: no rate suggested; the model was left as it was.", file=sys.stderr)
+            return stop.exit_code
+    print(f"Swept {len(curve.rates)} rates ({curve.ended}) for {config.scenario} with the {config.recipe} recipe, "
+          f"{config.backbone}.")
+    print_table([("learning rate", "smoothed loss"), *curve.table()])
+    print(f"Suggested learning rate: {curve.suggestion:.2e} (use it with --lr {curve.suggestion:.2g})")
+    return 0
+
+
 def print_runs(records: list[RunRecord]) -> None:
     rows = [record.summary() for record in records]
     print_table([SUMMARY_COLUMNS, *([row[column] for column in SUMMARY_COLUMNS] for row in rows)])
@@ -372,10 +426,12 @@ def command_experiment(args: argparse.Namespace) -> int:
         print_experiment(results(plan, list_runs(args.runs_dir).runs))
         return 0
     scan = resolve_dataset(args)
-    base = recipe(args, scenarios[0], args.seeds[0])
+    configs = recipe_configs(vars(args), args.recipe or ["tutorial"], scenarios, seed=args.seeds[0],
+                             fast=not args.tutorial_loop)
+    base = next(iter(configs.values()))
     excluded = [scan.relative(path) for path in scan.excluded]
-    plan = ExperimentPlan(args.name or default_name(scan.root, base, excluded), str(scan.root), base, scenarios,
-                          args.seeds, sizes, excluded=excluded)
+    plan = ExperimentPlan(args.name or default_name(scan.root, list(configs.values()), excluded), str(scan.root),
+                          base, scenarios, args.seeds, sizes, excluded=excluded, recipes=configs)
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
@@ -454,10 +510,11 @@ def print_experiment(outcome: ExperimentResults) -> None:
         return
     has_test = any(row.test for row in outcome.rows)
     header = ["scenario", "per class", "seeds", "best val acc (optimistic)", "final val acc",
-              *(["test acc"] if has_test else [])]
+              *(["test acc"] if has_test else []), "s / run"]
     rows = [[row.scenario, f"{size_text(row.pictures_per_class)} ({row.train_pictures:g})", len(row.seeds),
              mean_text(row.best_val), mean_text(row.final_val),
-             *([mean_text(row.test) if row.test else "-"] if has_test else [])] for row in outcome.rows]
+             *([mean_text(row.test) if row.test else "-"] if has_test else []), f"{row.seconds:.1f}"]
+            for row in outcome.rows]
     print_table([header, *rows])
     print(f"Means over seeds, [95% interval] (Student t, from {FEWEST_SEEDS} seeds). Best val acc is each run's best "
           "epoch, chosen on the validation pictures, so optimistic.")
@@ -516,6 +573,14 @@ def show_runs(runs: list[RunRecord]) -> None:
     """The runs' summary rows, their per-class metrics side by side, their confusion matrices, and for the first two
     the validation pictures on which they disagree."""
     print_runs(runs)
+    print("\nRecipe, phase by phase:")
+    for number, run in enumerate(runs, start=1):
+        print(f"  [{number}] {run.id}: {run.config.recipe}")
+        for phase in run.phase_records():
+            rates = ", ".join(f"{group} {rate:.1e}" for group, rate in phase.rates.items())
+            length = f"{phase.epochs} epoch(s)" if phase.epochs else "to convergence"
+            print(f"      {phase.name}: {phase.trains}, {length}, {phase.optimizer}, {phase.schedule}"
+                  + (f", peak rates {rates}" if rates else "") + (f"; {phase.outcome}" if phase.outcome else ""))
     print("\nCompiled training:")
     for number, run in enumerate(runs, start=1):
         print(f"  [{number}] {run.id}: {run.compilation.describe() if run.compilation else 'not recorded (older run)'}")
@@ -658,7 +723,7 @@ def pair_text(pair: DuplicatePair) -> str:
 
 
 COMMANDS = {"train": command_train, "experiment": command_experiment, "predict": command_predict,
-            "runs": command_runs, "export": command_export, "data": command_data}
+            "runs": command_runs, "export": command_export, "data": command_data, "lr-find": command_lr_find}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Experiments: one recipe on one data set, over a grid of scenarios x seeds x training pictures per class.
+"""Experiments: one data set, over a grid of scenarios x recipes x seeds x training pictures per class.
 
 Each cell of the grid is an ordinary saved run, tagged with the experiment's name and its pictures per class
 (core.runs.ExperimentCell), so Compare, Classify and export use it unchanged. For a seed and a size the training
@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from core import staging
+from core.config import RECIPE_KNOBS, RECIPES
 from core.data import DatasetScan
 from core.decoded import decode
 from core.device import Compute, one_cpu_thread
@@ -53,7 +54,7 @@ from core.runs import (
 from core.stats import Estimate, mean_interval, paired_difference, verdict
 from core.train import Callbacks, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
-FORMAT = 1
+FORMAT = 2  # 1: one recipe, cells without it
 DEFAULT_SIZES: tuple[int | None, ...] = (1, 2, 5, 10, 25, None)  # None: every training picture
 FEATURE_SEED = 0  # the augmented views whose features every frozen cell shares are drawn with this seed
 DONE = ("completed", "diverged")  # a cell with such a run is not trained again; a cancelled one is
@@ -82,10 +83,16 @@ class Cell:
     scenario: str
     seed: int
     pictures_per_class: int | None  # None: all
+    recipe: str = "tutorial"
 
     @property
     def label(self) -> str:
-        return f"{self.scenario} · seed {self.seed} · {size_text(self.pictures_per_class)} per class"
+        return (f"{self.arm(self.recipe != 'tutorial')} · seed {self.seed} · {size_text(self.pictures_per_class)} "
+                "per class")
+
+    def arm(self, with_recipe: bool) -> str:
+        """What the cell compares: its scenario, and its recipe when the experiment has several."""
+        return f"{self.scenario} · {self.recipe}" if with_recipe else self.scenario
 
 
 def size_order(size: int | None) -> float:
@@ -95,16 +102,18 @@ def size_order(size: int | None) -> float:
 
 @dataclass
 class ExperimentPlan:
-    """What an experiment trains: the recipe (its scenario and seed are set per cell) and the grid."""
+    """What an experiment trains: its recipes, each a run's settings by recipe name (the scenario and seed are set
+    per cell), and the grid. A scenario is paired with each recipe it can train with (core.config)."""
 
     name: str
     data_dir: str
-    recipe: TrainConfig
+    recipe: TrainConfig  # the first recipe's settings (its backbone and device are every recipe's)
     scenarios: list[str]
     seeds: list[int]
     sizes: list[int | None]
     extra_cells: list[Cell] = field(default_factory=list)  # asked for by earlier grids of the same experiment
     excluded: list[str] = field(default_factory=list)  # pictures left out, from the data set's exclusion list
+    recipes: dict[str, TrainConfig] = field(default_factory=dict)  # by name, `recipe` among them
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
@@ -122,11 +131,26 @@ class ExperimentPlan:
         self.seeds = sorted(set(self.seeds))
         self.sizes = sorted(set(self.sizes), key=size_order)
         self.excluded = sorted(set(self.excluded))
+        self.recipes = {**self.recipes, self.recipe.recipe: self.recipe}  # `recipe` is its recipe's settings
+        if not self.grid():
+            raise ConfigError(f"No recipe of {', '.join(self.recipes)} can train the scenario(s) "
+                              f"{', '.join(self.scenarios)}: a recipe that trains the backbone after its head needs "
+                              "the finetune or scratch scenario.")
+
+    @property
+    def several_recipes(self) -> bool:
+        return len(self.recipes) > 1 or any(cell.recipe not in self.recipes for cell in self.extra_cells)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(scenario, recipe) for every scenario that each recipe can train with."""
+        return [(scenario, name) for scenario in self.scenarios for name, config in self.recipes.items()
+                if trains_with(config, scenario)]
 
     def grid(self) -> list[Cell]:
-        """The cells asked for now, scenario by scenario, each seed's sizes from the smallest: a stopped experiment
-        already has whole curves."""
-        return [Cell(scenario, seed, size) for scenario in self.scenarios for seed in self.seeds for size in self.sizes]
+        """The cells asked for now, scenario by scenario and recipe by recipe, each seed's sizes from the smallest:
+        a stopped experiment already has whole curves."""
+        return [Cell(scenario, seed, size, recipe) for scenario, recipe in self.pairs() for seed in self.seeds
+                for size in self.sizes]
 
     def cells(self) -> list[Cell]:
         """The cells asked for now and before."""
@@ -134,41 +158,80 @@ class ExperimentPlan:
         return grid + [cell for cell in self.extra_cells if cell not in grid]
 
     def config(self, cell: Cell) -> TrainConfig:
-        return replace(self.recipe, scenario=cell.scenario, seed=cell.seed)
+        return replace(self.recipes[cell.recipe], scenario=cell.scenario, seed=cell.seed)
 
     def recipe_key(self) -> dict:
-        recipe = recipe_settings(self.recipe, scenario=False)
-        return {"data_dir": str(Path(self.data_dir).resolve()), **recipe,
-                **({"excluded pictures": self.excluded} if self.excluded else {})}
+        """What the experiment's runs share: the data set, the excluded pictures and each recipe's settings."""
+        return {"data_dir": str(Path(self.data_dir).resolve()),
+                **({"excluded pictures": self.excluded} if self.excluded else {}),
+                **{f"recipe {name}": recipe_settings(config, scenario=False) for name, config in self.recipes.items()}}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "data_dir": str(Path(self.data_dir).resolve()),
-                "recipe": self.recipe.to_dict(),
-                "cells": [[c.scenario, c.seed, c.pictures_per_class] for c in self.cells()],
+                "recipe": self.recipe.to_dict(), "recipes": {name: config.to_dict()
+                                                             for name, config in self.recipes.items()},
+                "cells": [[c.scenario, c.seed, c.pictures_per_class, c.recipe] for c in self.cells()],
                 "excluded": self.excluded}
 
     @classmethod
     def from_dict(cls, data: dict) -> ExperimentPlan:
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (1, FORMAT):
             raise ValueError(f"unknown experiment format {data.get('format')!r}")
-        cells = [Cell(str(scenario), int(seed), size) for scenario, seed, size in data["cells"]]
+        cells = [Cell(str(scenario), int(seed), size, *map(str, recipe)) for scenario, seed, size, *recipe in
+                 data["cells"]]
         if not cells:
             raise ValueError("it lists no cells")
         first = cells[0]
         excluded = data.get("excluded", [])
         if not isinstance(excluded, list) or not all(isinstance(file, str) for file in excluded):
             raise ValueError("its excluded pictures are not a list of names")
-        return cls(data["name"], data["data_dir"], TrainConfig(**data["recipe"]), [first.scenario], [first.seed],
-                   [first.pictures_per_class], extra_cells=cells, excluded=excluded)
+        recipe = TrainConfig(**data["recipe"])
+        recipes = {name: TrainConfig(**config) for name, config in data.get("recipes", {}).items()}
+        return cls(data["name"], data["data_dir"], recipe, [first.scenario], [first.seed], [first.pictures_per_class],
+                   extra_cells=cells, excluded=excluded, recipes=recipes)
 
 
-def default_name(data_dir: Path, recipe: TrainConfig, excluded: list[str] = ()) -> str:
-    """A name that the same data set, recipe and excluded pictures always get: running the same command again
-    resumes."""
-    key = recipe_settings(recipe, scenario=False)
-    identity = [str(Path(data_dir).resolve()), key] + ([sorted(set(excluded))] if excluded else [])
+def recipe_configs(settings: dict, recipes: list[str], scenarios: list[str], **chosen) -> dict[str, TrainConfig]:
+    """Each recipe's settings for an experiment of `scenarios`, from a caller's `settings` (TrainConfig.from_settings:
+    a setting not given takes each recipe's own value). A recipe that can train none of the scenarios is refused."""
+    configs = {}
+    for name in dict.fromkeys(recipes):
+        errors = []
+        for scenario in scenarios:
+            try:
+                configs[name] = TrainConfig.from_settings({**settings, "recipe": name}, scenario=scenario, **chosen)
+                break
+            except ConfigError as error:
+                errors.append(error)
+        else:
+            raise errors[0] if len(scenarios) == 1 else ConfigError(
+                f"The {name} recipe can train none of the scenarios {', '.join(scenarios)}: {errors[0]}")
+    return configs
+
+
+def trains_with(config: TrainConfig, scenario: str) -> bool:
+    """Whether a run of `config`'s recipe can train `scenario` (a recipe that unfreezes needs one that trains the
+    backbone)."""
+    try:
+        replace(config, scenario=scenario)
+    except ConfigError:
+        return False
+    return True
+
+
+def default_name(data_dir: Path, recipes: list[TrainConfig], excluded: list[str] = ()) -> str:
+    """A name that the same data set, recipes and excluded pictures always get: running the same command again
+    resumes. The recipe knobs at the tutorial's values are left out of it, so that names given before recipes
+    existed stay."""
+    tutorial = TrainConfig().to_dict()
+    keys = [{name: value for name, value in recipe_settings(recipe, scenario=False).items()
+             if not (name in RECIPE_KNOBS and value == tutorial[name])} for recipe in recipes]
+    identity = [str(Path(data_dir).resolve()), *keys] + ([sorted(set(excluded))] if excluded else [])
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{dataset_name(data_dir)}-{recipe.backbone}-{recipe.epochs}ep-{digest[:6]}"
+    first = recipes[0]
+    if len(recipes) == 1:
+        return f"{dataset_name(data_dir)}-{first.backbone}-{first.epochs}ep-{digest[:6]}"
+    return f"{dataset_name(data_dir)}-{first.backbone}-{'+'.join(recipe.recipe for recipe in recipes)}-{digest[:6]}"
 
 
 # ---------------------------------------------------------------- the experiments folder
@@ -208,12 +271,19 @@ def record_plan(plan: ExperimentPlan, runs_dir: Path | None = None) -> Experimen
     merged = plan
     if path.exists():
         before = read_plan(plan.name, runs_dir)
-        if before.recipe_key() != plan.recipe_key():
-            old, new = before.recipe_key(), plan.recipe_key()
-            changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+        old, new = before.recipe_key(), plan.recipe_key()
+        changed = []  # a recipe added to the experiment is no change
+        for key in dict.fromkeys([*new, *old]):
+            if key.startswith("recipe ") and key in old and key in new:
+                changed += [name for name in dict.fromkeys([*new[key], *old[key]])
+                            if old[key].get(name) != new[key].get(name)]
+            elif not key.startswith("recipe ") and old.get(key) != new.get(key):
+                changed.append(key)
+        if changed := list(dict.fromkeys(changed)):
             raise ConfigError(f"Experiment {plan.name!r} was made with another {', '.join(changed)}; its runs could "
                               "not be compared with these. Give the experiment another name, or the same settings.")
-        merged = replace(plan, extra_cells=[c for c in before.cells() if c not in plan.cells()])
+        merged = replace(plan, extra_cells=[c for c in before.cells() if c not in plan.cells()],
+                         recipes={**before.recipes, **plan.recipes})
     with staging.staging_file(path) as partial:
         partial.write_text(json.dumps(merged.to_dict(), indent=2))
         partial.rename(path)
@@ -246,7 +316,7 @@ def subset(scan: DatasetScan, pictures_per_class: int | None, seed: int) -> Data
 def cell_of(run: RunRecord) -> Cell | None:
     if run.experiment is None or run.config.seed is None:
         return None
-    return Cell(run.scenario, run.config.seed, run.experiment.pictures_per_class)
+    return Cell(run.scenario, run.config.seed, run.experiment.pictures_per_class, run.config.recipe)
 
 
 def cell_runs(name: str, runs: list[RunRecord]) -> dict[Cell, RunRecord]:
@@ -282,7 +352,10 @@ class ExperimentRunner:
         self.feature_passes = 0  # how many times the backbone's features were computed: once per experiment
 
     def shares_features(self, cell: Cell) -> bool:
-        return Trainer(self.plan.config(cell)).caches_features
+        """Whether the cell's head trains on the backbone's features that the experiment computes once: a truly
+        frozen pretrained backbone's, in every epoch (frozen) or in a probe or head epochs (lp-ft, fine-tune)."""
+        config = self.plan.config(cell)
+        return Trainer(config).computes_features and get_scenario(config.scenario).pretrained
 
     def cell_scan(self, cell: Cell) -> DatasetScan:
         """The data set as the cell trains on it: its share of the training pictures (`subset`)."""
@@ -318,7 +391,8 @@ class ExperimentRunner:
         if self._features is None:
             trainer = Trainer(replace(config, seed=FEATURE_SEED), self.weights, Callbacks(on_batch), self.world)
             with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
-                self._features = trainer.cache_features(self.scan, trainer.build(len(self.scan.classes)))
+                self._features = trainer.cache_features(self.scan, trainer.build(len(self.scan.classes)),
+                                                        config.cached_views)  # whichever cell needs them first
             self.feature_passes += 1
         return self._features
 
@@ -330,10 +404,13 @@ def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> li
     for cell in cells:
         config = plan.config(cell)
         cell_plan = Trainer(config).plan(subset(scan, cell.pictures_per_class, cell.seed))
-        if cell_plan.batches["features"]:
-            whole = Trainer(config).plan(scan)
-            cell_plan.batches["features"] = 0 if features_counted else whole.batches["features"]
-            cell_plan.pictures["features"] = 0 if features_counted else whole.pictures["features"]
+        if cell_plan.batches["features"] and get_scenario(cell.scenario).pretrained:  # shared: ExperimentRunner
+            views = config.cached_views  # as the experiment computes them, whichever cell needs them first
+            batches = sum(Trainer(config).feature_batches(scan, views).values())
+            pictures = views * len(scan.samples["train"]) + sum(len(scan.samples[split])
+                                                                for split in scan.evaluation_splits)
+            cell_plan.batches["features"] = 0 if features_counted else batches
+            cell_plan.pictures["features"] = 0 if features_counted else pictures
             features_counted = True
         plans.append(cell_plan)
     return plans
@@ -383,13 +460,13 @@ def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
     for cell_plan in cell_plans(plan, scan, cells):
         total += probe["setup"]
         train_pictures, epochs, kind = cell_plan.pictures["train"], cell_plan.epochs, cell_plan.kinds["train"]
+        if cell_plan.pictures["features"]:  # the shared features: in the first cell that computes them
+            recipe = plan.recipe
+            per_train, per_evaluated = _features_seconds(
+                (recipe.backbone, recipe.device, recipe.fast, recipe.cached_views), _sample(train),
+                _sample([sample for split in scan.evaluation_splits for sample in scan.samples[split]]))
+            total += per_train * len(train) + per_evaluated * val
         if kind == "head-train":
-            if cell_plan.pictures["features"]:  # the shared features: in the first cell that computes them
-                recipe = plan.recipe
-                per_train, per_evaluated = _features_seconds(
-                    (recipe.backbone, recipe.device, recipe.fast, recipe.cached_views), _sample(train),
-                    _sample([sample for split in scan.evaluation_splits for sample in scan.samples[split]]))
-                total += per_train * len(train) + per_evaluated * val
             total += probe["head-batch"] * epochs * (cell_plan.batches["train"] + cell_plan.batches["val"])
             continue
         per_picture = measured.get(kind) or probe[kind]
@@ -467,7 +544,8 @@ def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64)
     loader = make_loader(TensorDataset(features, torch.randint(0, 2, (len(features),))), batch_size, shuffle=True)
     head = head.to(device)
     recipe = Recipe.of(TrainConfig())
-    loss, optimizer = recipe.loss(), recipe.optimizer(head.parameters())
+    phase, parameters = recipe.phases[0], list(head.parameters())
+    loss, optimizer = recipe.loss(), recipe.optimizer(recipe.groups(parameters, parameters, phase), phase)
     with one_cpu_thread(device == "cpu"):
         started = time.perf_counter()
         for inputs, labels in loader:
@@ -522,7 +600,7 @@ def _decode_seconds(paths: tuple[Path, ...]) -> float:
 
 @dataclass(frozen=True)
 class SizeResult:
-    """One scenario at one size, over its seeds."""
+    """One scenario at one size, over its seeds. `scenario` is the arm: with several recipes, "finetune · lp-ft"."""
 
     scenario: str
     pictures_per_class: int | None
@@ -531,6 +609,7 @@ class SizeResult:
     best_val: Estimate  # each run's best epoch, chosen on the validation pictures: optimistic
     final_val: Estimate
     test: Estimate | None  # when the data set has test/
+    seconds: float = 0.0  # a run's mean time, from building its model to its last epoch
 
 
 @dataclass(frozen=True)
@@ -559,9 +638,17 @@ class ExperimentResults:
     def done(self) -> int:
         return sum(cell in self.runs for cell in self.plan.cells())
 
-    def runs_of(self, scenario: str, pictures_per_class: int | None) -> list[RunRecord]:
+    def arms(self) -> list[str]:
+        """What the experiment compares, in order: its scenarios, each with its recipe when it has several."""
+        cells = sorted(self.plan.cells(), key=lambda cell: (list(SCENARIOS).index(cell.scenario),
+                                                           list(RECIPES).index(cell.recipe)))
+        return list(dict.fromkeys(cell.arm(self.plan.several_recipes) for cell in cells))
+
+    def runs_of(self, arm: str, pictures_per_class: int | None) -> list[RunRecord]:
+        """The runs of one scenario (with its recipe, when the experiment has several: `arms`) at one size."""
+        several = self.plan.several_recipes
         return [run for cell, run in sorted(self.runs.items(), key=lambda item: item[0].seed)
-                if cell.scenario == scenario and cell.pictures_per_class == pictures_per_class]
+                if cell.arm(several) == arm and cell.pictures_per_class == pictures_per_class]
 
 
 def accuracy_mean(values: list[float]) -> Estimate:
@@ -603,11 +690,11 @@ def repeats(runs: list[RunRecord]) -> list[list[RunRecord]]:
 
 
 def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
-    """The experiment's saved cells with, per scenario and size, means over seeds with 95% intervals, and, per
-    size, each pair of scenarios' paired difference with its verdict."""
+    """The experiment's saved cells with, per scenario (and recipe, `ExperimentResults.arms`) and size, means over
+    seeds with 95% intervals, and, per size, each pair's paired difference with its verdict."""
     found = {cell: run for cell, run in cell_runs(plan.name, runs).items() if cell in plan.cells() and run.trained}
     outcome = ExperimentResults(plan, found, [], [])
-    scenarios = [name for name in SCENARIOS if name in {cell.scenario for cell in plan.cells()}]
+    scenarios = outcome.arms()
     sizes = sorted({cell.pictures_per_class for cell in plan.cells()}, key=size_order)
     for size in sizes:
         for scenario in scenarios:
@@ -619,7 +706,8 @@ def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
                 scenario, size, statistics.mean(run.dataset.total("train") / len(run.class_names) for run in chosen),
                 [run.config.seed for run in chosen], accuracy_mean([run.best_val().value for run in chosen]),
                 accuracy_mean([run.final_val().value for run in chosen]),
-                accuracy_mean([t.value for t in tests]) if all(tests) else None))
+                accuracy_mean([t.value for t in tests]) if all(tests) else None,
+                statistics.mean(run.seconds for run in chosen)))
         for first, second in combinations(scenarios, 2):
             a = {run.config.seed: run for run in outcome.runs_of(first, size)}
             b = {run.config.seed: run for run in outcome.runs_of(second, size)}

@@ -70,3 +70,7 @@ class RandomView(Dataset):
 
     def __getitem__(self, index: int):
         return self.views[index, torch.randint(self.views.size(1), ()).item()], self.labels[index]
+
+    def every_view(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every view of every picture as a row, with its label."""
+        return self.views.flatten(0, 1), self.labels.repeat_interleave(self.views.size(1))

@@ -357,10 +357,12 @@ def build_architecture(backbone_name: str, num_classes: int) -> nn.Module:
     return model
 
 
-def set_training_mode(model: nn.Module, backbone: Backbone, scenario: Scenario) -> None:
-    """model.train(), except that a truly frozen backbone keeps its BatchNorm layers in eval mode."""
+def set_training_mode(model: nn.Module, backbone: Backbone, scenario: Scenario, fixed_statistics: bool = False
+                      ) -> None:
+    """model.train(), except that a truly frozen backbone keeps its BatchNorm layers in eval mode, as does any
+    backbone whose BatchNorm statistics the recipe keeps fixed (`fixed_statistics`; their weights still train)."""
     model.train()
-    if scenario.train_backbone or scenario.backbone_batchnorm_updates:
+    if not fixed_statistics and (scenario.train_backbone or scenario.backbone_batchnorm_updates):
         return
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith(backbone.head):

@@ -30,7 +30,23 @@ class EpochStats:
     val_loss: float
     val_acc: float
     seconds: float
-    lr: float
+    lr: float  # the highest layer group's rate at the epoch's start
+    phase: str = ""  # the recipe's phase (core.recipes.Phase); "" in runs saved before recipes had phases
+    rates: dict[str, float] | None = None  # each layer group's rate at the epoch's start; None in runs saved before
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    """What one phase of a run's recipe did: what trained, for how many epochs (0: a probe fitted to convergence),
+    with which optimiser and schedule, at which peak rate per layer group; `outcome` in words (a probe's)."""
+
+    name: str
+    trains: str
+    epochs: int
+    optimizer: str
+    schedule: str
+    rates: dict[str, float]
+    outcome: str = ""
 
 
 @dataclass
@@ -182,6 +198,7 @@ class TrainResult:
     test_eval: EvalResult | None = None  # test predictions of the restored weights, when the data set has test/
     compilation: Compilation | None = None  # whether the training steps ran compiled, and why
     placement: Placement | None = None  # where it trained: the host, device and processes
+    phases: list[PhaseRecord] = field(default_factory=list)  # the recipe's phases as they ran
 
     @property
     def model(self) -> nn.Module:

@@ -19,8 +19,8 @@ from core import staging
 from core.config import TrainConfig
 from core.data import DatasetScan, SkippedFile
 from core.errors import RUNS_DIR, RunError, StudioError
-from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, read_state_dict
-from core.results import Compilation, EpochStats, EvalResult, Placement, TrainResult
+from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, get_scenario, read_state_dict
+from core.results import Compilation, EpochStats, EvalResult, PhaseRecord, Placement, TrainResult
 from core.stats import Estimate, wilson
 
 RUNS_DIR_ENV = "STUDIO_RUNS_DIR"
@@ -187,6 +187,7 @@ class RunRecord:
     weights_bytes: int | None = None  # the size of model.pt as saved; None in runs saved before it was recorded
     compilation: Compilation | None = None  # whether training ran compiled, and why; None in runs saved before
     placement: Placement | None = None  # where it trained (hosts, devices, processes); None in runs saved before
+    phases: list[PhaseRecord] | None = None  # the recipe's phases as they ran; None in runs saved before recipes
     path: Path | None = None
 
     @property
@@ -200,6 +201,14 @@ class RunRecord:
     @property
     def final(self) -> EpochStats | None:
         return self.history[-1] if self.history else None
+
+    def phase_records(self) -> list[PhaseRecord]:
+        """The recipe's phases as they ran; for a run saved before recipes had phases, the tutorial's one."""
+        if self.phases is not None:
+            return self.phases
+        group = "all" if get_scenario(self.scenario).train_backbone else "head"
+        return [PhaseRecord("train", "what the scenario trains", self.config.epochs, "sgd", "step",
+                            {group: self.config.lr})]
 
     @property
     def trained(self) -> bool:
@@ -242,6 +251,7 @@ class RunRecord:
         best, final, test = self.best_val(), self.final_val(), self.test()
         return {
             "run": self.id, "status": self.status, "scenario": self.scenario, "backbone": self.backbone,
+            "recipe": self.config.recipe,
             "epochs": f"{len(self.history)}/{self.config.epochs}",
             "best val acc": f"{accuracy_text(best)} (epoch {self.best_epoch})" if best else "-",
             "final val acc": accuracy_text(final) if final else "-",
@@ -288,6 +298,8 @@ class RunRecord:
         values["experiment"] = ExperimentCell(**data["experiment"]) if data.get("experiment") else None
         values["compilation"] = Compilation.from_dict(data["compilation"]) if data.get("compilation") else None
         values["placement"] = Placement.from_dict(data["placement"]) if data.get("placement") else None
+        values["phases"] = ([PhaseRecord(**phase) for phase in _expect(data, "phases", list)]
+                            if data.get("phases") is not None else None)
         record = cls(**values, path=path)
         check_record(record)
         return record
@@ -312,6 +324,8 @@ def check_record(record: RunRecord) -> None:
     for epoch in record.history:
         for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"):
             _finite(getattr(epoch, name), f"history {name}")
+        for rate in (epoch.rates or {}).values():
+            _finite(rate, "history rates")
     if record.weights_bytes is not None:
         _expect(record.__dict__, "weights_bytes", int)
     for name in ("val_predictions", "test_predictions"):
@@ -428,6 +442,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         experiment=experiment,
         compilation=result.compilation,
         placement=result.placement,
+        phases=result.phases,
     )
     final = runs_dir / record.id
     try:

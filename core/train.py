@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from core import folding
 from core.config import TrainConfig
 from core.data import DatasetScan
 from core.decoded import eval_batches, view_batches
-from core.device import forward_batch_size, one_cpu_thread
+from core.device import forward_batch_size
 from core.distributed import SINGLE, World
 from core.errors import ProcessLost, TrainingCancelled
 from core.feature_cache import CachedFeatures, cacheable, head_of, headless
 from core.loaders import LoaderSettings, decoded_loaders, disk_loaders, feature_loaders
-from core.loop import batch_reporter, evaluate, evaluation_model, fit
+from core.loop import Stage, batch_reporter, evaluate, evaluation_model, fit
 from core.models import BuiltModel, build_model, get_scenario
-from core.recipes import Recipe
+from core.recipes import Phase, Recipe
 from core.results import (
     NO_CALLBACKS,
     BatchProgress,
@@ -67,7 +67,7 @@ class Trainer:
         count = {split: math.ceil(len(samples) / processes) for split, samples in scan.samples.items()}
         batch = max(1, config.batch_size // processes)
         batches = {"features": 0, **{split: math.ceil(count[split] / batch) for split in ("train", "val")}}
-        if self.caches_features:
+        if self.computes_features:
             batches["features"] = sum(self.feature_batches(scan).values())
         return batches
 
@@ -83,7 +83,8 @@ class Trainer:
         count = {split: len(scan.samples[split]) for split in ("train", "val")}
         evaluated = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
         cached = self.caches_features
-        pictures = {"features": config.cached_views * count["train"] + evaluated if cached else 0, **count}
+        features = self.feature_views * count["train"] + evaluated if self.computes_features else 0
+        pictures = {"features": features, **count}
         train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
         kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
         return ScenarioPlan(config.scenario, self.recipe.epochs, batches, pictures, kinds)
@@ -92,6 +93,19 @@ class Trainer:
     def caches_features(self) -> bool:
         """Whether the head trains on a truly frozen backbone's features, computed once."""
         return self.config.fast and cacheable(get_scenario(self.config.scenario))
+
+    @property
+    def feature_views(self) -> int:
+        """Augmented views of each training picture whose features are computed: `cached_views`, but no more than
+        the epochs that draw from them (a probe fits on one view of each picture, as a linear probe does)."""
+        head_epochs = sum(max(phase.epochs, 1) for phase in self.recipe.phases if phase.trains == "head")
+        return min(self.config.cached_views, head_epochs) if head_epochs else self.config.cached_views
+
+    @property
+    def computes_features(self) -> bool:
+        """Whether a truly frozen backbone's features are computed before epoch 1: for every phase (`caches_features`)
+        or for the recipe's probe or head epochs."""
+        return self.caches_features or self.config.fast and any(phase.trains == "head" for phase in self.recipe.phases)
 
     # ------------------------------------------------------------ the run
 
@@ -105,14 +119,14 @@ class Trainer:
                              placement=strategy.placement(config.batch_size))
         started = time.perf_counter()
         try:
-            model, loaders, pictures = self.prepare(scan, built, features)
+            stages, pictures = self.stages(scan, built, features)
             result.placement = replace(result.placement, pictures=pictures)
-            with one_cpu_thread(strategy.device.type == "cpu" and model is not built.model):  # a head alone
-                fit(result, model, loaders, strategy, self.callbacks)
+            fit(result, stages, strategy, self.callbacks)
             if not result.placement.interruption:
                 strategy.check_identical(built.model)
-            if "test" in loaders and result.best_epoch is not None and not result.placement.interruption:
-                result.test_eval = evaluate(evaluation_model(config, model)(), loaders["test"], strategy)
+            last = stages[-1]
+            if "test" in last.loaders and result.best_epoch is not None and not result.placement.interruption:
+                result.test_eval = evaluate(evaluation_model(config, last.model)(), last.loaders["test"], strategy)
         except TrainingCancelled:  # while caching features, before the first epoch
             result.status = "cancelled"
         except ProcessLost as lost:  # while caching features, or evaluating on test/
@@ -135,36 +149,49 @@ class Trainer:
     def loader_settings(self, batch_size: int, shuffle: bool = True) -> LoaderSettings:
         return LoaderSettings(batch_size, self.config.workers, self.config.seed, shuffle, self.strategy.sampler)
 
-    def prepare(self, scan: DatasetScan, built: BuiltModel, features: CachedFeatures | None = None
-                ) -> tuple[nn.Module, dict[str, DataLoader], str]:
-        """What trains, its loaders (this process's share of them) and how they give it the pictures, in words.
-        Fast: pictures decoded once into memory (unless they would take more than the memory budget,
-        core.loaders.memory_budget), and for a truly frozen backbone its features, computed up front (or given,
-        already computed for `scan`'s pictures), train the head."""
+    def stages(self, scan: DatasetScan, built: BuiltModel, features: CachedFeatures | None = None,
+               phases: list[Phase] | None = None) -> tuple[list[Stage], str]:
+        """Each phase of the recipe as it trains: what trains, its loaders (this process's share of them), and how
+        they give it the pictures, in words. Fast: pictures decoded once into memory (unless they would take more
+        than the memory budget, core.loaders.memory_budget); for a phase in which the backbone is truly frozen, its
+        features, computed once up front (or given, already computed for `scan`'s pictures), train the head. `phases`:
+        some of the recipe's (the learning-rate finder's), else all."""
         settings = self.loader_settings(self.strategy.per_process_batch(self.config.batch_size))
         model = self.strategy.compute.place(built.model)
+        head_parameters = list(head_of(built)[2].parameters())
+        phases = phases or self.recipe.phases
         if not self.config.fast:
-            return model, disk_loaders(scan, settings), "read from disk every epoch, as the tutorial reads them"
-        if not self.caches_features:
-            return model, *decoded_loaders(scan, settings, self.strategy.device)
-        computed = "given" if features else "computed"
-        features = features or self.cache_features(scan, built)
-        return (head_of(built)[2], feature_loaders(features, settings),
-                f"each decoded once to compute the frozen backbone's features ({computed} before epoch 1), then "
-                "dropped: the head trains on the features")
+            return ([Stage(phases[0], model, disk_loaders(scan, settings), head_parameters, False)],
+                    "read from disk every epoch, as the tutorial reads them")
+        on_features = [phase for phase in phases if phase.trains == "head" or self.caches_features]
+        pictures, texts = {}, []
+        if len(on_features) < len(phases):
+            pictures, text = decoded_loaders(scan, settings, self.strategy.device)
+            texts.append(text)
+        if on_features:
+            computed = "given" if features else "computed"
+            features = features or self.cache_features(scan, built)
+            on_cache = feature_loaders(features, settings)
+            texts.append(f"each decoded once to compute the frozen backbone's features ({computed} before epoch 1), "
+                         "then dropped: the head trains on the features" if not pictures else
+                         "the frozen backbone's features computed once for the head's "
+                         f"{'probe' if on_features[0].probe else 'epochs'}")
+        head = head_of(built)[2]
+        return ([Stage(phase, head, on_cache, head_parameters, True) if phase in on_features else
+                 Stage(phase, model, pictures, head_parameters, False) for phase in phases], "; ".join(texts))
 
-    def cache_features(self, scan: DatasetScan, built: BuiltModel) -> CachedFeatures:
-        """A truly frozen backbone's features of every picture of `scan`: `cached_views` augmented views of each
+    def cache_features(self, scan: DatasetScan, built: BuiltModel, views: int | None = None) -> CachedFeatures:
+        """A truly frozen backbone's features of every picture of `scan`: `feature_views` augmented views of each
         training picture (drawn with the run's seed), one of each evaluation picture. Each picture is decoded once, on
         threads, and dropped: none is kept (core.decoded). With several processes each computes those of its share
         of the pictures, and every process gets them all."""
-        strategy, views, size = self.strategy, self.config.cached_views, forward_batch_size(self.strategy.device)
+        strategy, views, size = self.strategy, views or self.feature_views, forward_batch_size(self.strategy.device)
         splits = ["train", *scan.evaluation_splits]
         shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
         streams = {split: view_batches(scan.samples[split], shares[split], views, size) if split == "train" else
                    eval_batches(scan.samples[split], shares[split], size) for split in splits}
         per_picture = {split: views if split == "train" else 1 for split in splits}
-        totals = self.feature_batches(scan)
+        totals = self.feature_batches(scan, views)
         reporter = batch_reporter(self.callbacks.on_batch, 0, self.recipe.epochs)
         width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features
         done = 0
@@ -188,11 +215,11 @@ class Trainer:
                                                 else rows, labels)
         return CachedFeatures(features.pop("train"), features)
 
-    def feature_batches(self, scan: DatasetScan) -> dict[str, int]:
+    def feature_batches(self, scan: DatasetScan, views: int | None = None) -> dict[str, int]:
         """The batches of each split's features (the largest share's): views of every training picture."""
         size, processes = forward_batch_size(self.strategy.device), self.strategy.processes
-        return {split: math.ceil(math.ceil(len(samples) / processes) * (self.config.cached_views if split == "train"
-                                                                       else 1) / size)
+        per_picture = {split: (views or self.feature_views) if split == "train" else 1 for split in scan.samples}
+        return {split: math.ceil(math.ceil(len(samples) / processes) * per_picture[split] / size)
                 for split, samples in scan.samples.items()}
 
 def train(

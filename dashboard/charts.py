@@ -6,10 +6,13 @@ whole epochs. A run with no finished epoch has nothing to chart: its own figures
 """
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.experiment import FEWEST_SEEDS, ExperimentResults, learning_curve, repeats, size_order, size_text
+from core.lr_find import RateCurve
 from core.predict import Prediction
 from core.runs import RunRecord
 from core.stats import Estimate
@@ -334,3 +337,37 @@ def page_of(items: list, page: int, per_page: int | None = None) -> list:
     """The items on gallery page `page` (from 1)."""
     per_page = per_page or GALLERY_PAGE
     return items[(page - 1) * per_page:page * per_page]
+
+
+def rate_curve(curve: RateCurve) -> go.Figure:
+    """The learning-rate finder's smoothed loss against the rate (log x), with the suggested rate marked."""
+    fig = go.Figure()
+    fig.add_scatter(x=curve.rates, y=curve.losses, mode="lines", name="smoothed loss", line=dict(color=PER_EPOCH_COLOR),
+                    hovertemplate="rate %{x:.2e}: loss %{y:.4f}<extra></extra>")
+    nearest = min(range(len(curve.rates)), key=lambda i: abs(math.log(curve.rates[i] / curve.suggestion)))
+    fig.add_scatter(x=[curve.suggestion], y=[curve.losses[nearest]], mode="markers", name="suggested",
+                    marker=dict(color=ONE_OFF_COLOR, size=12, symbol="diamond"),
+                    hovertemplate="suggested rate %{x:.2e}<extra></extra>")
+    fig.update_xaxes(type="log", title_text="learning rate", exponentformat="power")
+    fig.update_yaxes(title_text="loss (smoothed)")
+    return _layout(fig, "Loss against the learning rate", hovermode="closest")
+
+
+def layer_rates(runs: list[RunRecord], labels: dict[str, str]) -> go.Figure | None:
+    """Each layer group's learning rate at the start of every epoch, run by run (log y); None when no run recorded
+    them (runs saved before recipes had phases)."""
+    fig, dashes = go.Figure(), ["solid", "dash", "dot", "dashdot"]
+    recorded = [run for run in runs if any(epoch.rates for epoch in run.history)]
+    for index, run in enumerate(recorded):
+        groups = list(dict.fromkeys(name for epoch in run.history for name in (epoch.rates or {})))
+        for number, group in enumerate(groups):
+            epochs = [epoch for epoch in run.history if epoch.rates and group in epoch.rates]
+            fig.add_scatter(x=[epoch.epoch for epoch in epochs], y=[epoch.rates[group] for epoch in epochs],
+                            name=f"{labels[run.id]} · {group}", mode="lines+markers",
+                            line=dict(color=color_for(run.scenario, index), dash=dashes[number % len(dashes)]),
+                            hovertemplate="epoch %{x}: %{y:.2e}<extra>%{fullData.name}</extra>")
+    if not recorded:
+        return None
+    fig.update_yaxes(type="log", title_text="learning rate", exponentformat="power")
+    _epoch_axis(fig, max(len(run.history) for run in recorded))
+    return _layout(fig, "Each layer group's rate at the start of each epoch")

@@ -2,10 +2,11 @@
 in the page's address (across reloads); while a job runs, that job's own settings."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import streamlit as st
 
+from core.config import RECIPES
 from core.errors import StudioError
 from core.eta import duration_text
 from core.exclusions import read_exclusions
@@ -20,6 +21,9 @@ ANOTHER_FOLDER = "Another folder..."
 LONG_JOB_S = 15 * 60  # an estimate past this is said with a warning and a quicker choice
 _SESSION_KEY = "train_choices"
 _DEFAULTS = TrainConfig()
+# The recipe's settings that the form shows (under Advanced), each also the key of its widget.
+RECIPE_FORM = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "recipe", "optimizer", "schedule",
+               "weight_decay", "label_smoothing", "head_epochs", "lr_spread")
 
 
 def default_backbone() -> str:
@@ -42,9 +46,23 @@ class TrainChoices:
     gamma: float = _DEFAULTS.gamma
     seed: int = _DEFAULTS.seed
     leave_out: bool = True  # the pictures on the data set's exclusion list
+    recipe: str = _DEFAULTS.recipe
+    optimizer: str = _DEFAULTS.optimizer
+    schedule: str = _DEFAULTS.schedule
+    weight_decay: float = _DEFAULTS.weight_decay
+    label_smoothing: float = _DEFAULTS.label_smoothing
+    head_epochs: int = _DEFAULTS.head_epochs
+    lr_spread: float = _DEFAULTS.lr_spread
 
     def configs(self) -> list[TrainConfig]:
         return [TrainConfig.from_settings(asdict(self), scenario=scenario) for scenario in self.scenarios]
+
+    def with_recipe(self, recipe: str) -> TrainChoices:
+        """These choices, or with another recipe its own values of the recipe's settings (core.recipes)."""
+        if recipe == self.recipe:
+            return self
+        named = TrainConfig.from_settings({"recipe": recipe})
+        return replace(self, **{name: getattr(named, name) for name in RECIPE_FORM})
 
     @classmethod
     def from_query(cls, params) -> TrainChoices | None:
@@ -64,7 +82,8 @@ class TrainChoices:
             except (TypeError, ValueError):
                 continue
         chosen = cls(**{**asdict(choices), **values})
-        if chosen.backbone not in BACKBONES or not set(chosen.scenarios) <= set(SCENARIOS):
+        if chosen.backbone not in BACKBONES or not set(chosen.scenarios) <= set(SCENARIOS) or (
+                chosen.recipe not in RECIPES):
             return None
         return chosen
 
@@ -75,9 +94,8 @@ class TrainChoices:
 def from_job(job: JobSnapshot, dataset_label: str | None) -> TrainChoices:
     config = job.configs[0]
     return TrainChoices(backbone=config.backbone, scenarios=[c.scenario for c in job.configs], dataset=dataset_label,
-                        folder="" if dataset_label else job.data_dir, epochs=config.epochs,
-                        batch_size=config.batch_size, lr=config.lr, momentum=config.momentum,
-                        step_size=config.step_size, gamma=config.gamma, seed=config.seed)
+                        folder="" if dataset_label else job.data_dir, seed=config.seed,
+                        **{name: getattr(config, name) for name in RECIPE_FORM})
 
 
 def remembered(job: JobSnapshot | None, datasets: dict) -> TrainChoices:

@@ -178,6 +178,16 @@ def summary_row(run: RunRecord, label: str, name: str) -> dict[str, str]:
     return {"run": label, **{key: row[key] for key in FIRST_COLUMNS}, **rest, "whole name": name}
 
 
+def phase_rows(runs: list[RunRecord], labels: dict[str, str]) -> list[dict[str, str]]:
+    """Each run's recipe, phase by phase: what trained, for how long, with which optimiser, schedule and peak rates."""
+    return [{"run": labels[run.id], "recipe": run.config.recipe, "phase": phase.name, "trains": phase.trains,
+             "epochs": str(phase.epochs) if phase.epochs else "to convergence", "optimiser": phase.optimizer,
+             "schedule": phase.schedule, "peak rates": ", ".join(f"{group} {rate:.1e}"
+                                                                 for group, rate in phase.rates.items()) or "-",
+             "outcome": phase.outcome or "-"}
+            for run in runs for phase in run.phase_records()]
+
+
 def side_by_side(runs: list[RunRecord], most: int = 3):
     """(column, run) pairs: the runs side by side, at most `most` columns, further runs below the first ones."""
     return zip(st.columns(min(len(runs), most)) * len(runs), runs)

@@ -1,4 +1,5 @@
-"""Train: choose data, backbone, scenarios and recipe; training runs in the background with live charts."""
+"""Train: choose data, backbone, scenarios and recipe (and find a learning rate); training runs in the background
+with live charts."""
 from pathlib import Path
 
 import streamlit as st
@@ -10,6 +11,7 @@ from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir
 from dashboard import state
 from dashboard.job_panel import job_panel
+from dashboard.recipe_form import learning_rate_finder, recipe_form
 from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered, training_estimate
 from dashboard.widgets import limits_text, runnable_scenarios, show_error
 
@@ -32,23 +34,15 @@ backbone = left.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).ind
                           format_func=lambda name: BACKBONES[name].title, key="backbone")
 scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=shown.scenarios,
                               format_func=lambda name: SCENARIOS[name].title, key="scenarios")
-with st.expander("Recipe (the tutorial's values)"):
-    a, b, c, d = st.columns(4)
-    epochs = a.number_input("Epochs", 1, most_epochs, min(shown.epochs, most_epochs), key="epochs")
-    batch_size = b.number_input("Batch size", 1, 512, shown.batch_size, key="batch_size")
-    lr = c.number_input("Learning rate", 1e-6, 1.0, shown.lr, format="%.4f", key="lr")
-    momentum = d.number_input("Momentum", 0.0, 0.99, shown.momentum, key="momentum")
-    step_size = a.number_input("LR step (epochs)", 1, 500, shown.step_size, key="step_size")
-    gamma = b.number_input("LR factor", 0.01, 1.0, shown.gamma, key="gamma")
-    seed = c.number_input("Seed", 0, 2**31 - 1, shown.seed, key="seed")
+recipe = recipe_form(shown, most_epochs)
 leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=shown.leave_out,
                         key="leave_out", help="The health check on Home and Your own data flags duplicates and "
                         "label suspects; the ones you put on the list stay in their folders and each run records "
                         "what it left out.")
-choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), int(epochs), int(batch_size), lr, momentum,
-                       int(step_size), gamma, int(seed), leave_out)
+choices = TrainChoices(backbone, scenarios, dataset, folder.strip(), leave_out=leave_out, **recipe)
 data_dir = Path(choices.folder).expanduser() if dataset == ANOTHER_FOLDER else datasets[dataset]
 if scenarios and (dataset != ANOTHER_FOLDER or choices.folder):
+    learning_rate_finder(choices, data_dir)
     training_estimate(choices, data_dir)
 start = st.button("Start training", type="primary", key="start", disabled=not scenarios)
 if limits := limits_text(settings.limits):

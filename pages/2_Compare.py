@@ -7,6 +7,7 @@ from dashboard.widgets import (
     clickable_confusion,
     download_bundles,
     per_class_rows,
+    phase_rows,
     pick_runs,
     picture_gallery,
     private,
@@ -74,6 +75,13 @@ if charted:
                  "of the run, spent once. The summary's s / epoch spreads the whole run, one-off time included, "
                  "over its epochs.")
 right.plotly_chart(charts.parameters(runs, labels, names), config=charts.PLOTLY_CONFIG)
+
+with st.expander("How each run learned: its recipe, phase by phase, and each layer group's rate"):
+    st.dataframe(phase_rows(runs, labels), hide_index=True, column_config=LABEL_COLUMN)
+    if figure := charts.layer_rates(runs, labels):
+        st.plotly_chart(figure, config=charts.PLOTLY_CONFIG, key="layer_rates")
+    st.caption("Runs saved before recipes had phases trained with the tutorial's, in one phase. The layer groups: "
+               "with a rate spread, the backbone's first half, its second half and the head, as fastai splits them.")
 
 st.subheader("Confusion matrices (validation set, kept weights)")
 st.caption("Click a cell to see its pictures.")

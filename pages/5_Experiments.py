@@ -1,7 +1,8 @@
-"""Experiments: one recipe over scenarios x seeds x training pictures per class, with means, 95% intervals and
-plain verdicts, so that a difference can be told from luck."""
+"""Experiments: scenarios x recipes x seeds x training pictures per class, with means, 95% intervals and plain
+verdicts, so that a difference can be told from luck."""
 import streamlit as st
 
+from core.config import RECIPES
 from core.errors import StudioError
 from core.eta import duration_text
 from core.exclusions import read_exclusions
@@ -13,8 +14,8 @@ from core.experiment import (
     default_name,
     estimate_seconds,
     list_plans,
-    mean_text,
     pending,
+    recipe_configs,
     results,
     size_order,
     size_text,
@@ -22,8 +23,8 @@ from core.experiment import (
 from core.jobs import JobRequest
 from core.models import BACKBONES, SCENARIOS
 from core.runs import default_runs_dir, list_runs
-from core.train import TrainConfig
 from dashboard import charts, state
+from dashboard.experiment_panel import plan_text, results_table
 from dashboard.job_panel import job_panel
 from dashboard.train_form import default_backbone
 from dashboard.widgets import limits_text, runnable_scenarios, show_error
@@ -49,10 +50,13 @@ backbone = left.selectbox("Backbone", backbones, index=backbones.index(default_b
                           format_func=lambda name: BACKBONES[name].title, key="experiment_backbone")
 scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["frozen"],
                               format_func=lambda name: SCENARIOS[name].title, key="experiment_scenarios")
-a, b, c = st.columns(3)
-seeds = a.number_input("Seeds (repeats of each cell)", 1, 20, 5, key="experiment_seeds")
-epochs = b.number_input("Epochs", 1, most_epochs, min(TrainConfig().epochs, most_epochs), key="experiment_epochs")
-lr = c.number_input("Learning rate", 1e-6, 1.0, TrainConfig().lr, format="%.4f", key="experiment_lr")
+recipes = left.multiselect("Recipes", list(RECIPES), default=["tutorial"], format_func=lambda n: RECIPES[n].title,
+                           key="experiment_recipes", help="Each recipe with each scenario it can train: fine-tune "
+                           "and lp-ft train the backbone, so they pair with finetune or scratch.")
+a, b, c = right.columns(3)
+seeds = a.number_input("Seeds", 1, 20, 5, key="experiment_seeds", help="Repeats of each cell.")
+epochs = b.number_input("Epochs", 1, most_epochs, None, key="experiment_epochs", placeholder="the recipe's")
+lr = c.number_input("Learning rate", 1e-7, 1.0, None, format="%.5f", key="experiment_lr", placeholder="the recipe's")
 sizes = st.multiselect("Training pictures per class", SIZE_CHOICES, default=list(DEFAULT_SIZES),
                        format_func=size_text, key="experiment_sizes")
 name = st.text_input("Name (optional: the same name and settings resume an experiment)", key="experiment_name")
@@ -66,15 +70,17 @@ try:
     data_dir = datasets[dataset]
     scan = state.scan(data_dir)
     scan.raise_if_invalid()
-    recipe = TrainConfig.from_settings({"backbone": backbone, "epochs": int(epochs), "lr": lr},
-                                       scenario=(scenarios or ["frozen"])[0])
+    configs = recipe_configs({"backbone": backbone, "epochs": epochs and int(epochs), "lr": lr},
+                             recipes or ["tutorial"], scenarios or ["frozen"])
     excluded = read_exclusions(data_dir, default_runs_dir()) if leave_out else []
-    plan = ExperimentPlan(name.strip() or default_name(data_dir, recipe, excluded), str(data_dir), recipe, scenarios,
-                          list(range(int(seeds))), sizes, excluded=excluded)
+    plan = ExperimentPlan(name.strip() or default_name(data_dir, list(configs.values()), excluded), str(data_dir),
+                          next(iter(configs.values())), scenarios, list(range(int(seeds))), sizes, excluded=excluded,
+                          recipes=configs)
     with st.spinner("Estimating the time..."):
         estimate = estimate_seconds(plan, scan.without(excluded), pending(plan, runs, plan.grid()), runs)
-    grid = " × ".join(f"{n} {word if n == 1 else word + 's'}"
-                      for n, word in ((len(scenarios), "scenario"), (int(seeds), "seed"), (len(sizes), "size")))
+    grid = " × ".join(f"{n} {word if n == 1 else word + 's'}" for n, word in (
+        (len(plan.pairs()), "scenario and recipe" if len(configs) > 1 else "scenario"), (int(seeds), "seed"),
+        (len(sizes), "size")))
     todo = (f"{estimate.cells} to train: about **{duration_text(estimate.seconds)}** (from {estimate.basis})"
             if estimate.cells else "nothing to train: its results are below")
     left_out = f" {len(excluded)} picture(s) on the exclusion list are left out." if excluded else ""
@@ -89,7 +95,7 @@ if st.button("Start experiment", type="primary", disabled=plan is None, key="sta
         if runnable and runnable != scenarios:
             plan.scenarios = runnable
         if runnable:
-            configs = [plan.config(Cell(scenario, plan.seeds[0], None)) for scenario in plan.scenarios]
+            configs = [plan.config(Cell(scenario, plan.seeds[0], None, recipe)) for scenario, recipe in plan.pairs()]
             jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir(), experiment=plan),
                        owner=state.owner())
     except (StudioError, ValueError) as exc:
@@ -109,8 +115,7 @@ names = [p.name for p in plans]
 shown = st.selectbox("Experiment", names, index=names.index(running) if running in names else 0,
                      key="experiment_shown")
 outcome = results(plans[names.index(shown)], runs)
-st.caption(f"{outcome.done} of {len(outcome.plan.cells())} cells saved · {outcome.plan.recipe.backbone} · "
-           f"{outcome.plan.recipe.epochs} epochs · lr {outcome.plan.recipe.lr:g}")
+st.caption(f"{outcome.done} of {len(outcome.plan.cells())} cells saved · {plan_text(outcome.plan)}")
 if not outcome.rows:
     st.info("No cell of this experiment is saved yet.")
     st.stop()
@@ -137,13 +142,4 @@ left.plotly_chart(charts.curves_with_bands(groups, "val_acc", "Validation accura
 right.plotly_chart(charts.curves_with_bands(groups, "train_loss", "Training loss per epoch"),
                    config=charts.PLOTLY_CONFIG)
 
-st.markdown("**Means over seeds, with 95% intervals**")
-st.dataframe([{"scenario": row.scenario, "per class": size_text(row.pictures_per_class),
-               "seeds": len(row.seeds), "best val acc (optimistic)": mean_text(row.best_val),
-               "final val acc": mean_text(row.final_val),
-               **({"test acc": mean_text(row.test) if row.test else "-"} if "test" in metrics else {})}
-              for row in outcome.rows], hide_index=True)
-if outcome.comparisons:
-    st.markdown("**Is the difference real?** Paired over the same seeds (the same training pictures) and the same "
-                "pictures, by bootstrap:")
-    st.markdown("\n".join(f"- {size_text(c.pictures_per_class)} per class: {c.text}" for c in outcome.comparisons))
+results_table(outcome, "test" in metrics)

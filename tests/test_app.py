@@ -122,6 +122,42 @@ def test_train_says_the_time_it_will_take_before_start_and_warns_when_it_is_long
     assert app.warning[0].value.startswith("Estimated time: about") and "frozen scenario alone" in app.warning[0].value
 
 
+def test_a_recipe_brings_its_settings_and_the_found_learning_rate_goes_into_the_form(with_data):
+    app = open_page("pages/1_Train.py")
+    assert app.selectbox(key="recipe").value == "tutorial" and app.selectbox(key="optimizer").value == "sgd"
+    app.multiselect(key="scenarios").set_value(["finetune"])
+    app = app.selectbox(key="recipe").set_value("fine-tune").run()
+    assert_healthy(app)
+    assert any("fastai's Learner.fine_tune" in c.value for c in app.caption)
+    assert (app.number_input(key="epochs").value, app.number_input(key="lr").value,
+            app.selectbox(key="optimizer").value, app.number_input(key="head_epochs").value,
+            app.number_input(key="lr_spread").value) == (5, 0.002, "adamw", 1, 100.0)
+    app.multiselect(key="scenarios").set_value(["frozen"])
+    app = app.selectbox(key="recipe").set_value("tutorial").run()
+    app = app.button(key="find_lr").click().run()
+    assert_healthy(app)
+    assert app.get("plotly_chart") and not app.error
+    use = app.button(key="use_lr")
+    suggested = float(use.label.split()[1])
+    app = use.click().run()
+    assert app.number_input(key="lr").value == pytest.approx(suggested)
+    app = app.button(key="start").click().run()
+    assert_healthy(app)
+    state.training_jobs().wait(120)
+    run = list_runs(with_data / "runs").runs[0]
+    assert run.config.lr == pytest.approx(suggested) and run.config.recipe == "tutorial"
+
+
+def test_a_recipe_that_needs_the_backbone_to_train_is_refused_for_frozen_in_words(with_data):
+    app = open_page("pages/1_Train.py")
+    app.multiselect(key="scenarios").set_value(["frozen"])
+    app = app.selectbox(key="recipe").set_value("lp-ft").run()
+    app = app.button(key="start").click().run()
+    assert_healthy(app)
+    assert "needs a scenario that trains the backbone" in app.error[0].value
+    assert not list_runs(with_data / "runs").runs
+
+
 def test_the_folder_box_is_shown_only_for_another_folder(with_data):
     app = open_page("pages/1_Train.py")
     assert not app.text_input
@@ -596,7 +632,7 @@ def test_compare_says_nothing_to_chart_for_a_run_with_no_finished_epoch(with_run
     assert_healthy(app)
     label = widgets.short_labels([run for run in list_runs().runs if run.id in (tiny_run.id, untrained)])[untrained]
     figures = plotly_figures(app)
-    assert len(figures) == 6  # two overlays, one history, time, parameters, one confusion matrix
+    assert len(figures) == 7  # layer rates, two overlays, one history, time, parameters, one confusion matrix
     for figure in figures:
         title = figure["layout"].get("title", {}).get("text", "")
         assert label not in title and all(trace.get("name") != label for trace in figure["data"]), title
@@ -609,7 +645,7 @@ def test_compare_says_nothing_to_chart_for_a_run_with_no_finished_epoch(with_run
 def test_compare_charts_keep_the_toolbar_to_hover_and_titles_left(with_runs):
     app = open_page("pages/2_Compare.py")
     charts_made = app.get("plotly_chart")
-    assert len(charts_made) == 6
+    assert len(charts_made) == 7  # the layer rates (in an expander) among them
     for chart in charts_made:
         assert json.loads(chart.proto.config)["displayModeBar"] == "hover"
         layout = json.loads(chart.proto.spec)["layout"]

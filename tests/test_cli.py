@@ -194,3 +194,40 @@ def test_the_progress_bar_measures_the_time_left_phase_by_phase(capsys):
     for frame in during:
         left = re.search(r"(\d+):(\d+) left", frame)
         assert int(left[1]) * 60 + int(left[2]) <= 2, frame  # at most 5 features batches of 0.15 s, not 2,500 more
+
+
+def test_train_with_a_named_recipe_records_its_phases_and_runs_show_them(tmp_path, tiny_dataset, random_weights_dir):
+    runs = tmp_path / "runs"
+    trained = cli("train", "--scenario", "finetune", "--recipe", "fine-tune", "--epochs", "2", "--label-smoothing",
+                  "0.1", "--workers", "0", "--data", tiny_dataset, "--weights", random_weights_dir, "--runs-dir", runs)
+    assert trained.returncode == 0, trained.stderr
+    assert " fine-tune " in trained.stdout  # the summary's recipe column
+    run = list_runs(runs).runs[0]
+    assert (run.config.recipe, run.config.optimizer, run.config.label_smoothing, run.config.lr) == (
+        "fine-tune", "adamw", 0.1, 0.002)
+    assert [(phase.name, phase.epochs) for phase in run.phase_records()] == [("head", 1), ("unfrozen", 1)]
+    shown = cli("runs", "--show", run.id, "--runs-dir", runs)
+    assert shown.returncode == 0, shown.stderr
+    assert "head: the new last layer, on the frozen backbone's cached features, 1 epoch(s), adamw, one-cycle" in (
+        shown.stdout)
+    assert "unfrozen: every layer, 1 epoch(s), adamw, one-cycle, peak rates backbone, first half 1.0e-05" in (
+        shown.stdout)
+
+
+def test_a_recipe_that_unfreezes_is_refused_for_frozen_before_anything_starts(tmp_path, tiny_dataset):
+    refused = cli("train", "--scenario", "frozen", "--recipe", "lp-ft", "--data", tiny_dataset, "--runs-dir",
+                  tmp_path / "runs")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "needs a scenario that trains the backbone" in refused.stderr and not (tmp_path / "runs").exists()
+
+
+def test_lr_find_prints_the_curve_and_the_suggested_rate(tmp_path, tiny_dataset, random_weights_dir):
+    found = cli("lr-find", "--scenario", "frozen", "--data", tiny_dataset, "--weights", random_weights_dir,
+                "--runs-dir", tmp_path / "runs")
+    assert found.returncode == 0, found.stderr
+    table = found.stdout[found.stdout.index("learning rate  smoothed loss"):].splitlines()
+    rates = [float(line.split()[0]) for line in table[2:] if line[:1].isdigit()]
+    assert len(rates) >= 8 and rates == sorted(rates)
+    suggested = float(found.stdout.split("Suggested learning rate: ")[1].split()[0])
+    assert rates[0] <= suggested <= rates[-1] and f"--lr {suggested:.2g}" in found.stdout
+    assert not list_runs(tmp_path / "runs").runs  # nothing is saved

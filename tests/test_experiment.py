@@ -1,5 +1,7 @@
-"""Experiments (core.experiment): the grid of scenarios x seeds x training pictures per class, its subsets, the
-shared features of a frozen backbone, resuming after a kill, and the command line's table."""
+"""Experiments (core.experiment): the grid of scenarios x recipes x seeds x training pictures per class, its subsets,
+the shared features of a frozen backbone, resuming after a kill, and the command line's table."""
+import hashlib
+import json
 import os
 import re
 import signal
@@ -17,8 +19,21 @@ from torch import nn
 
 import core.experiment
 import core.folding
+from core.config import RECIPE_KNOBS
 from core.data import scan_dataset
-from core.experiment import Cell, ExperimentPlan, ExperimentRunner, estimate_seconds, repeats, results, subset
+from core.errors import ConfigError
+from core.experiment import (
+    Cell,
+    ExperimentPlan,
+    ExperimentRunner,
+    default_name,
+    estimate_seconds,
+    recipe_configs,
+    repeats,
+    results,
+    subset,
+)
+from core.recipes import recipe_settings
 from core.results import BatchProgress
 from core.runs import EXPERIMENTS_FOLDER, METADATA_FILE, list_runs
 from core.train import TrainConfig, Trainer
@@ -460,3 +475,53 @@ def test_the_estimate_times_a_frozen_backbones_features_as_they_are_computed(tin
         estimates[per_batch] = estimate_seconds(plan, scan, plan.grid(), []).seconds
     batches = sum(Trainer(recipe).feature_batches(scan).values())
     assert estimates[0.05] - estimates[0.0] == pytest.approx(0.05 * batches, rel=0.25)
+
+
+# ---------------------------------------------------------------- recipes as a dimension of the grid
+
+def test_each_recipe_pairs_with_the_scenarios_it_can_train(tiny_dataset):
+    configs = recipe_configs({"backbone": "mobilenet_v2", "device": "cpu"}, ["tutorial", "fine-tune", "lp-ft"],
+                             ["frozen", "finetune"])
+    plan = ExperimentPlan("recipes", str(tiny_dataset), configs["tutorial"], ["frozen", "finetune"], [0], [None],
+                          recipes=configs)
+    assert plan.pairs() == [("frozen", "tutorial"), ("finetune", "tutorial"), ("finetune", "fine-tune"),
+                            ("finetune", "lp-ft")]
+    assert (configs["tutorial"].epochs, configs["fine-tune"].epochs, configs["fine-tune"].optimizer) == (25, 5, "adamw")
+    assert plan.config(Cell("finetune", 3, None, "lp-ft")).recipe == "lp-ft"
+    again = ExperimentPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.cells() == plan.cells() and again.recipes == plan.recipes
+    with pytest.raises(ConfigError, match="fine-tune recipe .*needs a scenario that trains the backbone"):
+        recipe_configs({}, ["fine-tune"], ["frozen"])
+
+
+def test_an_experiment_saved_before_recipes_loads_as_the_tutorials_and_keeps_its_name(tiny_dataset):
+    config = recipe(epochs=3)
+    old_settings = {name: value for name, value in recipe_settings(config, scenario=False).items()
+                    if name not in RECIPE_KNOBS}  # what recipe_settings held before recipes had knobs
+    digest = hashlib.sha256(json.dumps([str(tiny_dataset.resolve()), old_settings], sort_keys=True).encode())
+    assert default_name(tiny_dataset, [config]) == f"colours-mobilenet_v2-3ep-{digest.hexdigest()[:6]}"
+    old = {"format": 1, "name": "old", "data_dir": str(tiny_dataset), "excluded": [],
+           "recipe": {key: value for key, value in config.to_dict().items() if key not in RECIPE_KNOBS},
+           "cells": [["frozen", 0, None], ["frozen", 1, None]]}
+    plan = ExperimentPlan.from_dict(old)
+    assert plan.cells() == [Cell("frozen", 0, None, "tutorial"), Cell("frozen", 1, None, "tutorial")]
+    assert list(plan.recipes) == ["tutorial"] and not plan.several_recipes
+
+
+def test_recipes_compared_on_the_grid_get_paired_verdicts_and_share_the_features(tmp_path, tiny_dataset,
+                                                                                random_weights_dir):
+    configs = recipe_configs({"backbone": "resnet18", "device": "cpu", "workers": 0, "epochs": 2, "compile": "off"},
+                             ["tutorial", "lp-ft"], ["frozen", "finetune"])
+    plan = ExperimentPlan("two-recipes", str(tiny_dataset), configs["tutorial"], ["frozen", "finetune"], [0, 1],
+                          [None], recipes=configs)
+    runner = run_grid(plan, tiny_dataset, tmp_path, random_weights_dir)
+    assert runner.feature_passes == 1  # frozen's epochs and lp-ft's probe: one computation of the features
+    outcome = results(plan, list_runs(tmp_path).runs)
+    assert outcome.arms() == ["finetune · tutorial", "finetune · lp-ft", "frozen · tutorial"]
+    assert [row.scenario for row in outcome.rows] == outcome.arms()
+    assert {(c.first, c.second) for c in outcome.comparisons} == {
+        ("finetune · tutorial", "finetune · lp-ft"), ("finetune · tutorial", "frozen · tutorial"),
+        ("finetune · lp-ft", "frozen · tutorial")}
+    lp_ft = outcome.runs_of("finetune · lp-ft", None)
+    assert [run.config.recipe for run in lp_ft] == ["lp-ft", "lp-ft"] and lp_ft[0].experiment.shared_features
+    assert [phase.name for phase in lp_ft[0].phase_records()] == ["probe", "finetune"]

@@ -93,3 +93,33 @@ def test_the_command_line_trains_and_predicts_on_real_data(real_inputs, tmp_path
                                 "--runs-dir", str(tmp_path / "runs")], **common)
     assert predicted.returncode == 0, predicted.stderr
     assert f"{bee}: bees" in predicted.stdout
+
+
+def train_on_real_data(real_inputs, runs_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    data_dir, weights = real_inputs
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ["PYTHONPATH"]])}
+    return subprocess.run([sys.executable, "-m", "core", "train", "--backbone", "mobilenet_v2", "--data-root",
+                           str(data_dir.parent), "--weights", str(weights), "--runs-dir", str(runs_dir),
+                           "--no-download", "--seed", "0", *args], capture_output=True, text=True, cwd=PROJECT,
+                          env=env, timeout=900)
+
+
+def test_lp_ft_reaches_094_in_five_epochs_on_real_data(real_inputs, tmp_path):
+    trained = train_on_real_data(real_inputs, tmp_path, "--recipe", "lp-ft", "--scenario", "finetune", "--epochs",
+                                 "5")
+    assert trained.returncode == 0, trained.stderr
+    run = find_run("latest", tmp_path)
+    assert run.best_val_acc >= 0.94, run.history
+    probe, finetune = run.phase_records()
+    assert probe.name == "probe" and "converged in" in probe.outcome and finetune.epochs == 5
+
+
+def test_fine_tune_completes_on_real_data_and_records_both_phases(real_inputs, tmp_path):
+    trained = train_on_real_data(real_inputs, tmp_path, "--recipe", "fine-tune", "--scenario", "finetune",
+                                 "--epochs", "2")  # 1 epoch of the head on the frozen backbone, then 1 of every layer
+    assert trained.returncode == 0, trained.stderr
+    run = find_run("latest", tmp_path)
+    assert run.status == "completed" and [epoch.phase for epoch in run.history] == ["head", "unfrozen"]
+    assert [(phase.name, phase.trains, phase.epochs) for phase in run.phase_records()] == [
+        ("head", "the new last layer, on the frozen backbone's cached features", 1), ("unfrozen", "every layer", 1)]
+    assert run.history[1].rates["head"] / run.history[1].rates["backbone, first half"] == pytest.approx(100)
