@@ -13,6 +13,8 @@ fast path only), then `epochs` times "train" and "val". Phases differ a hundredf
   head alone on cached features is negligible next to a backbone until it is measured, and counts as 0.
 * Each scenario's setup (model built, pictures decoded), from its start to its first batch, is measured too;
   scenarios not started yet are given the average setup measured so far.
+* A recipe's head epochs (fine-tune's first: the head alone on cached features) are timed apart from the epochs
+  that train the backbone, as the head's kinds of work.
 
 `remaining()` is None until the backbone's speed is measured at all: the page then says it is estimating.
 Not thread-safe: TrainingJobs calls it under its lock.
@@ -66,18 +68,19 @@ class Estimator:
         if timing.last is None:
             self._setups.append(now - timing.started)  # the first batch waits for the model and the pictures
         else:
-            self._time(self.plans[index], timing, progress.phase, now - timing.last)
+            self._time(self.plans[index], timing, progress, now - timing.last)
         timing.last, timing.where = now, progress
 
-    def _time(self, plan: ScenarioPlan, timing: _Timing, phase: str, seconds: float) -> None:
-        seen = timing.seen[phase] = timing.seen.get(phase, 0) + 1
+    def _time(self, plan: ScenarioPlan, timing: _Timing, progress: BatchProgress, seconds: float) -> None:
+        phase, timed = progress.phase, _timed_as(plan, progress.phase, progress.epoch)
+        seen = timing.seen[timed] = timing.seen.get(timed, 0) + 1
         if seen <= WARM_UP and plan.batches[phase] > 2 * WARM_UP:
             return
         window = max(plan.batches[phase], 1) if phase != "features" else None
-        times = timing.seconds.setdefault(phase, deque(maxlen=window))
+        times = timing.seconds.setdefault(timed, deque(maxlen=window))
         times.append(seconds)
         pictures = plan.pictures[phase] / max(plan.batches[phase], 1)
-        self._per_picture[plan.kinds[phase]] = _mean(times) / max(pictures, 1e-9)
+        self._per_picture[timed if timed in HEAD_KINDS else plan.kinds[phase]] = _mean(times) / max(pictures, 1e-9)
 
     @property
     def measured(self) -> bool:
@@ -106,29 +109,43 @@ class Estimator:
         return left
 
     def _scenario_left(self, plan: ScenarioPlan, where: BatchProgress | None, seconds: dict[str, deque]) -> float:
-        rate = {phase: _mean(seconds[phase]) if seconds.get(phase) else self._rate(plan, phase) for phase in PHASES}
-        epoch = plan.batches["train"] * rate["train"] + plan.batches["val"] * rate["val"]
-        if where is None:
-            return plan.batches["features"] * rate["features"] + plan.epochs * epoch
-        if where.phase == "features":
-            return (where.batches - where.batch) * rate["features"] + where.epochs * epoch
-        epochs_after = where.epochs - where.epoch
-        if where.phase == "train":
-            return ((where.batches - where.batch) * rate["train"] + plan.batches["val"] * rate["val"]
-                    + epochs_after * epoch)
-        return (where.batches - where.batch) * rate["val"] + epochs_after * epoch
+        timed = [*PHASES, *HEAD_KINDS]
+        rate = {key: _mean(seconds[key]) if seconds.get(key) else self._rate(plan, key) for key in timed}
 
-    def _rate(self, plan: ScenarioPlan, phase: str) -> float:
+        def epochs(first: int, last: int) -> float:
+            """Epochs `first` to `last`, each at the rates of its kind (a head epoch, or one of the backbone)."""
+            total = 0.0
+            for epoch in range(first, last + 1):
+                train, val = (_timed_as(plan, phase, epoch) for phase in ("train", "val"))
+                total += plan.batches["train"] * rate[train] + plan.batches["val"] * rate[val]
+            return total
+
+        if where is None:
+            return plan.batches["features"] * rate["features"] + epochs(1, plan.epochs)
+        if where.phase == "features":
+            return (where.batches - where.batch) * rate["features"] + epochs(1, where.epochs)
+        now = rate[_timed_as(plan, where.phase, where.epoch)] * (where.batches - where.batch)
+        if where.phase == "train":
+            now += plan.batches["val"] * rate[_timed_as(plan, "val", where.epoch)]
+        return now + epochs(where.epoch + 1, where.epochs)
+
+    def _rate(self, plan: ScenarioPlan, timed: str) -> float:
         """Seconds per batch of a phase this scenario has not timed: from the same kind of work, or the backbone's
         forward pass measured in another kind, per picture."""
+        phase = timed.removeprefix("head-")
         if not plan.batches[phase]:
             return 0.0
-        kind = plan.kinds[phase]
+        kind = timed if timed in HEAD_KINDS else plan.kinds[phase]
         per_picture = self._per_picture.get(kind)
         if per_picture is None and kind in FORWARD_PASSES:
             forwards = [self._per_picture[k] / FORWARD_PASSES[k] for k in FORWARD_PASSES if k in self._per_picture]
             per_picture = FORWARD_PASSES[kind] * sum(forwards) / len(forwards) if forwards else 0.0
         return (per_picture or 0.0) * plan.pictures[phase] / plan.batches[phase]
+
+
+def _timed_as(plan: ScenarioPlan, phase: str, epoch: int) -> str:
+    """What a batch is timed as: its phase, or in a head epoch the head's own kind of work."""
+    return f"head-{phase}" if phase in ("train", "val") and epoch <= plan.head_epochs else phase
 
 
 def duration_text(seconds: float) -> str:

@@ -231,7 +231,7 @@ def default_name(data_dir: Path, recipes: list[TrainConfig], excluded: list[str]
     first = recipes[0]
     if len(recipes) == 1:
         return f"{dataset_name(data_dir)}-{first.backbone}-{first.epochs}ep-{digest[:6]}"
-    return f"{dataset_name(data_dir)}-{first.backbone}-{'+'.join(recipe.recipe for recipe in recipes)}-{digest[:6]}"
+    return f"{dataset_name(data_dir)}-{first.backbone}-{'-'.join(recipe.recipe for recipe in recipes)}-{digest[:6]}"
 
 
 # ---------------------------------------------------------------- the experiments folder

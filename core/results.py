@@ -177,6 +177,7 @@ class ScenarioPlan:
     batches: dict[str, int]
     pictures: dict[str, int]  # pictures that the phase's batches go through (per epoch for train and val)
     kinds: dict[str, str]
+    head_epochs: int = 0  # the first epochs, in which the head alone trains on cached features (its train and val)
 
     @property
     def total_batches(self) -> int:

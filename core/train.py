@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,7 +88,9 @@ class Trainer:
         pictures = {"features": features, **count}
         train_kind = "head-train" if cached else "train-backbone" if scenario.train_backbone else "train-frozen"
         kinds = {"features": "forward", "train": train_kind, "val": "head-val" if cached else "forward"}
-        return ScenarioPlan(config.scenario, self.recipe.epochs, batches, pictures, kinds)
+        head_epochs = 0 if cached or not self.computes_features else sum(
+            phase.epochs for phase in self.recipe.phases if phase.trains == "head")
+        return ScenarioPlan(config.scenario, self.recipe.epochs, batches, pictures, kinds, head_epochs)
 
     @property
     def caches_features(self) -> bool:
@@ -181,46 +184,59 @@ class Trainer:
                  Stage(phase, model, pictures, head_parameters, False) for phase in phases], "; ".join(texts))
 
     def cache_features(self, scan: DatasetScan, built: BuiltModel, views: int | None = None) -> CachedFeatures:
-        """A truly frozen backbone's features of every picture of `scan`: `feature_views` augmented views of each
-        training picture (drawn with the run's seed), one of each evaluation picture. Each picture is decoded once, on
-        threads, and dropped: none is kept (core.decoded). With several processes each computes those of its share
-        of the pictures, and every process gets them all."""
-        strategy, views, size = self.strategy, views or self.feature_views, forward_batch_size(self.strategy.device)
-        splits = ["train", *scan.evaluation_splits]
-        shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
-        streams = {split: view_batches(scan.samples[split], shares[split], views, size) if split == "train" else
-                   eval_batches(scan.samples[split], shares[split], size) for split in splits}
-        per_picture = {split: views if split == "train" else 1 for split in splits}
-        totals = self.feature_batches(scan, views)
+        """A truly frozen backbone's features of every picture of `scan` (`frozen_features`): `feature_views`
+        augmented views of each training picture (drawn with the run's seed), unless `views` says otherwise."""
         reporter = batch_reporter(self.callbacks.on_batch, 0, self.recipe.epochs)
-        width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features
-        done = 0
-
-        def report(_phase: str, _batch: int, _batches: int) -> None:
-            nonlocal done
-            done += 1
-            reporter("features", done, sum(totals.values()))
-
-        features = {}
-        with headless(built) as backbone:
-            folded = folding.FoldedEvaluation(strategy.compute.place(backbone))()
-            for split in splits:
-                batches = reported(((crops, None) for crops in streams[split]), totals[split], "features", report)
-                outputs = [output.flatten(1) for output, _ in strategy.compute.outputs(folded, batches)]
-                rows = torch.cat([torch.zeros((0, width), device=strategy.device), *outputs])
-                count = len(scan.samples[split])
-                rows = strategy.gather_in_order(rows.view(-1, per_picture[split] * width), count)
-                labels = torch.tensor([label for _, label in scan.samples[split]], device=strategy.device)
-                features[split] = TensorDataset(rows.view(count, per_picture[split], width) if split == "train"
-                                                else rows, labels)
-        return CachedFeatures(features.pop("train"), features)
+        return frozen_features(self.strategy, scan, built, views or self.feature_views,
+                               lambda done, total: reporter("features", done, total))
 
     def feature_batches(self, scan: DatasetScan, views: int | None = None) -> dict[str, int]:
-        """The batches of each split's features (the largest share's): views of every training picture."""
-        size, processes = forward_batch_size(self.strategy.device), self.strategy.processes
-        per_picture = {split: (views or self.feature_views) if split == "train" else 1 for split in scan.samples}
-        return {split: math.ceil(math.ceil(len(samples) / processes) * per_picture[split] / size)
-                for split, samples in scan.samples.items()}
+        return feature_batches(self.strategy, scan, views or self.feature_views)
+
+
+def feature_batches(strategy: Strategy, scan: DatasetScan, views: int) -> dict[str, int]:
+    """The batches of each split's features (the largest share's): `views` of every training picture."""
+    size, processes = forward_batch_size(strategy.device), strategy.processes
+    per_picture = {split: views if split == "train" else 1 for split in scan.samples}
+    return {split: math.ceil(math.ceil(len(samples) / processes) * per_picture[split] / size)
+            for split, samples in scan.samples.items()}
+
+
+def frozen_features(strategy: Strategy, scan: DatasetScan, built: BuiltModel, views: int,
+                    report: Callable[[int, int], None]) -> CachedFeatures:
+    """The features that `built`'s backbone, truly frozen, gives every picture of `scan`: `views` augmented views of
+    each training picture, one of each evaluation picture, each batch reported as (done, total). Each picture is
+    decoded once, on threads, and dropped: none is kept (core.decoded). With several processes each computes those
+    of its share of the pictures, and every process gets them all."""
+    size = forward_batch_size(strategy.device)
+    splits = ["train", *scan.evaluation_splits]
+    shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
+    streams = {split: view_batches(scan.samples[split], shares[split], views, size) if split == "train" else
+               eval_batches(scan.samples[split], shares[split], size) for split in splits}
+    per_picture = {split: views if split == "train" else 1 for split in splits}
+    totals = feature_batches(strategy, scan, views)
+    width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features
+    done = 0
+
+    def counted(_phase: str, _batch: int, _batches: int) -> None:
+        nonlocal done
+        done += 1
+        report(done, sum(totals.values()))
+
+    features = {}
+    with headless(built) as backbone:
+        folded = folding.FoldedEvaluation(strategy.compute.place(backbone))()
+        for split in splits:
+            batches = reported(((crops, None) for crops in streams[split]), totals[split], "features", counted)
+            outputs = [output.flatten(1) for output, _ in strategy.compute.outputs(folded, batches)]
+            rows = torch.cat([torch.zeros((0, width), device=strategy.device), *outputs])
+            count = len(scan.samples[split])
+            rows = strategy.gather_in_order(rows.view(-1, per_picture[split] * width), count)
+            labels = torch.tensor([label for _, label in scan.samples[split]], device=strategy.device)
+            features[split] = TensorDataset(rows.view(count, per_picture[split], width) if split == "train"
+                                            else rows, labels)
+    return CachedFeatures(features.pop("train"), features)
+
 
 def train(
     config: TrainConfig,

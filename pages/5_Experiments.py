@@ -79,7 +79,7 @@ try:
     with st.spinner("Estimating the time..."):
         estimate = estimate_seconds(plan, scan.without(excluded), pending(plan, runs, plan.grid()), runs)
     grid = " × ".join(f"{n} {word if n == 1 else word + 's'}" for n, word in (
-        (len(plan.pairs()), "scenario and recipe" if len(configs) > 1 else "scenario"), (int(seeds), "seed"),
+        (len(plan.pairs()), "scenario-recipe pair" if len(configs) > 1 else "scenario"), (int(seeds), "seed"),
         (len(sizes), "size")))
     todo = (f"{estimate.cells} to train: about **{duration_text(estimate.seconds)}** (from {estimate.basis})"
             if estimate.cells else "nothing to train: its results are below")

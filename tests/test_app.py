@@ -715,6 +715,19 @@ def start_experiment(app: AppTest, **choices) -> AppTest:
     return app
 
 
+def test_recipes_are_a_dimension_of_an_experiments_grid(with_data):
+    app = open_page("pages/5_Experiments.py")
+    app.multiselect(key="experiment_scenarios").set_value(["frozen", "finetune"])
+    app.multiselect(key="experiment_recipes").set_value(["tutorial", "lp-ft"])
+    app = app.multiselect(key="experiment_sizes").set_value([None]).run()
+    assert_healthy(app)
+    estimate = next(info.value for info in app.info if info.value.startswith("Experiment"))
+    assert "15 cells (3 scenario-recipe pairs × 5 seeds × 1 size)" in estimate and "tutorial-lp-ft" in estimate
+    app = app.multiselect(key="experiment_scenarios").set_value(["frozen"]).run()
+    assert "The lp-ft recipe trains the backbone after its probe" in app.error[0].value
+    assert app.button(key="start_experiment").disabled
+
+
 def test_an_experiment_of_two_seeds_shows_its_means_and_says_why_they_have_no_interval(with_data):
     """A t interval over 2 seeds read "0.817 [0.000, 1.000]" and its bands filled the charts."""
     app = start_experiment(open_page("pages/5_Experiments.py"))

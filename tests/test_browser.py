@@ -197,7 +197,7 @@ def test_a_tiny_experiment_started_in_the_browser_draws_accuracy_by_size_with_ba
     settle(page)
     # the studio's own page list, not Streamlit's list of the files in pages/ ("streamlit app", "home"...)
     assert page.get_by_role("link", name="Home").count() == 1 and page.get_by_text("streamlit app").count() == 0
-    for label, value in (("Seeds (repeats of each cell)", "3"), ("Epochs", "2")):  # 3: the fewest with a band
+    for label, value in (("Seeds", "3"), ("Epochs", "2")):  # 3: the fewest with a band
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")
@@ -376,8 +376,8 @@ def test_on_a_phone_home_and_compare_stay_short_and_enter_never_starts_training(
     jobs_shown = re.compile(r"^(No training yet|Job \d+ )")  # the panel: no job yet, or an earlier test's, finished
     before = page.get_by_text(jobs_shown).all_inner_texts()
     assert before and page.locator("[data-testid='stProgress']").count() == 0
-    page.get_by_text("Recipe (the tutorial's values)").click()
-    epochs = page.get_by_label("Epochs", exact=True)
+    page.get_by_text("Advanced: the tutorial recipe's settings").click()
+    epochs = page.get_by_label("Epochs (all phases)", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
     page.wait_for_timeout(2000)

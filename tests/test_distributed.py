@@ -71,6 +71,17 @@ def test_finetune_and_frozen_each_save_one_run_trained_on_two_processes(colours,
     assert bundle.pictures_checked == 12 and bundle.max_difference < 1e-4
 
 
+def test_a_recipe_with_a_head_phase_trains_on_two_processes_to_identical_weights(colours, random_weights_dir, tmp_path):
+    """fine-tune: its head on the cached features, then the whole network, each wrapped for the processes in turn."""
+    code, out, err = finished(torchrun(core_train(colours, random_weights_dir, tmp_path / "runs", "--scenario",
+                                                  "finetune", "--recipe", "fine-tune", "--epochs", "2",
+                                                  backbone="resnet18"), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert code == 0, err[-3000:]  # the processes' weights are checked identical before the run is saved
+    [run] = list_runs(tmp_path / "runs").runs
+    assert run.status == "completed" and run.placement.processes == 2
+    assert [epoch.phase for epoch in run.history] == ["head", "unfrozen"]
+
+
 @pytest.fixture(scope="module")
 def distributed_probe(colours, random_weights_dir, tmp_path_factory) -> tuple[dict, dict]:
     """What each of 2 processes reports from tests/distributed_probe.py."""

@@ -488,6 +488,8 @@ def test_each_recipe_pairs_with_the_scenarios_it_can_train(tiny_dataset):
                             ("finetune", "lp-ft")]
     assert (configs["tutorial"].epochs, configs["fine-tune"].epochs, configs["fine-tune"].optimizer) == (25, 5, "adamw")
     assert plan.config(Cell("finetune", 3, None, "lp-ft")).recipe == "lp-ft"
+    name = default_name(tiny_dataset, list(configs.values()))
+    assert name.startswith("colours-mobilenet_v2-tutorial-fine-tune-lp-ft-") and replace(plan, name=name)
     again = ExperimentPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again.cells() == plan.cells() and again.recipes == plan.recipes
     with pytest.raises(ConfigError, match="fine-tune recipe .*needs a scenario that trains the backbone"):

@@ -422,8 +422,8 @@ def test_an_experiment_with_other_excluded_pictures_under_the_same_name_is_refus
     for other in ([], ["train/red/red_1.png"]):
         with pytest.raises(ConfigError, match="excluded pictures"):
             record_plan(plan(other), runs)
-    assert default_name(tiny_dataset, frozen_recipe(), ["train/red/red_0.jpg"]) != \
-        default_name(tiny_dataset, frozen_recipe())
+    assert default_name(tiny_dataset, [frozen_recipe()], ["train/red/red_0.jpg"]) != \
+        default_name(tiny_dataset, [frozen_recipe()])
 
 
 def test_a_job_with_excluded_pictures_trains_without_them(jobs, tmp_path, tiny_dataset, random_weights_dir):

@@ -235,6 +235,30 @@ def test_the_time_left_comes_from_each_phases_own_rate():
             assert within(sum(left), job_ends - now), (progress, left, job_ends - now)
 
 
+def test_a_recipes_head_epochs_are_timed_apart_from_the_epochs_that_train_the_backbone():
+    """fine-tune: features once, 1 epoch of the head on them (fast), then 4 epochs of the whole network (slow). Timed
+    as one kind of "train", the head's epoch said the 4 slow epochs would take as little as it did."""
+    plan = ScenarioPlan("finetune", 5, {"features": 20, "train": 10, "val": 5},
+                        {"features": 80, "train": 40, "val": 20},
+                        {"features": "forward", "train": "train-backbone", "val": "forward"}, head_epochs=1)
+    head, backbone = {"features": 0.1, "train": 0.002, "val": 0.001}, {"features": 0.1, "train": 0.3, "val": 0.1}
+    clock = FakeClock()
+    estimator = Estimator([plan], clock)
+    estimator.start(0)
+    seen = []
+    for seconds, progress in batches_of(plan, head):
+        rates = head if progress.epoch <= 1 else backbone
+        clock.now += rates[progress.phase] if progress.phase != "features" else seconds
+        estimator.batch(0, progress)
+        seen.append((clock.now, progress, estimator.remaining()))
+    ends = clock.now
+    for now, progress, left in seen:
+        if progress.epoch == 1 and (progress.phase, progress.batch) == ("val", progress.batches):  # the head's end
+            assert within(left, ends - now), (left, ends - now)
+        if progress.epoch >= 3:
+            assert within(left, ends - now), (progress, left, ends - now)
+
+
 def test_the_first_time_left_shown_leaves_out_the_slower_first_batches():
     """Measured at 2,000 pictures: the first batches through a network are slower (0.09 s against 0.04 s), and a
     first time left taken from them doubled a frozen run's."""

@@ -147,6 +147,22 @@ def test_run_json_keeps_its_format_and_old_files_load_typed(tiny_run):
     assert RunRecord.from_dict(before_exclusions).dataset.excluded == []
 
 
+def test_a_run_saved_before_recipes_loads_as_the_tutorials_one_phase(tiny_run):
+    written = json.loads((tiny_run.path / "run.json").read_text())
+    assert written["config"]["recipe"] == "tutorial" and written["phases"][0]["name"] == "train"
+    knobs = ("recipe", "optimizer", "schedule", "weight_decay", "label_smoothing", "head_epochs", "lr_spread")
+    old = {**{key: value for key, value in written.items() if key != "phases"},
+           "config": {key: value for key, value in written["config"].items() if key not in knobs},
+           "history": [{key: value for key, value in epoch.items() if key not in ("phase", "rates")}
+                       for epoch in written["history"]]}
+    run = RunRecord.from_dict(old)
+    assert (run.config.recipe, run.config.optimizer, run.config.schedule) == ("tutorial", "sgd", "step")
+    assert run.phases is None and run.history[0].rates is None
+    [phase] = run.phase_records()
+    assert (phase.epochs, phase.optimizer, phase.schedule, phase.rates) == (2, "sgd", "step", {"all": run.config.lr})
+    assert run.summary()["recipe"] == "tutorial"
+
+
 def test_validation_predictions_list_mistakes_first_and_count_per_class(tmp_path):
     predictions = Predictions(files=["val/a/1.jpg", "val/a/2.jpg", "val/b/3.jpg", "val/b/4.jpg"],
                                  labels=[0, 0, 1, 1], predictions=[0, 1, 1, 0])
