@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from core.features import PictureOutputs, Progress, cached_outputs, fingerprint, picture_outputs
-from core.models import get_backbone
+from core.models import head_layer
 from core.runs import Predictions, RunRecord, ValPrediction, load_model, picture_path
 from core.stats import mcnemar
 
@@ -114,8 +114,8 @@ def run_outputs(run: RunRecord, split: str = "val", device: torch.device | str =
 
     def compute() -> PictureOutputs:
         model = load_model(run, device)
-        return picture_outputs(model, model.get_submodule(get_backbone(run.backbone).head), run.dataset.root, files,
-                               device, progress)
+        return picture_outputs(model, model.get_submodule(head_layer(model)), run.dataset.root, files, device,
+                               progress, run.preprocessing)
 
     return cached_outputs(Path(run.path) / ANALYSIS_FILE.format(split=split), key, None if only_kept else compute)
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from core import errors
 from core.analysis import class_metrics, disagreements
+from core.backbones import BACKBONES, families, select
 from core.config import COMPILE_CHOICES, OPTIMIZERS, RECIPES, SCHEDULES
 from core.data import DatasetScan, ensure_tutorial_data, load_dataset
 from core.device import pick_device
@@ -45,7 +46,7 @@ from core.experiment import (
 from core.export import FORMATS, export_run
 from core.health import NEAR_DUPLICATE, DuplicatePair, HealthReport, check_health, pairs_text
 from core.lr_find import END_RATE, START_RATE, STEPS, find_learning_rate
-from core.models import BACKBONES, SCENARIOS, TUTORIAL_SCENARIOS
+from core.models import SCENARIOS, TUTORIAL_SCENARIOS, catalogue_rows
 from core.predict import load_predictor
 from core.results import ScenarioPlan
 from core.runs import RunRecord, accuracy_text, check_runs_dir, dataset_dir, find_run, list_runs, save_run
@@ -87,7 +88,8 @@ def add_data_options(parser: argparse.ArgumentParser, training: bool = False) ->
 def add_recipe_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """The run's settings. A setting left out takes the recipe's value."""
     defaults = TrainConfig()
-    parser.add_argument("--backbone", default=defaults.backbone, choices=list(BACKBONES))
+    parser.add_argument("--backbone", default=defaults.backbone, help="a torchvision ImageNet classifier, as "
+                        "torchvision names it (default: resnet18; python -m core backbones lists them)")
     parser.add_argument("--recipe", default=None if several else defaults.recipe, choices=list(RECIPES),
                         action="append" if several else "store",
                         help="tutorial (2017), fine-tune (fastai's) or lp-ft (linear probe, then finetune); each "
@@ -151,6 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_recipe_options(experiment_cmd, several=True)
     add_data_options(experiment_cmd, training=True)
     add_lr_find_command(commands)
+    add_backbones_command(commands)
 
     predict_cmd = commands.add_parser("predict", help="classify pictures with a saved run")
     predict_cmd.add_argument("images", nargs="+", type=Path)
@@ -181,7 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           "files themselves are not touched")
     data_cmd.add_argument("--include", nargs="+", default=[], metavar="FILE", help="take pictures off the exclusion "
                           "list")
-    data_cmd.add_argument("--backbone", choices=list(BACKBONES), help="whose ImageNet features the health check "
+    data_cmd.add_argument("--backbone", help="whose ImageNet features the health check "
                           "compares (default: the tutorial's ResNet-18 if its weights are here, else one whose are)")
     data_cmd.add_argument("--weights", type=Path, help="its pretrained weights file or folder (default: "
                           "$STUDIO_WEIGHTS, then torchvision's cache, then download)")
@@ -277,6 +280,33 @@ def add_lr_find_command(commands) -> None:
     lr_find_cmd.add_argument("--end-lr", type=float, default=END_RATE, help=f"(default: {END_RATE:g})")
     lr_find_cmd.add_argument("--steps", type=int, default=STEPS, help=f"(default: {STEPS})")
     add_data_options(lr_find_cmd, training=True)
+
+
+def add_backbones_command(commands) -> None:
+    backbones_cmd = commands.add_parser("backbones", help="list the backbones: every torchvision ImageNet classifier, "
+                                        "with its size, ImageNet accuracy, input and whether its weights are here")
+    backbones_cmd.add_argument("--family", help=f"only this family: {', '.join(families())}")
+    backbones_cmd.add_argument("--max-params", type=float, metavar="MILLIONS", help="only those with at most this "
+                               "many million parameters")
+    backbones_cmd.add_argument("--search", help="only those whose name holds this")
+    backbones_cmd.add_argument("--weights", type=Path, help="a weights file or folder to look in first (default: "
+                               "$STUDIO_WEIGHTS, then torchvision's cache)")
+
+
+def command_backbones(args: argparse.Namespace) -> int:
+    chosen = select(args.family, args.max_params, args.search)
+    if not chosen:
+        print("No backbone matches: python -m core backbones lists them all.")
+        return 1
+    rows = catalogue_rows(chosen, args.weights)
+    print_table([list(rows[0])] + [[_cell(value) for value in row.values()] for row in rows])
+    print(f"{len(rows)} of {len(BACKBONES)} backbones. The preprocessing, sizes and accuracies are torchvision's, "
+          "for the ImageNet weights the studio starts from.")
+    return 0
+
+
+def _cell(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _say(text: str) -> None:
@@ -723,7 +753,8 @@ def pair_text(pair: DuplicatePair) -> str:
 
 
 COMMANDS = {"train": command_train, "experiment": command_experiment, "predict": command_predict,
-            "runs": command_runs, "export": command_export, "data": command_data, "lr-find": command_lr_find}
+            "runs": command_runs, "export": command_export, "data": command_data, "lr-find": command_lr_find,
+            "backbones": command_backbones}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,10 @@ class TrainConfig:
             raise ConfigError(f"{what}, so it needs a scenario that trains the backbone (finetune or scratch); "
                               f"{self.scenario} trains only the new last layer. Choose the finetune scenario, or the "
                               "tutorial recipe without head epochs and lr spread.")
+        if unfreezes and not get_backbone(self.backbone).pooled_head:
+            raise ConfigError(f"The {recipe.name} recipe trains {self.backbone}'s head alone first, on the backbone's "
+                              "pooled features; its head is a convolution followed by pooling, not a layer on pooled "
+                              "features. Choose the tutorial recipe without head epochs, or another backbone.")
         if self.head_epochs and (recipe.probe or self.head_epochs >= self.epochs):
             raise ConfigError(f"head_epochs ({self.head_epochs}) must be fewer than epochs ({self.epochs}), so that "
                               "the backbone trains after them" + (", and the lp-ft recipe has its probe instead"

@@ -78,11 +78,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
-def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False,
+             mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
     """A batch on `device`, ready for the network: uint8 pictures get ToTensor's scaling and Normalize."""
     batch = batch.to(device, non_blocking=True)
     if batch.dtype == torch.uint8:
-        batch = F.normalize(batch.float().div_(255), IMAGENET_MEAN, IMAGENET_STD, inplace=True)
+        batch = F.normalize(batch.float().div_(255), list(mean), list(std), inplace=True)
     if channels_last and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
@@ -96,21 +97,24 @@ def forward_batch_size(device: torch.device) -> int:
 
 @dataclass(frozen=True)
 class Compute:
-    """Where forward passes run and how: the device, the mixed-precision dtype (None: float32) and whether batches
-    are channels-last. A run's is decided once (core.strategy); what evaluates, caches features or looks at
-    pictures is given one."""
+    """Where forward passes run and how: the device, the mixed-precision dtype (None: float32), whether batches
+    are channels-last, and the mean and std that uint8 pictures are normalised with (the backbone's). A run's is
+    decided once (core.strategy); what evaluates, caches features or looks at pictures is given one."""
 
     device: torch.device
     dtype: torch.dtype | None = None
     channels_last: bool = False
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     @classmethod
-    def fastest(cls, device: torch.device) -> Compute:
+    def fastest(cls, device: torch.device, mean: tuple[float, ...] = IMAGENET_MEAN,
+                std: tuple[float, ...] = IMAGENET_STD) -> Compute:
         """Mixed precision where it pays (amp_dtype), channels-last: the fast paths' way."""
-        return cls(device, amp_dtype(device), True)
+        return cls(device, amp_dtype(device), True, mean, std)
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        return to_input(batch, self.device, self.channels_last)
+        return to_input(batch, self.device, self.channels_last, self.mean, self.std)
 
     def autocast(self):
         return autocast(self.device, self.dtype)

@@ -38,7 +38,7 @@ from core.distributed import SINGLE, World
 from core.errors import RUNS_DIR, ConfigError, RunError, StudioError
 from core.feature_cache import CachedFeatures, cacheable
 from core.loaders import make_loader
-from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario
+from core.models import SCENARIOS, build_architecture, build_model, get_backbone, get_scenario, head_layer
 from core.parallel import in_order
 from core.recipes import Recipe, recipe_settings
 from core.results import FORWARD_PASSES, ScenarioPlan
@@ -493,7 +493,7 @@ def _measured_seconds_per_picture(runs: list[RunRecord], backbone: str, device: 
         if run.backbone != backbone or run.device != device or not run.config.fast or len(run.history) < 2:
             continue
         scenario = get_scenario(run.scenario)
-        if cacheable(scenario):
+        if cacheable(scenario, get_backbone(backbone)):
             continue
         kind = "train-backbone" if scenario.train_backbone else "train-frozen"
         counts = {split: sum(per_class.values()) for split, per_class in run.dataset.counts.items()}
@@ -519,10 +519,11 @@ def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) ->
     model = build_architecture(backbone, 2)
     torch.save(model.state_dict(), io.BytesIO())
     setup = time.perf_counter() - started
-    head = model.get_submodule(get_backbone(backbone).head)
+    head = model.get_submodule(head_layer(model))
     compute = Compute.fastest(torch.device(device))
     model = compute.place(model)
-    batch = compute.inputs(torch.randn(batch_size, 3, 224, 224))
+    side = get_backbone(backbone).preprocessing.crop
+    batch = compute.inputs(torch.randn(batch_size, 3, side, side))
     model.eval()
     _time_forward(model, batch)
     forward = min(_time_forward(model, batch) for _ in range(repeats)) / batch_size

@@ -22,7 +22,7 @@ from torch import nn
 from core.errors import ConfigError, ImageError, StudioError
 from core.images import open_image
 from core.models import get_backbone, get_scenario
-from core.presets import EVAL_TRANSFORM
+from core.presets import EvalPreset
 from core.runs import RunRecord, load_model
 from core.staging import abandoned, remove, staging_file, staging_pattern, sync_folder
 
@@ -63,17 +63,20 @@ class ExportResult:
     skipped_pictures: list[Path] = field(default_factory=list)  # missing, unreadable or outside the data set
 
 
-def preprocessing() -> dict:
-    preset = EVAL_TRANSFORM
-    return {"resize_shorter_side": preset.resize_size, "center_crop": preset.crop_size, "mean": list(preset.mean),
-            "std": list(preset.std),
-            "input": f"float32 N x 3 x {preset.crop_size} x {preset.crop_size}, RGB scaled to [0, 1], then "
+def preprocessing(run: RunRecord) -> dict:
+    """What bundle.json says a picture goes through: the run's (its backbone's) resize, crop and normalisation."""
+    preset = run.preprocessing
+    return {"resize_shorter_side": preset.resize, "center_crop": preset.crop, "interpolation": preset.interpolation,
+            "mean": list(preset.mean), "std": list(preset.std),
+            "input": f"float32 N x 3 x {preset.crop} x {preset.crop}, RGB scaled to [0, 1], then "
                      "(x - mean) / std",
             "output": "float32 N x classes: probabilities"}
 
 
-def _export_model(network: nn.Module, fmt: str, path: Path) -> None:
-    example = torch.zeros(1, 3, EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size)
+def _export_model(network: nn.Module, fmt: str, path: Path, side: int) -> None:
+    # An example batch of 2: torch.export takes a batch of 1 for a constant (a vision transformer's class token,
+    # expanded to the batch, then stays of 1).
+    example = torch.zeros(2, 3, side, side)
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters warn about their own future, not about this model
@@ -81,9 +84,7 @@ def _export_model(network: nn.Module, fmt: str, path: Path) -> None:
             torch.onnx.export(network, (example,), str(path), input_names=["image"], output_names=["probabilities"],
                               dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False, external_data=False)
         elif fmt == "pt2":
-            # An example batch of 2: torch.export would take a batch of 1 for a constant and refuse it as dynamic.
-            program = torch.export.export(network, (example.expand(2, -1, -1, -1).contiguous(),),
-                                          dynamic_shapes={"image": {0: batch}})
+            program = torch.export.export(network, (example,), dynamic_shapes={"image": {0: batch}})
             torch.export.save(program, str(path))
         else:
             torch.jit.save(torch.jit.trace(network, example), str(path))
@@ -110,7 +111,7 @@ def _bundle_runner(fmt: str, model_bytes: bytes):
     return lambda batch: scripted(torch.from_numpy(batch)).detach().numpy()
 
 
-def _read_picture(path: Path, root: Path) -> torch.Tensor | None:
+def _read_picture(path: Path, root: Path, preset: EvalPreset) -> torch.Tensor | None:
     """The picture ready for the network; None when it is missing, unreadable, not a regular file or outside
     `root` (run.json is only data: its paths are not trusted to stay in the data set)."""
     try:
@@ -120,19 +121,19 @@ def _read_picture(path: Path, root: Path) -> torch.Tensor | None:
     if not (path.is_relative_to(root) and path.is_file()):
         return None
     try:
-        return EVAL_TRANSFORM(open_image(path))
+        return preset(open_image(path))
     except ImageError:
         return None
 
 
 def _validation_batch(run: RunRecord, limit: int) -> tuple[np.ndarray | None, list[Path]]:
     """Up to `limit` validation pictures as a batch, and the pictures passed over on the way."""
-    root = run.dataset.root.resolve()
+    root, preset = run.dataset.root.resolve(), run.preprocessing.eval()
     tensors, skipped = [], []
     for picture in run.val_pictures():
         if len(tensors) == limit:
             break
-        tensor = _read_picture(picture.path, root)
+        tensor = _read_picture(picture.path, root, preset)
         if tensor is None:
             skipped.append(picture.path)
         else:
@@ -160,7 +161,7 @@ def check_parity(expected: np.ndarray, got: np.ndarray, run_id: str, fmt: str) -
 def model_card(run: RunRecord, fmt: str, paths: bool = True) -> str:
     """The bundle's MODEL_CARD.md; without `paths`, folders and files are named but their paths not shown."""
     scenario, backbone, source = get_scenario(run.scenario), get_backbone(run.backbone), run.weights_source
-    counts, preset = run.dataset.counts, EVAL_TRANSFORM
+    counts, preset = run.dataset.counts, run.preprocessing
     split_lines = "\n".join(
         f"| {split} | " + " | ".join(str(per_class.get(name, 0)) for name in run.class_names)
         + f" | {run.dataset.total(split)} |" for split, per_class in counts.items())
@@ -192,9 +193,9 @@ Data set: `{run.dataset.path if paths else run.dataset.root.name}`
 
 ## Training
 
-Recipe: SGD lr {config.lr}, momentum {config.momentum}, StepLR every {config.step_size} epochs by {config.gamma},
-cross-entropy, batch {config.batch_size}, {config.epochs} epochs planned, {len(run.history)} trained
-(status: {run.status}), seed {config.seed}. Training time {run.seconds:.1f} s on {run.device}.
+Recipe `{config.recipe}`: {_recipe_text(run)}; batch {config.batch_size}, {config.epochs} epochs planned,
+{len(run.history)} trained (status: {run.status}), seed {config.seed}.
+Training time {run.seconds:.1f} s on {run.device}.
 
 ## Accuracy
 
@@ -204,7 +205,7 @@ cross-entropy, batch {config.batch_size}, {config.epochs} epochs planned, {len(r
 
 ## Preprocessing
 
-Resize the shorter side to {preset.resize_size} pixels (bilinear), center-crop {preset.crop_size} x {preset.crop_size},
+Resize the shorter side to {preset.resize} pixels ({preset.interpolation}), center-crop {preset.crop} x {preset.crop},
 scale RGB to [0, 1], normalise with mean {list(preset.mean)} and std {list(preset.std)}.
 The output is a probability per class.
 
@@ -212,6 +213,18 @@ The output is a probability per class.
 
 Trained on {run.dataset.total('train') or 'a few'} pictures: expect mistakes on pictures unlike them.
 """
+
+
+def _recipe_text(run: RunRecord) -> str:
+    """The run's phases in words: what trained, how long, with which optimiser, schedule and peak rates."""
+    config = run.config
+    loss = (f"cross-entropy with label smoothing {config.label_smoothing}" if config.label_smoothing
+            else "cross-entropy")
+    phases = "; ".join(
+        f"{phase.name}: {phase.trains}, " + (f"{phase.epochs} epochs" if phase.epochs else "fitted to convergence")
+        + f", {phase.optimizer}, {phase.schedule}, rates "
+        + ", ".join(f"{group} {rate:g}" for group, rate in phase.rates.items()) for phase in run.phase_records())
+    return f"{phases}; {loss}, weight decay {config.weight_decay}"
 
 
 def _card_bytes(run: RunRecord, fmt: str, paths: bool) -> bytes:
@@ -264,20 +277,20 @@ def export_run(run: RunRecord, fmt: str, out_dir: Path, check_pictures: int = 32
     with tempfile.TemporaryDirectory() as work:
         model_path = Path(work) / FORMATS[fmt]
         try:
-            _export_model(network, fmt, model_path)
+            _export_model(network, fmt, model_path, run.preprocessing.crop)
         except Exception as exc:  # exporters raise many types; the user needs the reason
             raise StudioError(f"Exporting run {run.id} to {fmt} failed: {type(exc).__name__}: {exc}") from exc
         model_bytes = model_path.read_bytes()
     batch, skipped = _validation_batch(run, check_pictures)
     checked = 0 if batch is None else len(batch)
     if batch is None:  # zeros are the mean colour once normalised: still catches NaN and a broken export
-        batch = np.zeros((1, 3, EVAL_TRANSFORM.crop_size, EVAL_TRANSFORM.crop_size), dtype=np.float32)
+        batch = np.zeros((1, 3, run.preprocessing.crop, run.preprocessing.crop), dtype=np.float32)
     with torch.no_grad():
         expected = network(torch.from_numpy(batch)).numpy()
     difference = check_parity(expected, _bundle_runner(fmt, model_bytes)(batch), run.id, fmt)
     max_difference = difference if checked else None
     metadata = {"run": run.id, "format": fmt, "model": FORMATS[fmt], "classes": run.class_names,
-                "preprocessing": preprocessing(), "scenario": run.scenario, "backbone": run.backbone,
+                "preprocessing": preprocessing(run), "scenario": run.scenario, "backbone": run.backbone,
                 "best_val_acc": run.best_val_acc, "test_acc": run.test().value if run.test() else None,
                 "checked_against_pytorch": {
                     "pictures": checked, "max_probability_difference": max_difference}}

@@ -11,27 +11,21 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from core.models import BuiltModel, Scenario
+from core.backbones import Backbone
+from core.models import BuiltModel, Scenario, head_path
 
 
-def cacheable(scenario: Scenario) -> bool:
-    """Features can be cached only when the backbone is truly fixed, BatchNorm statistics included."""
-    return not scenario.train_backbone and not scenario.backbone_batchnorm_updates
+def cacheable(scenario: Scenario, backbone: Backbone) -> bool:
+    """Features can be cached only when the backbone is truly fixed, BatchNorm statistics included, and its head
+    trains on pooled features (Backbone.pooled_head)."""
+    return not scenario.train_backbone and not scenario.backbone_batchnorm_updates and backbone.pooled_head
 
 
 def head_of(built: BuiltModel) -> tuple[nn.Module, str, nn.Module]:
-    """(parent, name, module) of what trains on the pooled features: the head Linear, together with the
-    Dropout before it when the two make up a Sequential (MobileNetV2's classifier)."""
-    model, path = built.model, built.backbone.head
-    parent_name, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    head = getattr(parent, name)
-    if parent_name and isinstance(parent, nn.Sequential) and sum(p.numel() for p in parent.parameters()) == sum(
-        p.numel() for p in head.parameters()
-    ):
-        grand_name, _, name = parent_name.rpartition(".")
-        parent, head = model.get_submodule(grand_name), parent
-    return parent, name, head
+    """(parent, name, module) of what trains on the pooled features (core.models.head_path)."""
+    parent_name, _, name = head_path(built.model).rpartition(".")
+    parent = built.model.get_submodule(parent_name) if parent_name else built.model
+    return parent, name, getattr(parent, name)
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """What a network sees in pictures: the features its head is given and its answers (logits), for a list of picture
 files, kept on disk so that the second look is instant.
 
-Pictures are prepared as validation pictures are (EVAL_TRANSFORM's resize and centre crop). Used for a saved run's
-model (core.analysis) and for an untouched ImageNet backbone (core.health, and the feature maps' reference).
+Pictures are prepared as validation pictures are (the backbone's resize and centre crop, core.presets). Used for a
+saved run's model (core.analysis) and for an untouched ImageNet backbone (core.health, and the feature maps'
+reference).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from core import staging
 from core.decoded import decode_eval
 from core.device import Compute, forward_batch_size
 from core.errors import ImageError, WeightsError
-from core.models import build_model, get_backbone
+from core.models import build_model, get_backbone, head_layer
 from core.parallel import in_order
+from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 
 Progress = Callable[[int, int], None]  # (pictures done, pictures in all)
 
@@ -59,16 +61,19 @@ def fingerprint(root: Path, files: list[str]) -> str:
 
 @torch.no_grad()
 def picture_outputs(model: nn.Module, head: nn.Module, root: Path, files: list[str], device: torch.device | str = "cpu",
-                    progress: Progress | None = None) -> PictureOutputs:
-    """`model`'s outputs for each picture, the input of its `head` module as the features. Pictures that cannot be
-    read are listed as unreadable and left out. The pictures are decoded on threads while the model runs."""
-    compute = Compute(torch.device(device))
+                    progress: Progress | None = None, preprocessing: Preprocessing = TUTORIAL_PREPROCESSING
+                    ) -> PictureOutputs:
+    """`model`'s outputs for each picture prepared with `preprocessing`, the input of its `head` module as the
+    features. Pictures that cannot be read are listed as unreadable and left out. The pictures are decoded on
+    threads while the model runs."""
+    compute = Compute(torch.device(device), mean=preprocessing.mean, std=preprocessing.std)
+    preset = preprocessing.eval()
     batch_size = forward_batch_size(compute.device) * 4
     unreadable: list[str] = []
 
     def crop_of(file: str) -> torch.Tensor | None:
         try:
-            return decode_eval(Path(root) / file)
+            return decode_eval(Path(root) / file, preset)
         except ImageError:
             return None
 
@@ -151,7 +156,8 @@ def imagenet_outputs(backbone_name: str, root: Path, files: list[str], cache_dir
         if built.weights_source.kind == "none":
             raise WeightsError(f"No ImageNet weights for {backbone_name}.")
         model = built.model.to(device)
-        return picture_outputs(model, model.get_submodule(built.backbone.head), root, files, device, progress)
+        return picture_outputs(model, model.get_submodule(head_layer(model)), root, files, device, progress,
+                               built.backbone.preprocessing)
 
     return cached_outputs(Path(cache_dir) / f"imagenet-{backbone_name}{'-' + part if part else ''}.pt", key,
                           None if only_kept else compute)

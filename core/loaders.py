@@ -21,7 +21,7 @@ from core.data import DatasetScan, ImageListDataset
 from core.decoded import InMemoryData, decoded_bytes
 from core.errors import ConfigError
 from core.feature_cache import CachedFeatures, RandomView
-from core.presets import EVAL_TRANSFORM, TRAIN_TRANSFORM
+from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 
 MEMORY_BUDGET_ENV = "STUDIO_MEMORY_BUDGET_MB"  # the decoded pictures' budget, in MiB; above it, pictures from disk
 AVAILABLE_SHARE = 0.5  # by default the decoded pictures may take this share of the memory available at the start
@@ -116,25 +116,27 @@ def split_loaders(datasets: dict[str, Dataset], settings: LoaderSettings, worker
     return loaders
 
 
-def disk_loaders(scan: DatasetScan, settings: LoaderSettings) -> dict[str, DataLoader]:
+def disk_loaders(scan: DatasetScan, settings: LoaderSettings, preprocessing: Preprocessing = TUTORIAL_PREPROCESSING
+                 ) -> dict[str, DataLoader]:
     """The tutorial's loaders: every picture read from disk and transformed at every access ("test" too when the
-    data set has it)."""
-    datasets = {"train": ImageListDataset(scan.samples["train"], TRAIN_TRANSFORM),
-                **{split: ImageListDataset(scan.samples[split], EVAL_TRANSFORM) for split in scan.evaluation_splits}}
+    data set has it), with the backbone's preprocessing (the tutorial's by default)."""
+    train, evaluation = preprocessing.train(), preprocessing.eval()
+    datasets = {"train": ImageListDataset(scan.samples["train"], train),
+                **{split: ImageListDataset(scan.samples[split], evaluation) for split in scan.evaluation_splits}}
     return split_loaders(datasets, settings, default_workers() if settings.workers is None else settings.workers)
 
 
-def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device
-                    ) -> tuple[dict[str, DataLoader], str]:
+def decoded_loaders(scan: DatasetScan, settings: LoaderSettings, device: torch.device,
+                    preprocessing: Preprocessing = TUTORIAL_PREPROCESSING) -> tuple[dict[str, DataLoader], str]:
     """Loaders of pictures decoded once, or, when they would take more than the memory budget, read from disk; and
     which it is, in words, for the run to state."""
-    needed, budget = decoded_bytes(scan), memory_budget()
+    needed, budget = decoded_bytes(scan, preprocessing), memory_budget()
     if needed > budget.bytes:
-        return disk_loaders(scan, settings), (f"read from disk every epoch: decoded they would take "
+        return disk_loaders(scan, settings, preprocessing), (f"read from disk every epoch: decoded they would take "
                                               f"{needed / 2**30:.1f} GiB, over the budget of {budget.text()}")
     workers = settings.workers or 0  # the pictures are ready: loader processes would only take cores from the model
     storage = device if device.type == "cuda" and workers == 0 else torch.device("cpu")
-    data = InMemoryData(scan, storage)
+    data = InMemoryData(scan, storage, preprocessing)
     return (split_loaders({"train": data.train, **data.evaluation}, settings, workers),
             f"decoded once into memory: {needed / 2**30:.1f} GiB, within the budget of {budget.text()}")
 

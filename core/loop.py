@@ -99,7 +99,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, built: BuiltModel, lea
                     progress: Progress) -> tuple[float, float]:
     """One pass over the training loader (this process's share of it). The loss and accuracy are over the pictures
     of every process."""
-    set_training_mode(model, built.backbone, built.scenario, learning.fixed_statistics)
+    set_training_mode(model, built.scenario, learning.fixed_statistics)
     device, optimizer, scaler = strategy.device, learning.optimizer, learning.scaler
     total_loss = torch.zeros((), device=device)
     corrects = torch.zeros((), dtype=torch.long, device=device)

@@ -1,44 +1,23 @@
-"""Backbones, scenarios and pretrained weights: the only place each of them is defined."""
+"""Scenarios, pretrained weights and building a model: the only place each of them is defined (the backbones are
+torchvision's, core.backbones)."""
 from __future__ import annotations
 
 import hashlib
 import io
 import os
 import pickle
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision import models
-from torchvision.models import WeightsEnum
 
+from core.backbones import AUXILIARY_HEADS, BACKBONES, Backbone, get_backbone
 from core.errors import ConfigError, WeightsError
 
 WEIGHTS_ENV = "STUDIO_WEIGHTS"
-
-
-@dataclass(frozen=True)
-class Backbone:
-    name: str
-    title: str
-    build: Callable[..., nn.Module]  # torchvision constructor, ImageNet head of 1000 classes
-    imagenet_weights: WeightsEnum
-    head: str  # dotted path of the final Linear layer that each scenario replaces
-    cam_layer: str  # the last convolutional block: where Grad-CAM looks
-
-
-BACKBONES: dict[str, Backbone] = {
-    "resnet18": Backbone(
-        "resnet18", "ResNet-18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, "fc", "layer4"
-    ),
-    "mobilenet_v2": Backbone(
-        "mobilenet_v2", "MobileNetV2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1, "classifier.1",
-        "features.18",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -73,13 +52,6 @@ SCENARIOS: dict[str, Scenario] = {
 }
 # The tutorial's two scenarios: what the command line's "both" and the pages train and show by default.
 TUTORIAL_SCENARIOS = ("finetune", "frozen")
-
-
-def get_backbone(name: str) -> Backbone:
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ConfigError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.") from None
 
 
 def get_scenario(name: str) -> Scenario:
@@ -129,20 +101,36 @@ def torchvision_cache_file(backbone: Backbone) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / torchvision_file_name(backbone)
 
 
+def hash_prefix(path: Path, backbone: Backbone) -> str | None:
+    """The hash prefix in the name of a file named as torchvision names this backbone's download
+    (resnet18-f37072fd.pth, efficientnet_b0_rwightman-7f5810bc.pth) or as NAME-<hex>.pth, found as torch.hub finds
+    it; else None."""
+    name = Path(path).name
+    if name != torchvision_file_name(backbone) and not name.startswith(backbone.name + "-"):
+        return None
+    match = torch.hub.HASH_REGEX.search(name)
+    return (match.group(1) or None) if match else None
+
+
 def matches_published_hash(backbone: Backbone, sha256: str) -> bool:
-    """torch.hub's check_hash rule: torchvision's file name is NAME-<prefix>.pth and the file's sha256 starts
-    with that prefix."""
-    match = torch.hub.HASH_REGEX.search(torchvision_file_name(backbone))
-    return bool(match and match.group(1)) and sha256.startswith(match.group(1))
+    """torch.hub's check_hash rule: the file's sha256 starts with the prefix in torchvision's file name."""
+    prefix = hash_prefix(Path(torchvision_file_name(backbone)), backbone)
+    return bool(prefix) and sha256.startswith(prefix)
+
+
+def names_backbone(path: Path) -> str | None:
+    """The backbone a weights file is named after: torchvision's own file name for it, NAME.pth or
+    NAME-anything.pth."""
+    name = Path(path).name
+    own = [backbone.name for backbone in BACKBONES.values() if name == torchvision_file_name(backbone)]
+    named = own or [other for other in BACKBONES if name == f"{other}.pth" or name.startswith(f"{other}-")]
+    return max(named, key=len) if named else None
 
 
 def _weights_in_folder(folder: Path, backbone: Backbone) -> Path | None:
-    candidates = sorted(folder.glob(f"{backbone.name}.pth")) + sorted(folder.glob(f"{backbone.name}-*.pth"))
-    return candidates[0] if candidates else None
-
-
-def _names_another_backbone(path: Path, backbone: Backbone) -> bool:
-    return any(path.name.startswith(other) for other in BACKBONES if other != backbone.name)
+    candidates = ([folder / f"{backbone.name}.pth", folder / torchvision_file_name(backbone)]
+                  + sorted(folder.glob(f"{backbone.name}-*.pth")))
+    return next((path for path in candidates if path.is_file() and names_backbone(path) == backbone.name), None)
 
 
 def find_local_weights(backbone: Backbone, weights: str | Path | None = None) -> tuple[Path, str] | None:
@@ -157,7 +145,7 @@ def find_local_weights(backbone: Backbone, weights: str | Path | None = None) ->
         if not choice:
             continue
         path = Path(choice).expanduser()
-        if path.is_file() and label == WEIGHTS_ENV and _names_another_backbone(path, backbone):
+        if path.is_file() and label == WEIGHTS_ENV and names_backbone(path) not in (None, backbone.name):
             continue  # $STUDIO_WEIGHTS=mobilenet_v2-x.pth says nothing about ResNet-18's weights
         if path.is_file():
             return path, "file"
@@ -184,7 +172,7 @@ def ensure_weights(backbone_name: str, weights: str | Path | None = None) -> Pat
 
 
 def local_backbones() -> list[str]:
-    """The backbones whose pretrained weights are on this machine (nothing to download), in BACKBONES' order."""
+    """The backbones whose pretrained weights are on this machine (nothing to download), in the catalogue's order."""
     available = []
     for name, backbone in BACKBONES.items():
         try:
@@ -193,6 +181,26 @@ def local_backbones() -> list[str]:
         except WeightsError:
             continue
     return available
+
+
+def weights_here(backbone: Backbone, weights: str | Path | None = None) -> str:
+    """Where the backbone's ImageNet weights would come from, in a few words: a local file, torchvision's cache, or
+    a download (of its size)."""
+    try:
+        found = find_local_weights(backbone, weights)
+    except WeightsError:
+        found = None
+    if not found:
+        return f"download ({backbone.file_mb:.0f} MB)"
+    return f"here: {found[0].name}" if found[1] == "file" else "here: torchvision cache"
+
+
+def catalogue_rows(backbones: list[Backbone], weights: str | Path | None = None) -> list[dict[str, object]]:
+    """The catalogue as table rows (the command line's `backbones` and the pages' pickers): building no model."""
+    return [{"backbone": b.name, "family": b.family, "params (M)": round(b.params / 1e6, 1),
+             "ImageNet top-1": b.top1, "GFLOPS": b.gflops,
+             "input": f"{b.preprocessing.crop} (resize {b.preprocessing.resize}, {b.preprocessing.interpolation})",
+             "weights": weights_here(b, weights)} for b in backbones]
 
 
 def _download_weights(backbone: Backbone) -> Path:
@@ -209,12 +217,19 @@ def _download_weights(backbone: Backbone) -> Path:
 
 
 def _record_source(backbone: Backbone, path: Path, kind: str, sha256: str) -> WeightsSource:
-    """What to record about a weights file that was read: torchvision's own only if its name and hash say so."""
-    named_like_torchvision = path.name == torchvision_file_name(backbone)
-    if named_like_torchvision and matches_published_hash(backbone, sha256):
+    """What to record about a weights file that was read: torchvision's own only if its name and hash say so. A
+    file named as torchvision names its downloads (NAME-<hash>.pth) whose sha256 does not start with that hash is
+    refused, as torch.hub's check_hash refuses it."""
+    prefix = hash_prefix(path, backbone)
+    if prefix and not sha256.startswith(prefix):
+        raise WeightsError(
+            f"{path} is named as torchvision names {backbone.name}'s weights, with the hash {prefix}, but the file's "
+            f"sha256 starts with {sha256[:len(prefix)]}: it is damaged, or another file under that name. Delete it "
+            f"so that torchvision downloads it again, or rename it {backbone.name}.pth to use it as your own weights."
+        )
+    if path.name == torchvision_file_name(backbone):
         return WeightsSource(kind, str(backbone.imagenet_weights), str(path), sha256)
-    differs_from = str(backbone.imagenet_weights) if named_like_torchvision else None
-    return WeightsSource("file", None, str(path), sha256, hash_differs_from=differs_from)
+    return WeightsSource("file", None, str(path), sha256)
 
 
 # torch.save writes a zip archive, or (before PyTorch 1.6, and still on request) a pickle.
@@ -274,9 +289,14 @@ def _damaged(path: Path) -> WeightsError:
 
 
 def load_backbone_weights(model: nn.Module, backbone: Backbone, state: dict[str, torch.Tensor], origin: Path) -> None:
-    """Load `state` into an ImageNet-shaped `model`: every backbone key must load; head keys may be missing."""
-    expected = model.state_dict()
-    is_head = lambda key: key.startswith(backbone.head + ".")  # noqa: E731
+    """Load `state` into an ImageNet-shaped `model`: every backbone key must load; head keys may be missing. The
+    weights of auxiliary classifiers the model was built without are left out, as torchvision's builders leave
+    them out."""
+    expected, metadata = model.state_dict(), getattr(state, "_metadata", None)
+    head = head_layer(model)
+    is_head = lambda key: key.startswith(head + ".")  # noqa: E731
+    state = {key: value for key, value in state.items()
+             if key in expected or key.split(".")[0] not in AUXILIARY_HEADS}
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not is_head(k))
     wrong_shape = sorted(
@@ -291,7 +311,8 @@ def load_backbone_weights(model: nn.Module, backbone: Backbone, state: dict[str,
         problems.append(f"keys of the wrong shape {_few(wrong_shape)}")
     if problems:
         raise WeightsError(f"{origin} does not fit {backbone.title}: " + "; ".join(problems) + ".")
-    usable = {k: v for k, v in state.items() if not (is_head(k) and v.shape != expected[k].shape)}
+    usable = OrderedDict((k, v) for k, v in state.items() if not (is_head(k) and v.shape != expected[k].shape))
+    usable._metadata = metadata  # each module's version (MNASNet refuses a state without it)
     model.load_state_dict(usable, strict=False)
 
 
@@ -318,20 +339,20 @@ def build_model(
     num_classes: int,
     weights: str | Path | None = None,
 ) -> BuiltModel:
-    """A torchvision backbone with a new Linear head of `num_classes`, set up for the scenario."""
+    """A torchvision backbone with a new head of `num_classes`, set up for the scenario."""
     backbone, scenario = get_backbone(backbone_name), get_scenario(scenario_name)
-    model = backbone.build(weights=None)
+    model = backbone.build()
     source = WeightsSource("none")
     if scenario.pretrained:
         found = find_local_weights(backbone, weights)
         path, kind = found if found else (_download_weights(backbone), "torchvision-download")
         state, sha256 = read_state_dict(path)
-        load_backbone_weights(model, backbone, state, path)
         source = _record_source(backbone, path, kind, sha256)
+        load_backbone_weights(model, backbone, state, path)
     if not scenario.train_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False
-    replace_head(model, backbone, num_classes)
+    replace_head(model, num_classes)
     return BuiltModel(
         model=model,
         backbone=backbone,
@@ -342,28 +363,59 @@ def build_model(
     )
 
 
-def replace_head(model: nn.Module, backbone: Backbone, num_classes: int) -> None:
-    parent_name, _, attribute = backbone.head.rpartition(".")
+def head_layer(model: nn.Module) -> str:
+    """The dotted path of the layer that gives the classes: the model's last Linear (`fc`, `classifier.1`,
+    `heads.head`, ...), or, in a model without one (SqueezeNet), its last convolution, a 1x1 one."""
+    layers = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)] or [
+        name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    return layers[-1]
+
+
+def head_path(model: nn.Module) -> str:
+    """What trains on the backbone's features: `head_layer`, together with the Dropout before it when the two make
+    up a Sequential (MobileNetV2's and EfficientNet's classifier)."""
+    path = head_layer(model)
+    parent_name = path.rpartition(".")[0]
+    if parent_name:
+        parent, layer = model.get_submodule(parent_name), model.get_submodule(path)
+        if isinstance(parent, nn.Sequential) and _count(parent) == _count(layer) and isinstance(layer, nn.Linear):
+            return parent_name
+    return path
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """A new, randomly initialised `head_layer` of `num_classes` outputs."""
+    parent_name, _, attribute = head_layer(model).rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    old: nn.Linear = getattr(parent, attribute)
-    setattr(parent, attribute, nn.Linear(old.in_features, num_classes))
+    old = getattr(parent, attribute)
+    new = (nn.Linear(old.in_features, num_classes) if isinstance(old, nn.Linear)
+           else nn.Conv2d(old.in_channels, num_classes, kernel_size=1))
+    setattr(parent, attribute, new)
 
 
 def build_architecture(backbone_name: str, num_classes: int) -> nn.Module:
     """The bare network for loading a saved run: no pretrained weights needed."""
-    backbone = get_backbone(backbone_name)
-    model = backbone.build(weights=None)
-    replace_head(model, backbone, num_classes)
+    model = get_backbone(backbone_name).build()
+    replace_head(model, num_classes)
     return model
 
 
-def set_training_mode(model: nn.Module, backbone: Backbone, scenario: Scenario, fixed_statistics: bool = False
-                      ) -> None:
-    """model.train(), except that a truly frozen backbone keeps its BatchNorm layers in eval mode, as does any
-    backbone whose BatchNorm statistics the recipe keeps fixed (`fixed_statistics`; their weights still train)."""
+def set_training_mode(model: nn.Module, scenario: Scenario, fixed_statistics: bool = False) -> None:
+    """model.train(), except that a truly frozen backbone stays in eval mode as a whole (its BatchNorm statistics,
+    and any dropout or stochastic depth inside it), its head alone training; and that a backbone whose BatchNorm
+    statistics the recipe keeps fixed (`fixed_statistics`) keeps its BatchNorm layers in eval mode (their weights
+    still train)."""
     model.train()
     if not fixed_statistics and (scenario.train_backbone or scenario.backbone_batchnorm_updates):
         return
+    whole = not scenario.train_backbone and not scenario.backbone_batchnorm_updates
+    head = head_path(model)
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith(backbone.head):
-            module.eval()
+        if not name or name == head or name.startswith(head + "."):
+            continue
+        if whole or isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.training = False

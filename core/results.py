@@ -11,6 +11,7 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.models import BuiltModel
+from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class TrainResult:
     compilation: Compilation | None = None  # whether the training steps ran compiled, and why
     placement: Placement | None = None  # where it trained: the host, device and processes
     phases: list[PhaseRecord] = field(default_factory=list)  # the recipe's phases as they ran
+    preprocessing: Preprocessing = TUTORIAL_PREPROCESSING  # the backbone's, as the run's pictures went through it
 
     @property
     def model(self) -> nn.Module:

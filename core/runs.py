@@ -20,6 +20,7 @@ from core.config import TrainConfig
 from core.data import DatasetScan, SkippedFile
 from core.errors import RUNS_DIR, RunError, StudioError
 from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, get_scenario, read_state_dict
+from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 from core.results import Compilation, EpochStats, EvalResult, PhaseRecord, Placement, TrainResult
 from core.stats import Estimate, wilson
 
@@ -188,6 +189,8 @@ class RunRecord:
     compilation: Compilation | None = None  # whether training ran compiled, and why; None in runs saved before
     placement: Placement | None = None  # where it trained (hosts, devices, processes); None in runs saved before
     phases: list[PhaseRecord] | None = None  # the recipe's phases as they ran; None in runs saved before recipes
+    # what its pictures went through (the backbone's); the tutorial's in runs saved before backbones had their own
+    preprocessing: Preprocessing = TUTORIAL_PREPROCESSING
     path: Path | None = None
 
     @property
@@ -276,6 +279,7 @@ class RunRecord:
         data["val_predictions"] = asdict(self.val_predictions) if self.val_predictions else {}
         data["test_predictions"] = asdict(self.test_predictions) if self.test_predictions else None
         data["experiment"] = asdict(self.experiment) if self.experiment else None
+        data["preprocessing"] = self.preprocessing.to_dict()
         return data
 
     @classmethod
@@ -300,6 +304,7 @@ class RunRecord:
         values["placement"] = Placement.from_dict(data["placement"]) if data.get("placement") else None
         values["phases"] = ([PhaseRecord(**phase) for phase in _expect(data, "phases", list)]
                             if data.get("phases") is not None else None)
+        values["preprocessing"] = Preprocessing.from_dict(data.get("preprocessing"))
         record = cls(**values, path=path)
         check_record(record)
         return record
@@ -443,6 +448,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         compilation=result.compilation,
         placement=result.placement,
         phases=result.phases,
+        preprocessing=result.preprocessing,
     )
     final = runs_dir / record.id
     try:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from core.device import Compute, pick_device
 from core.distributed import SINGLE, EveryNth, World, device_text, weights_digest
 from core.errors import DEVICE, ConfigError, TrainingCancelled
+from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 from core.results import OnBatch, Placement
 
 # Each process's random numbers (crops, flips, dropout, its share's order) are drawn from the run's seed plus this
@@ -47,16 +48,19 @@ class Strategy:
     world: World = SINGLE
 
     @classmethod
-    def decide(cls, requested_device: str, fast: bool, world: World = SINGLE) -> Strategy:
+    def decide(cls, requested_device: str, fast: bool, world: World = SINGLE,
+               preprocessing: Preprocessing = TUTORIAL_PREPROCESSING) -> Strategy:
         """The device asked for (core.device.pick_device), or with torchrun this process's own; on the fast paths
-        with mixed precision where it pays and channels-last, else as the tutorial runs."""
+        with mixed precision where it pays and channels-last, else as the tutorial runs; pictures normalised as
+        the backbone's `preprocessing` says."""
         device = pick_device(requested_device)
         if world.joined:
             if device.type != world.device.type:
                 raise ConfigError(f"The processes were started for {world.device.type}; a run cannot train on "
                                   f"{requested_device} among them.", DEVICE)
             device = world.device
-        return cls(Compute.fastest(device) if fast else Compute(device), world)
+        mean, std = preprocessing.mean, preprocessing.std
+        return cls(Compute.fastest(device, mean, std) if fast else Compute(device, mean=mean, std=std), world)
 
     @property
     def device(self) -> torch.device:

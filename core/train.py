@@ -29,7 +29,8 @@ from core.errors import ProcessLost, TrainingCancelled
 from core.feature_cache import CachedFeatures, cacheable, head_of, headless
 from core.loaders import LoaderSettings, decoded_loaders, disk_loaders, feature_loaders
 from core.loop import Stage, batch_reporter, evaluate, evaluation_model, fit
-from core.models import BuiltModel, build_model, get_scenario
+from core.models import BuiltModel, build_model, get_backbone, get_scenario
+from core.presets import Preprocessing
 from core.recipes import Phase, Recipe
 from core.results import (
     NO_CALLBACKS,
@@ -56,7 +57,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, weights: str | Path | None = None, callbacks: Callbacks = NO_CALLBACKS,
                  world: World = SINGLE):
         self.config, self.weights, self.recipe = config, weights, Recipe.of(config)
-        self.strategy = Strategy.decide(config.device, config.fast, world)
+        self.preprocessing = get_backbone(config.backbone).preprocessing
+        self.strategy = Strategy.decide(config.device, config.fast, world, self.preprocessing)
         self.callbacks = Callbacks(self.strategy.agreeing(callbacks.on_batch), callbacks.on_epoch)
 
     # ------------------------------------------------------------ planning
@@ -95,7 +97,7 @@ class Trainer:
     @property
     def caches_features(self) -> bool:
         """Whether the head trains on a truly frozen backbone's features, computed once."""
-        return self.config.fast and cacheable(get_scenario(self.config.scenario))
+        return self.config.fast and cacheable(get_scenario(self.config.scenario), get_backbone(self.config.backbone))
 
     @property
     def feature_views(self) -> int:
@@ -108,7 +110,8 @@ class Trainer:
     def computes_features(self) -> bool:
         """Whether a truly frozen backbone's features are computed before epoch 1: for every phase (`caches_features`)
         or for the recipe's probe or head epochs."""
-        return self.caches_features or self.config.fast and any(phase.trains == "head" for phase in self.recipe.phases)
+        return self.caches_features or self.config.fast and get_backbone(self.config.backbone).pooled_head and any(
+            phase.trains == "head" for phase in self.recipe.phases)
 
     # ------------------------------------------------------------ the run
 
@@ -119,7 +122,7 @@ class Trainer:
         config, strategy = self.config, self.strategy
         built = self.build(len(scan.classes))
         result = TrainResult(config=config, built=built, class_names=list(scan.classes), device=str(strategy.device),
-                             placement=strategy.placement(config.batch_size))
+                             placement=strategy.placement(config.batch_size), preprocessing=self.preprocessing)
         started = time.perf_counter()
         try:
             stages, pictures = self.stages(scan, built, features)
@@ -164,12 +167,12 @@ class Trainer:
         head_parameters = list(head_of(built)[2].parameters())
         phases = phases or self.recipe.phases
         if not self.config.fast:
-            return ([Stage(phases[0], model, disk_loaders(scan, settings), head_parameters, False)],
+            return ([Stage(phases[0], model, disk_loaders(scan, settings, self.preprocessing), head_parameters, False)],
                     "read from disk every epoch, as the tutorial reads them")
         on_features = [phase for phase in phases if phase.trains == "head" or self.caches_features]
         pictures, texts = {}, []
         if len(on_features) < len(phases):
-            pictures, text = decoded_loaders(scan, settings, self.strategy.device)
+            pictures, text = decoded_loaders(scan, settings, self.strategy.device, self.preprocessing)
             texts.append(text)
         if on_features:
             computed = "given" if features else "computed"
@@ -188,7 +191,7 @@ class Trainer:
         augmented views of each training picture (drawn with the run's seed), unless `views` says otherwise."""
         reporter = batch_reporter(self.callbacks.on_batch, 0, self.recipe.epochs)
         return frozen_features(self.strategy, scan, built, views or self.feature_views,
-                               lambda done, total: reporter("features", done, total))
+                               lambda done, total: reporter("features", done, total), self.preprocessing)
 
     def feature_batches(self, scan: DatasetScan, views: int | None = None) -> dict[str, int]:
         return feature_batches(self.strategy, scan, views or self.feature_views)
@@ -203,7 +206,7 @@ def feature_batches(strategy: Strategy, scan: DatasetScan, views: int) -> dict[s
 
 
 def frozen_features(strategy: Strategy, scan: DatasetScan, built: BuiltModel, views: int,
-                    report: Callable[[int, int], None]) -> CachedFeatures:
+                    report: Callable[[int, int], None], preprocessing: Preprocessing) -> CachedFeatures:
     """The features that `built`'s backbone, truly frozen, gives every picture of `scan`: `views` augmented views of
     each training picture, one of each evaluation picture, each batch reported as (done, total). Each picture is
     decoded once, on threads, and dropped: none is kept (core.decoded). With several processes each computes those
@@ -211,8 +214,9 @@ def frozen_features(strategy: Strategy, scan: DatasetScan, built: BuiltModel, vi
     size = forward_batch_size(strategy.device)
     splits = ["train", *scan.evaluation_splits]
     shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
-    streams = {split: view_batches(scan.samples[split], shares[split], views, size) if split == "train" else
-               eval_batches(scan.samples[split], shares[split], size) for split in splits}
+    train, evaluation = preprocessing.train(), preprocessing.eval()
+    streams = {split: view_batches(scan.samples[split], shares[split], views, size, train) if split == "train" else
+               eval_batches(scan.samples[split], shares[split], size, evaluation) for split in splits}
     per_picture = {split: views if split == "train" else 1 for split in splits}
     totals = feature_batches(strategy, scan, views)
     width = next(layer for layer in head_of(built)[2].modules() if isinstance(layer, nn.Linear)).in_features

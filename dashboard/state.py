@@ -143,8 +143,8 @@ def heat_map(run: RunRecord, picture: bytes | str) -> Image.Image:
 def _heat_map(_run: RunRecord, run_folder: str, picture: bytes | str) -> Image.Image:
     loaded = predictor(_run)
     with _explain_lock:
-        return grad_cam(loaded.model, _run.backbone, picture if isinstance(picture, bytes) else Path(picture),
-                        device=loaded.device).overlay()
+        return grad_cam(loaded.model, picture if isinstance(picture, bytes) else Path(picture), device=loaded.device,
+                        preprocessing=_run.preprocessing).overlay()
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

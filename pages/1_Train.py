@@ -7,9 +7,10 @@ import streamlit as st
 from core.errors import StudioError
 from core.exclusions import read_exclusions
 from core.jobs import JobRequest
-from core.models import BACKBONES, SCENARIOS
+from core.models import SCENARIOS
 from core.runs import default_runs_dir
 from dashboard import state
+from dashboard.backbone_picker import backbone_picker, catalogue_expander
 from dashboard.job_panel import job_panel
 from dashboard.recipe_form import learning_rate_finder, recipe_form
 from dashboard.train_form import ANOTHER_FOLDER, TrainChoices, remember, remembered, training_estimate
@@ -30,10 +31,10 @@ dataset = st.selectbox("Data set", labels, index=labels.index(shown.dataset) if 
 folder = st.text_input("Folder with train/ and val/", shown.folder, key="folder",
                        placeholder="/home/me/pictures/my_set") if dataset == ANOTHER_FOLDER else ""
 left, right = st.columns(2)
-backbone = left.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(shown.backbone),
-                          format_func=lambda name: BACKBONES[name].title, key="backbone")
+backbone = backbone_picker(left, shown.backbone, key="backbone")
 scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=shown.scenarios,
                               format_func=lambda name: SCENARIOS[name].title, key="scenarios")
+catalogue_expander()
 recipe = recipe_form(shown, most_epochs)
 leave_out = st.checkbox("Leave out the pictures on the data set's exclusion list", value=shown.leave_out,
                         key="leave_out", help="The health check on Home and Your own data flags duplicates and "

@@ -21,9 +21,10 @@ from core.experiment import (
     size_text,
 )
 from core.jobs import JobRequest
-from core.models import BACKBONES, SCENARIOS
+from core.models import SCENARIOS
 from core.runs import default_runs_dir, list_runs
 from dashboard import charts, state
+from dashboard.backbone_picker import backbone_picker
 from dashboard.experiment_panel import plan_text, results_table
 from dashboard.job_panel import job_panel
 from dashboard.train_form import default_backbone
@@ -45,9 +46,7 @@ most_epochs = settings.limits.max_epochs or 500
 
 dataset = st.selectbox("Data set", list(datasets), key="experiment_dataset")
 left, right = st.columns(2)
-backbones = list(BACKBONES)
-backbone = left.selectbox("Backbone", backbones, index=backbones.index(default_backbone()),
-                          format_func=lambda name: BACKBONES[name].title, key="experiment_backbone")
+backbone = backbone_picker(left, default_backbone(), key="experiment_backbone")
 scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["frozen"],
                               format_func=lambda name: SCENARIOS[name].title, key="experiment_scenarios")
 recipes = left.multiselect("Recipes", list(RECIPES), default=["tutorial"], format_func=lambda n: RECIPES[n].title,

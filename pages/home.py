@@ -2,9 +2,10 @@
 import streamlit as st
 import torch
 
+from core.config import TrainConfig
 from core.data import TUTORIAL_DATA_URL, ensure_tutorial_data, tutorial_data_dir
 from core.errors import StudioError
-from core.models import BACKBONES, SCENARIOS, find_local_weights, torchvision_cache_file
+from core.models import BACKBONES, SCENARIOS, find_local_weights, local_backbones, torchvision_cache_file
 from core.runs import default_runs_dir, list_runs
 from dashboard import state
 from dashboard.health_panel import health_panel
@@ -71,7 +72,8 @@ with data_col:
 
 with status_col:
     st.subheader("Pretrained weights")
-    for backbone in BACKBONES.values():
+    listed = dict.fromkeys([TrainConfig().backbone, *local_backbones(), *state.weights_problems()])
+    for backbone in (BACKBONES[name] for name in listed):
         try:
             found = find_local_weights(backbone)
         except StudioError as exc:
@@ -89,6 +91,8 @@ with status_col:
             st.write(f"⬇️ **{backbone.title}**: not on this machine yet; downloaded by torchvision when a run first "
                      f"needs it{shown_path(torchvision_cache_file(backbone), ', into ')} (or set `STUDIO_WEIGHTS` to "
                      "a local file or folder).")
+    st.caption(f"The other {len(BACKBONES) - len(listed)} torchvision backbones download their weights when a run "
+               "first needs them: the Train page lists them all.")
 
     st.subheader("Device")
     device = state.device()

@@ -339,7 +339,7 @@ def weights_for(backbone: str, given: Path | None, folder: Path) -> tuple[Path |
     if find_local_weights(get_backbone(backbone), given):
         return given, "ImageNet weights"
     path = folder / f"{backbone}-random.pth"
-    torch.save(get_backbone(backbone).build(weights=None).state_dict(), path)
+    torch.save(get_backbone(backbone).build().state_dict(), path)
     return path, "random weights: timing only"
 
 

@@ -112,10 +112,11 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def write_random_weights(folder: Path) -> Path:
-    """torchvision-format weight files (ImageNet head included) for every backbone, randomly initialised from one
-    seed: the same files every time."""
+    """torchvision-format weight files (ImageNet head included) for the tutorial's backbones, randomly initialised from
+    one seed: the same files every time. Named BACKBONE.pth: under torchvision's own (hash-suffixed) name they would
+    be refused, their hash being another."""
     torch.manual_seed(1234)
-    torch.save(models.resnet18().state_dict(), folder / "resnet18-f37072fd.pth")
+    torch.save(models.resnet18().state_dict(), folder / "resnet18.pth")
     torch.save(models.mobilenet_v2().state_dict(), folder / "mobilenet_v2-test.pth")
     return folder
 

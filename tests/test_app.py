@@ -92,7 +92,7 @@ def test_home_with_data_shows_counts_samples_weights_and_device(with_data):
     assert "2 classes, 16 training and 8 validation pictures" in app.success[0].value
     assert len(app.get("imgs")) >= 2 or len(app.image) >= 2
     text = " ".join(m.value for m in app.markdown)
-    assert "ResNet-18" in text and "resnet18-f37072fd.pth" in text and "CPU" in text
+    assert "ResNet-18" in text and "resnet18.pth" in text and "CPU" in text
 
 
 def test_train_page_defaults_to_the_tutorial(with_data):
@@ -411,7 +411,7 @@ def test_shared_mode_has_no_folder_tab_no_folder_input_and_no_paths_on_home(shar
     home = open_page("streamlit_app.py")
     assert home.success[0].value.startswith("Found: 2 classes, 16 training and 8 validation pictures")
     text = shown_text(home)
-    assert "ResNet-18**: local file" in text and "resnet18-f37072fd.pth" not in text and "saved run(s)." in text
+    assert "ResNet-18**: local file" in text and "resnet18.pth" not in text and "saved run(s)." in text
     assert_no_server_path(home, tmp_path_factory)
 
 

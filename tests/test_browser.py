@@ -407,8 +407,9 @@ def test_on_a_phone_compare_keeps_each_runs_accuracy_in_view(server, browser):
     page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)  # grids are drawn after the script
     summary, per_class = page.locator("[data-testid='stDataFrame']").all()[:2]
 
-    def headers(frame) -> list[str]:  # the grid renders only the columns in view
+    def headers(frame) -> list[str]:  # the grid renders only the columns in view, a moment after it shows
         frame.scroll_into_view_if_needed()
+        frame.locator("[role='columnheader']").first.wait_for(timeout=30_000)
         return [header.inner_text().strip() for header in frame.locator("[role='columnheader']").all()]
 
     assert "best val acc" in headers(summary), headers(summary)

@@ -49,7 +49,7 @@ def test_the_settings_come_from_the_environment(tmp_path, tiny_dataset, random_w
            "STUDIO_RUNS_DIR": str(tmp_path / "env-runs")}
     trained = cli("train", "--scenario", "frozen", "--epochs", "1", "--workers", "0", env=env)
     assert trained.returncode == 0, trained.stderr
-    assert "resnet18-f37072fd.pth" in trained.stdout
+    assert "resnet18.pth" in trained.stdout
     saved = list_runs(tmp_path / "env-runs")
     assert len(saved.runs) == 1 and not saved.damaged
 
@@ -142,11 +142,11 @@ def test_a_folder_given_as_a_picture_is_named_as_a_folder(tiny_run, tiny_dataset
 def test_one_damaged_run_leaves_the_others_usable(tmp_path, tiny_run, tiny_dataset):
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run.path, runs / tiny_run.id)
-    shutil.copytree(tiny_run.path, runs / "20990101-000000-finetune-vgg16-0bad")
-    path = runs / "20990101-000000-finetune-vgg16-0bad" / "run.json"
-    path.write_text(path.read_text().replace('"backbone": "mobilenet_v2"', '"backbone": "vgg16"'))
+    shutil.copytree(tiny_run.path, runs / "20990101-000000-finetune-lenet5-0bad")
+    path = runs / "20990101-000000-finetune-lenet5-0bad" / "run.json"
+    path.write_text(path.read_text().replace('"backbone": "mobilenet_v2"', '"backbone": "lenet5"'))
     listed = cli("runs", "--runs-dir", runs)
-    assert listed.returncode == 0 and tiny_run.id in listed.stdout and "vgg16" in listed.stderr
+    assert listed.returncode == 0 and tiny_run.id in listed.stdout and "lenet5" in listed.stderr
     picture = next((tiny_dataset / "val/red").iterdir())
     for reference in (tiny_run.id, "latest"):
         predicted = cli("predict", picture, "--run", reference, "--runs-dir", runs)

@@ -35,7 +35,7 @@ def pointing_dataset(tmp_path_factory):
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
 def test_the_heat_map_is_a_crop_sized_map_in_zero_one(backbone):
     model = build_architecture(backbone, 3)
-    heat_map = grad_cam(model, backbone, object_picture((220, 30, 30), 0), target=2)
+    heat_map = grad_cam(model, object_picture((220, 30, 30), 0), target=2)
     assert heat_map.heat.shape == (224, 224) and heat_map.target == 2
     assert heat_map.heat.min() >= 0 and heat_map.heat.max() <= 1
     assert heat_map.overlay().size == (224, 224) and heat_map.picture.size == (224, 224)
@@ -51,7 +51,7 @@ def test_a_trained_model_looks_at_the_object_that_decides_the_class(pointing_dat
     left, top, right, bottom = (int(v * scale - offset) for v in OBJECT)
     masses = []
     for path, _ in scan.samples["val"]:
-        heat = grad_cam(result.model, "resnet18", path).heat
+        heat = grad_cam(result.model, path).heat
         masses.append(heat[top:bottom, left:right].sum() / heat.sum())
     region_share = (right - left) * (bottom - top) / 224**2
     assert region_share == 0.25

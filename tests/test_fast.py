@@ -63,7 +63,7 @@ def test_large_pictures_are_shrunk_but_crops_keep_their_detail(tmp_path):
     Image.fromarray(pixels[0].permute(1, 2, 0).to(torch.uint8).numpy()).save(tmp_path / "big.png")
     Image.new("RGB", (300, 200), "red").save(tmp_path / "small.png")
     picture, size = decoded.decode(tmp_path / "big.png")
-    assert decoded.MAX_SHORT_SIDE == 915 and picture.shape == (3, 915, 1307) and size == (1400, 2000)
+    assert decoded.max_short_side(TRAIN_TRANSFORM) == 915 and picture.shape == (3, 915, 1307) and size == (1400, 2000)
     assert decoded.decode(tmp_path / "small.png")[0].shape == (3, 200, 300)
     for seed in range(20):
         crop, expected = crops(tmp_path / "big.png", seed)

@@ -22,28 +22,34 @@ from core.models import (
 )
 
 
-def test_a_torchvision_resnet18_file_in_the_weights_folder_is_used_offline(random_weights_dir, monkeypatch):
+def test_a_resnet18_file_in_the_weights_folder_is_used_offline(random_weights_dir, monkeypatch):
     monkeypatch.setenv("STUDIO_WEIGHTS", str(random_weights_dir))
     built = build_model("resnet18", "finetune", num_classes=2)
     source = built.weights_source
-    assert source.kind == "file" and Path(source.path).name == "resnet18-f37072fd.pth"
-    assert len(source.sha256) == 64
-    # named like torchvision's file, but random weights: the record says they are not torchvision's
-    assert source.torchvision_name is None and source.hash_differs_from == "ResNet18_Weights.IMAGENET1K_V1"
-    saved = torch.load(random_weights_dir / "resnet18-f37072fd.pth", weights_only=True)
+    assert source.kind == "file" and Path(source.path).name == "resnet18.pth"
+    assert len(source.sha256) == 64 and source.torchvision_name is None
+    saved = torch.load(random_weights_dir / "resnet18.pth", weights_only=True)
     assert torch.equal(built.model.conv1.weight, saved["conv1.weight"])
     assert torch.equal(built.model.layer4[1].bn2.running_var, saved["layer4.1.bn2.running_var"])
 
 
-def test_a_changed_file_in_torchvisions_cache_is_used_as_a_local_file_and_said_so(random_weights_dir):
-    cache_file = torchvision_cache_file(get_backbone("resnet18"))
-    cache_file.parent.mkdir(parents=True)
-    shutil.copyfile(random_weights_dir / "resnet18-f37072fd.pth", cache_file)  # random weights: the hash differs
-    built = build_model("resnet18", "frozen", num_classes=2)
-    source = built.weights_source
-    assert (source.kind, source.torchvision_name, source.path) == ("file", None, str(cache_file))
-    assert source.hash_differs_from == "ResNet18_Weights.IMAGENET1K_V1"
-    assert "not torchvision's published ResNet18_Weights.IMAGENET1K_V1 file: its hash differs" in source.describe()
+@pytest.mark.parametrize("where", ["weights folder", "torchvision cache"])
+def test_a_file_under_torchvisions_name_with_another_hash_is_refused(random_weights_dir, tmp_path, monkeypatch,
+                                                                     where):
+    backbone = get_backbone("efficientnet_b0")
+    torch.manual_seed(0)
+    name = torchvision_cache_file(backbone).name  # efficientnet_b0_rwightman-7f5810bc.pth
+    target = tmp_path / name if where == "weights folder" else torchvision_cache_file(backbone)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(backbone.build().state_dict(), target)  # random weights: their sha256 starts otherwise
+    monkeypatch.setenv("STUDIO_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError) as error:
+        build_model("efficientnet_b0", "frozen", 2)
+    message = str(error.value)
+    assert name in message and "7f5810bc" in message and "rename it efficientnet_b0.pth" in message
+    target.rename(target.with_name("efficientnet_b0.pth"))  # the way out it names: used as the user's own
+    if where == "weights folder":
+        assert build_model("efficientnet_b0", "frozen", 2).weights_source.path.endswith("efficientnet_b0.pth")
 
 
 class PublishedWeights:
@@ -154,7 +160,7 @@ def test_a_studio_weights_folder_without_a_file_for_the_backbone_goes_on_to_torc
     resnet18 = get_backbone("resnet18")
     assert find_local_weights(resnet18) is None  # a download is next
     torchvision_cache_file(resnet18).parent.mkdir(parents=True)
-    shutil.copyfile(random_weights_dir / "resnet18-f37072fd.pth", torchvision_cache_file(resnet18))
+    shutil.copyfile(random_weights_dir / "resnet18.pth", torchvision_cache_file(resnet18))
     assert find_local_weights(resnet18) == (torchvision_cache_file(resnet18), "torchvision-cache")
     assert find_local_weights(get_backbone("mobilenet_v2")) == (folder / "mobilenet_v2-test.pth", "file")
 
@@ -185,14 +191,14 @@ def test_frozen_trains_only_the_new_head(random_weights_dir, backbone, head_size
 def test_truly_frozen_keeps_backbone_batchnorm_in_eval_mode(random_weights_dir):
     for name, expect_training in (("frozen", False), ("frozen-tutorial", True), ("finetune", True)):
         built = build_model("resnet18", name, 2, weights=random_weights_dir)
-        set_training_mode(built.model, built.backbone, built.scenario)
+        set_training_mode(built.model, built.scenario)
         batchnorms = [m for m in built.model.modules() if isinstance(m, nn.BatchNorm2d)]
         assert all(m.training == expect_training for m in batchnorms), name
         assert built.model.fc.training
 
 
 def test_unknown_names_are_refused_with_the_same_kind_of_error():
-    with pytest.raises(ConfigError, match="choose one of: resnet18, mobilenet_v2"):
+    with pytest.raises(ConfigError, match="Unknown backbone 'vgg'. Did you mean vgg11, .*python -m core backbones"):
         get_backbone("vgg")
     with pytest.raises(ConfigError, match="finetune, frozen"):
         get_scenario("magic")

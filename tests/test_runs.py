@@ -289,7 +289,7 @@ def _edit(runs_dir, run_id, change):
 
 
 @pytest.mark.parametrize("damage", [
-    lambda d: d["config"].update(backbone="vgg16"),
+    lambda d: d["config"].update(backbone="lenet5"),
     lambda d: d.update(best_val_acc=None),
     lambda d: d.update(seconds=None),
     lambda d: d.update(created=5),

@@ -1,0 +1,92 @@
+"""The backbone catalogue: torchvision's whole ImageNet registry, each backbone with its own preprocessing, its head
+found and replaced, truly frozen when frozen, and a Grad-CAM that is never blank."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import models
+
+from core.backbones import BACKBONES, get_backbone, select
+from core.data import scan_dataset
+from core.errors import ConfigError
+from core.explain import grad_cam
+from core.export import export_run
+from core.models import build_model, head_layer, head_path, set_training_mode
+from core.predict import load_predictor
+from core.runs import find_run, save_run
+from core.train import TrainConfig, train
+from tests.conftest import make_image_folder
+
+# One of each family, the smallest, built with random weights (no real ImageNet file is here but MobileNetV2's).
+FAMILIES = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "efficientnet_v2_s", "convnext_tiny",
+            "regnet_x_400mf", "densenet121", "shufflenet_v2_x0_5", "mnasnet0_5", "squeezenet1_1", "vgg11", "vit_b_32",
+            "swin_t", "maxvit_t", "googlenet", "inception_v3", "alexnet"]
+
+
+def test_the_catalogue_is_every_torchvision_classifier_with_imagenet_weights():
+    expected = {name for name in models.list_models(module=models)
+                if any(len(w.meta.get("categories") or ()) == 1000 for w in models.get_model_weights(name))}
+    assert set(BACKBONES) == expected and len(BACKBONES) >= 80
+    assert {get_backbone(name).family for name in FAMILIES} == {backbone.family for backbone in BACKBONES.values()}
+    assert [b.name for b in select(family="vit", max_params=100)] == ["vit_b_16", "vit_b_32"]
+
+
+def test_each_backbone_brings_its_weights_preprocessing():
+    b3 = get_backbone("efficientnet_b3").preprocessing
+    assert (b3.resize, b3.crop, b3.interpolation) == (320, 300, "bicubic")
+    tutorial = get_backbone("resnet18").preprocessing
+    assert (tutorial.resize, tutorial.crop, tutorial.interpolation) == (256, 224, "bilinear")
+    assert get_backbone("mobilenet_v2").imagenet_weights == models.MobileNet_V2_Weights.IMAGENET1K_V1
+
+
+@pytest.fixture(scope="module")
+def family_weights(tmp_path_factory):
+    """Random ImageNet-shaped weights for each family's representative, saved as BACKBONE.pth."""
+    folder = tmp_path_factory.mktemp("family-weights")
+    for name in FAMILIES:
+        torch.manual_seed(0)
+        torch.save(get_backbone(name).build().state_dict(), folder / f"{name}.pth")
+    return folder
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_gets_a_new_head_a_truly_frozen_backbone_and_a_heat_map(name, family_weights):
+    built = build_model(name, "frozen", 3, weights=family_weights)
+    head = built.model.get_submodule(head_layer(built.model))
+    assert getattr(head, "out_features", getattr(head, "out_channels", None)) == 3
+    assert built.trainable_params == sum(p.numel() for p in head.parameters())
+    set_training_mode(built.model, built.scenario)
+    head_name = head_path(built.model)
+    backbone_modules = [m for n, m in built.model.named_modules() if n and not n.startswith(head_name)]
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) and m.training for m in backbone_modules)
+    side = built.backbone.preprocessing.crop
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (side + 40, side + 60, 3), dtype=np.uint8))
+    heat_map = grad_cam(built.model, picture, preprocessing=built.backbone.preprocessing)
+    assert heat_map.heat.shape == (side, side) and heat_map.layer
+    assert np.isfinite(heat_map.heat).all() and heat_map.heat.max() > 0, heat_map.layer
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "squeezenet1_1", "vit_b_32"])
+def test_a_backbone_with_its_own_input_trains_predicts_and_exports(name, family_weights, tmp_path):
+    data = make_image_folder(tmp_path / "colours", train_per_class=4, val_per_class=2)
+    scan = scan_dataset(data)
+    for scenario in ("frozen", "finetune"):
+        config = TrainConfig(backbone=name, scenario=scenario, epochs=1, batch_size=4, seed=0, workers=0)
+        result = train(config, scan, family_weights)
+        assert result.status == "completed" and len(result.history) == 1
+        save_run(result, scan, tmp_path / "runs")
+    run = find_run("latest", tmp_path / "runs")
+    assert run.preprocessing == get_backbone(name).preprocessing
+    assert find_run(run.id, tmp_path / "runs").preprocessing == run.preprocessing  # as saved in run.json
+    prediction = load_predictor(run).predict(scan.samples["val"][0][0])
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+    exported = export_run(run, "onnx", tmp_path / "out", check_pictures=4)
+    assert exported.pictures_checked == 4 and exported.max_difference < 1e-3
+
+
+def test_a_recipe_that_trains_the_head_on_pooled_features_alone_first_refuses_squeezenet():
+    with pytest.raises(ConfigError, match="squeezenet1_1's head alone first"):
+        TrainConfig.from_settings({"recipe": "lp-ft"}, backbone="squeezenet1_1", scenario="finetune")
+    assert TrainConfig.from_settings({"recipe": "lp-ft"}, backbone="efficientnet_b0", scenario="finetune").recipe \
+        == "lp-ft"
