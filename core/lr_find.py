@@ -58,7 +58,7 @@ def find_learning_rate(config: TrainConfig, scan: DatasetScan, weights: str | Pa
         raise StudioError(f"The sweep's rates must rise: start {start:g}, end {end:g}.")
     trainer = Trainer(replace(config, cached_views=1), weights)  # one view per picture is enough to sweep
     built = trainer.build(len(scan.classes))
-    stages, _ = trainer.stages(scan, built, phases=[trainer.recipe.phases[-1]])
+    stages, _ = trainer.stages(scan, built, phases=[trainer.recipe.phases[-1]], evaluated=False)
     stage = stages[0]
     with one_cpu_thread(trainer.strategy.device.type == "cpu" and stage.head_only):
         rates, losses, ended = sweep(stage, built, trainer.recipe, trainer.strategy, start, end, steps, on_step)

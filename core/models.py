@@ -130,7 +130,7 @@ def names_backbone(path: Path) -> str | None:
 def _weights_in_folder(folder: Path, backbone: Backbone) -> Path | None:
     candidates = ([folder / f"{backbone.name}.pth", folder / torchvision_file_name(backbone)]
                   + sorted(folder.glob(f"{backbone.name}-*.pth")))
-    return next((path for path in candidates if path.is_file() and names_backbone(path) == backbone.name), None)
+    return next((path for path in candidates if path.exists() and names_backbone(path) == backbone.name), None)
 
 
 def find_local_weights(backbone: Backbone, weights: str | Path | None = None) -> tuple[Path, str] | None:
@@ -156,8 +156,9 @@ def find_local_weights(backbone: Backbone, weights: str | Path | None = None) ->
             return found, "file"
         if label != WEIGHTS_ENV:
             raise WeightsError(
-                f"The weights folder {path} holds no {backbone.name} file (looked for {backbone.name}.pth and "
-                f"{backbone.name}-*.pth). Put the file there, or give the weights file itself."
+                f"The weights folder {path} holds no {backbone.name} file (looked for {backbone.name}.pth, "
+                f"{torchvision_file_name(backbone)} and {backbone.name}-*.pth). Put the file there, or give the "
+                "weights file itself."
             )
     cached = torchvision_cache_file(backbone)
     return (cached, "torchvision-cache") if cached.is_file() else None

@@ -156,12 +156,13 @@ class Trainer:
         return LoaderSettings(batch_size, self.config.workers, self.config.seed, shuffle, self.strategy.sampler)
 
     def stages(self, scan: DatasetScan, built: BuiltModel, features: CachedFeatures | None = None,
-               phases: list[Phase] | None = None) -> tuple[list[Stage], str]:
+               phases: list[Phase] | None = None, evaluated: bool = True) -> tuple[list[Stage], str]:
         """Each phase of the recipe as it trains: what trains, its loaders (this process's share of them), and how
         they give it the pictures, in words. Fast: pictures decoded once into memory (unless they would take more
         than the memory budget, core.loaders.memory_budget); for a phase in which the backbone is truly frozen, its
         features, computed once up front (or given, already computed for `scan`'s pictures), train the head. `phases`:
-        some of the recipe's (the learning-rate finder's), else all."""
+        some of the recipe's (the learning-rate finder's), else all; without `evaluated`, no evaluation split's
+        features are computed (the learning-rate finder's sweep looks at none)."""
         settings = self.loader_settings(self.strategy.per_process_batch(self.config.batch_size))
         model = self.strategy.compute.place(built.model)
         head_parameters = list(head_of(built)[2].parameters())
@@ -176,7 +177,7 @@ class Trainer:
             texts.append(text)
         if on_features:
             computed = "given" if features else "computed"
-            features = features or self.cache_features(scan, built)
+            features = features or self.cache_features(scan, built, evaluated=evaluated)
             on_cache = feature_loaders(features, settings)
             texts.append(f"each decoded once to compute the frozen backbone's features ({computed} before epoch 1), "
                          "then dropped: the head trains on the features" if not pictures else
@@ -186,12 +187,14 @@ class Trainer:
         return ([Stage(phase, head, on_cache, head_parameters, True) if phase in on_features else
                  Stage(phase, model, pictures, head_parameters, False) for phase in phases], "; ".join(texts))
 
-    def cache_features(self, scan: DatasetScan, built: BuiltModel, views: int | None = None) -> CachedFeatures:
+    def cache_features(self, scan: DatasetScan, built: BuiltModel, views: int | None = None,
+                       evaluated: bool = True) -> CachedFeatures:
         """A truly frozen backbone's features of every picture of `scan` (`frozen_features`): `feature_views`
         augmented views of each training picture (drawn with the run's seed), unless `views` says otherwise."""
         reporter = batch_reporter(self.callbacks.on_batch, 0, self.recipe.epochs)
         return frozen_features(self.strategy, scan, built, views or self.feature_views,
-                               lambda done, total: reporter("features", done, total), self.preprocessing)
+                               lambda done, total: reporter("features", done, total), self.preprocessing,
+                               evaluated)
 
     def feature_batches(self, scan: DatasetScan, views: int | None = None) -> dict[str, int]:
         return feature_batches(self.strategy, scan, views or self.feature_views)
@@ -206,13 +209,15 @@ def feature_batches(strategy: Strategy, scan: DatasetScan, views: int) -> dict[s
 
 
 def frozen_features(strategy: Strategy, scan: DatasetScan, built: BuiltModel, views: int,
-                    report: Callable[[int, int], None], preprocessing: Preprocessing) -> CachedFeatures:
+                    report: Callable[[int, int], None], preprocessing: Preprocessing, evaluated: bool = True
+                    ) -> CachedFeatures:
     """The features that `built`'s backbone, truly frozen, gives every picture of `scan`: `views` augmented views of
     each training picture, one of each evaluation picture, each batch reported as (done, total). Each picture is
     decoded once, on threads, and dropped: none is kept (core.decoded). With several processes each computes those
-    of its share of the pictures, and every process gets them all."""
+    of its share of the pictures, and every process gets them all. Without `evaluated`, the training pictures'
+    only."""
     size = forward_batch_size(strategy.device)
-    splits = ["train", *scan.evaluation_splits]
+    splits = ["train", *(scan.evaluation_splits if evaluated else [])]
     shares = {split: strategy.share(len(scan.samples[split])) for split in splits}
     train, evaluation = preprocessing.train(), preprocessing.eval()
     streams = {split: view_batches(scan.samples[split], shares[split], views, size, train) if split == "train" else
@@ -225,7 +230,7 @@ def frozen_features(strategy: Strategy, scan: DatasetScan, built: BuiltModel, vi
     def counted(_phase: str, _batch: int, _batches: int) -> None:
         nonlocal done
         done += 1
-        report(done, sum(totals.values()))
+        report(done, sum(totals[split] for split in splits))
 
     features = {}
     with headless(built) as backbone:

@@ -20,8 +20,8 @@ def _label(name: str) -> str:
     title = BACKBONES[name].title
     shown = name if title == name else f"{title} ({name})"
     weights = "weights here" if str(row["weights"]).startswith("here") else "downloads its weights"
-    return (f"{shown} · {row['params (M)']}M params · ImageNet top-1 {row['ImageNet top-1']:.1f} · "
-            f"{BACKBONES[name].preprocessing.crop} px · {weights}")
+    return (f"{shown} · {weights} · {row['params (M)']}M params · top-1 {row['ImageNet top-1']:.1f}% · "
+            f"{BACKBONES[name].preprocessing.crop} px")
 
 
 def backbone_picker(container, default: str, key: str, label: str = "Backbone") -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import OPTIMIZERS, RECIPES, SCHEDULES
+from core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from core.errors import StudioError
 from core.exclusions import read_exclusions
 from core.lr_find import find_learning_rate
@@ -16,7 +16,7 @@ from dashboard import charts, state
 from dashboard.train_form import RECIPE_FORM, TrainChoices
 from dashboard.widgets import show_error
 
-_CURVE_KEY, _SUGGESTED_KEY = "rate_curve", "suggested_lr"
+_CURVE_KEY = "rate_curve"
 # What the table in docs/recipes.md found, in a line: the pages' help follows it.
 RECIPE_HELP = ("Measured on the tutorial's ants and bees (MobileNetV2, 5 seeds): LP-FT beat the tutorial's "
                "finetuning by 3.5 points and tied with the frozen backbone; fastai's fine-tune tied with the "
@@ -24,11 +24,19 @@ RECIPE_HELP = ("Measured on the tutorial's ants and bees (MobileNetV2, 5 seeds):
                "on the Experiments page. docs/recipes.md has the table.")
 
 
-def _recipe_changed() -> None:
-    """Another recipe brings its own settings: the widgets are drawn again from them."""
+_WHOLE = ("epochs", "batch_size", "step_size", "head_epochs")
+
+
+def _recipe_changed(most_epochs: int) -> None:
+    """Another recipe brings its own settings: each widget is given its value (a value set through the session
+    state reaches the browser's widget; a new default alone would not)."""
+    named = TrainConfig.from_settings({"recipe": st.session_state["recipe"]})
     for name in RECIPE_FORM:
+        value = getattr(named, name)
+        if name == "epochs":
+            value = min(value, most_epochs)
         if name != "recipe":
-            st.session_state.pop(name, None)
+            st.session_state[name] = int(value) if name in _WHOLE else value if isinstance(value, str) else float(value)
     st.session_state.pop(_CURVE_KEY, None)
 
 
@@ -36,10 +44,10 @@ def recipe_form(shown: TrainChoices, most_epochs: int) -> dict:
     """The recipe picker and, under Advanced, the recipe's settings: the chosen values by name (with the seed)."""
     recipe = st.selectbox("Recipe", list(RECIPES), index=list(RECIPES).index(shown.recipe), key="recipe",
                           format_func=lambda name: RECIPES[name].title, on_change=_recipe_changed,
+                          args=(most_epochs,),
                           help=RECIPE_HELP)
     st.caption(RECIPES[recipe].summary)
     knobs = shown.with_recipe(recipe)
-    lr_value = st.session_state.pop(_SUGGESTED_KEY, knobs.lr)
     with st.expander(f"Advanced: the {recipe} recipe's settings"):
         a, b, c, d = st.columns(4)
         chosen = {
@@ -47,7 +55,7 @@ def recipe_form(shown: TrainChoices, most_epochs: int) -> dict:
             "epochs": a.number_input("Epochs (all phases)", 1, most_epochs, min(knobs.epochs, most_epochs),
                                      key="epochs"),
             "batch_size": b.number_input("Batch size", 1, 512, knobs.batch_size, key="batch_size"),
-            "lr": c.number_input("Learning rate", 1e-7, 1.0, lr_value, format="%.6f", key="lr",
+            "lr": c.number_input("Learning rate", 1e-7, 1.0, knobs.lr, format="%.6f", key="lr",
                                  help="The last layer's rate; with a spread, the first layers' is this / spread."),
             "momentum": d.number_input("Momentum (AdamW: beta1)", 0.0, 0.99, knobs.momentum, key="momentum"),
             "optimizer": a.selectbox("Optimiser", OPTIMIZERS, index=OPTIMIZERS.index(knobs.optimizer),
@@ -73,8 +81,7 @@ def recipe_form(shown: TrainChoices, most_epochs: int) -> dict:
 
 
 def _use(rate: float) -> None:
-    st.session_state.pop("lr", None)
-    st.session_state[_SUGGESTED_KEY] = rate
+    st.session_state["lr"] = float(rate)
 
 
 def learning_rate_finder(choices: TrainChoices, data_dir: Path) -> None:

@@ -409,7 +409,7 @@ def test_on_a_phone_compare_keeps_each_runs_accuracy_in_view(server, browser):
 
     def headers(frame) -> list[str]:  # the grid renders only the columns in view, a moment after it shows
         frame.scroll_into_view_if_needed()
-        frame.locator("[role='columnheader']").first.wait_for(timeout=30_000)
+        frame.locator("[role='columnheader']").first.wait_for(state="attached", timeout=30_000)
         return [header.inner_text().strip() for header in frame.locator("[role='columnheader']").all()]
 
     assert "best val acc" in headers(summary), headers(summary)
@@ -456,4 +456,18 @@ def test_mistakes_first_visit_shows_its_controls_while_it_computes_and_draws_map
     page.set_viewport_size({"width": 1400, "height": 4200})  # the whole page, maps included
     settle(page)
     page.screenshot(path=str(SCREENSHOTS / "mistakes.png"), full_page=True)
+    page.close()
+
+
+def test_a_recipe_picked_in_the_browser_puts_its_own_settings_into_the_form(server, browser):
+    """Picking LP-FT once left the tutorial's 25 epochs and SGD in the browser's widgets, and trained with them."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    page.goto(f"{server}/Train")
+    settle(page)
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Recipe").click()
+    page.get_by_role("option", name="LP-FT").click()
+    settle(page)
+    page.get_by_text("Advanced: the lp-ft recipe's settings").click()
+    assert page.get_by_label("Epochs (all phases)").input_value() == "5"
+    assert page.get_by_label("Learning rate", exact=True).input_value() == "0.000010"
     page.close()

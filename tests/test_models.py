@@ -144,7 +144,8 @@ def test_a_weights_folder_without_a_file_for_the_backbone_is_an_error(random_wei
     folder = tmp_path / "only-mobilenet"
     folder.mkdir()
     shutil.copyfile(random_weights_dir / "mobilenet_v2-test.pth", folder / "mobilenet_v2-test.pth")
-    expected = f"The weights folder {folder} holds no resnet18 file (looked for resnet18.pth and resnet18-*.pth)."
+    expected = (f"The weights folder {folder} holds no resnet18 file (looked for resnet18.pth, resnet18-f37072fd.pth "
+                "and resnet18-*.pth).")
     with pytest.raises(WeightsError) as error:
         build_model("resnet18", "finetune", 2, weights=folder)  # the network guard fails the test if it downloads
     assert expected in str(error.value) and error.value.setting == "weights"
