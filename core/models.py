@@ -112,12 +112,6 @@ def hash_prefix(path: Path, backbone: Backbone) -> str | None:
     return (match.group(1) or None) if match else None
 
 
-def matches_published_hash(backbone: Backbone, sha256: str) -> bool:
-    """torch.hub's check_hash rule: the file's sha256 starts with the prefix in torchvision's file name."""
-    prefix = hash_prefix(Path(torchvision_file_name(backbone)), backbone)
-    return bool(prefix) and sha256.startswith(prefix)
-
-
 def names_backbone(path: Path) -> str | None:
     """The backbone a weights file is named after: torchvision's own file name for it, NAME.pth or
     NAME-anything.pth."""
