@@ -88,8 +88,10 @@ def add_data_options(parser: argparse.ArgumentParser, training: bool = False) ->
 def add_recipe_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """The run's settings. A setting left out takes the recipe's value."""
     defaults = TrainConfig()
-    parser.add_argument("--backbone", default=defaults.backbone, help="a torchvision ImageNet classifier, as "
-                        "torchvision names it (default: resnet18; python -m core backbones lists them)")
+    parser.add_argument("--backbone", default=None if several else defaults.backbone,
+                        action="append" if several else "store", help="a torchvision ImageNet classifier, as "
+                        "torchvision names it (default: resnet18; python -m core backbones lists them)" +
+                        ("; repeat it to compare backbones" if several else ""))
     parser.add_argument("--recipe", default=None if several else defaults.recipe, choices=list(RECIPES),
                         action="append" if several else "store",
                         help="tutorial (2017), fine-tune (fastai's) or lp-ft (linear probe, then finetune); each "
@@ -456,12 +458,14 @@ def command_experiment(args: argparse.Namespace) -> int:
         print_experiment(results(plan, list_runs(args.runs_dir).runs))
         return 0
     scan = resolve_dataset(args)
-    configs = recipe_configs(vars(args), args.recipe or ["tutorial"], scenarios, seed=args.seeds[0],
-                             fast=not args.tutorial_loop)
+    backbones = args.backbone or [TrainConfig.backbone]
+    configs = recipe_configs({**vars(args), "backbone": backbones[0]}, args.recipe or ["tutorial"], scenarios,
+                             seed=args.seeds[0], fast=not args.tutorial_loop)
     base = next(iter(configs.values()))
     excluded = [scan.relative(path) for path in scan.excluded]
-    plan = ExperimentPlan(args.name or default_name(scan.root, list(configs.values()), excluded), str(scan.root),
-                          base, scenarios, args.seeds, sizes, excluded=excluded, recipes=configs)
+    plan = ExperimentPlan(args.name or default_name(scan.root, list(configs.values()), excluded, backbones),
+                          str(scan.root), base, scenarios, args.seeds, sizes, excluded=excluded, recipes=configs,
+                          backbones=backbones)
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
@@ -469,7 +473,8 @@ def command_experiment(args: argparse.Namespace) -> int:
     check_same_data(world, scan)
     todo, estimate = [], None
     if world.main:
-        check_runs_dir(args.runs_dir, args.backbone)
+        for backbone in plan.backbones:
+            check_runs_dir(args.runs_dir, backbone)
         plan = record_plan(plan, args.runs_dir)
         runs = list_runs(args.runs_dir).runs
         todo = pending(plan, runs, plan.grid())
@@ -504,14 +509,15 @@ def command_experiment(args: argparse.Namespace) -> int:
                 lambda on_batch, on_epoch, cell=cell: runner.train_cell(cell, on_batch, on_epoch), leave=False,
                 show=not world.several)
         except TrainingCancelled:  # while the frozen backbone's features were computed, before any epoch
-            print(f"Stopped while the frozen backbone's features were computed, before cell {cell.label} trained: "
-                  "nothing to save; the cells saved before are kept.", file=sys.stderr)
+            print(f"Stopped while the frozen backbone's features were computed, before cell {plan.label_of(cell)} "
+                  "trained: nothing to save; the cells saved before are kept.", file=sys.stderr)
             return stop.exit_code if stop.pressed else 1
         with stop.saving():
             record = runner.save(cell, result)
         best = record.best_val()
-        print(f"{'[process ' + str(world.rank) + '] ' if world.several else ''}{number}/{len(mine)} {cell.label}: "
-              f"{record.status}, best val acc {accuracy_text(best) if best else '-'}, run {record.id}",
+        process = f"[process {world.rank}] " if world.several else ""
+        print(f"{process}{number}/{len(mine)} {plan.label_of(cell)}: {record.status}, "
+              f"best val acc {accuracy_text(best) if best else '-'}, run {record.id}",
               file=sys.stdout if world.main else sys.stderr)
     world.wait_for_all(seconds=3 * estimate.seconds if estimate else 0)
     print_experiment(results(plan, list_runs(args.runs_dir).runs))
@@ -539,15 +545,23 @@ def print_experiment(outcome: ExperimentResults) -> None:
     if not outcome.rows:
         return
     has_test = any(row.test for row in outcome.rows)
-    header = ["scenario", "per class", "seeds", "best val acc (optimistic)", "final val acc",
-              *(["test acc"] if has_test else []), "s / run"]
+    several = outcome.plan.several_backbones
+    header = ["backbone · scenario" if several else "scenario", "per class", "seeds", "best val acc (optimistic)",
+              "final val acc", *(["test acc"] if has_test else []), "s / run", *(["params (M)"] if several else [])]
     rows = [[row.scenario, f"{size_text(row.pictures_per_class)} ({row.train_pictures:g})", len(row.seeds),
              mean_text(row.best_val), mean_text(row.final_val),
-             *([mean_text(row.test) if row.test else "-"] if has_test else []), f"{row.seconds:.1f}"]
+             *([mean_text(row.test) if row.test else "-"] if has_test else []), f"{row.seconds:.1f}",
+             *([f"{row.parameters / 1e6:.1f}"] if several else [])]
             for row in outcome.rows]
     print_table([header, *rows])
     print(f"Means over seeds, [95% interval] (Student t, from {FEWEST_SEEDS} seeds). Best val acc is each run's best "
           "epoch, chosen on the validation pictures, so optimistic.")
+    if several:
+        print("\nBest trade-offs (no other is more accurate, best epoch, at no more cost):")
+        for size in dict.fromkeys(row.pictures_per_class for row in outcome.rows):
+            for cost, unit in (("seconds", "s / run"), ("parameters", "parameters")):
+                front = " < ".join(row.scenario for row in outcome.trade_offs(size, cost))
+                print(f"  {size_text(size)} per class, by {unit}: {front}")
     if outcome.comparisons:
         print("\nPaired differences (bootstrap over seeds and pictures):")
         for comparison in outcome.comparisons:

@@ -1,14 +1,14 @@
-"""Experiments: one data set, over a grid of scenarios x recipes x seeds x training pictures per class.
+"""Experiments: one data set, over a grid of backbones x scenarios x recipes x seeds x training pictures per class.
 
 Each cell of the grid is an ordinary saved run, tagged with the experiment's name and its pictures per class
 (core.runs.ExperimentCell), so Compare, Classify and export use it unchanged. For a seed and a size the training
 pictures are a stratified draw that every scenario gets, and a seed's smaller draws lie inside its larger ones;
 validation (and test) always use every picture. Running an experiment again resumes it: cells with a saved run
-are skipped. A truly frozen backbone's features are computed once per experiment, for every picture and cached
-view, and every frozen cell trains its head on its own pictures' rows of them.
+are skipped. A truly frozen backbone's features are computed once per experiment and backbone, for every picture
+and cached view, and every frozen cell of that backbone trains its head on its own pictures' rows of them.
 
-The experiment itself, its name, data set, recipe and the cells asked for so far, is kept in the runs folder as
-experiments/NAME.json; the statistics over its runs come from core.stats.
+The experiment itself, its name, data set, recipes, backbones and the cells asked for so far, is kept in the runs
+folder as experiments/NAME.json; the statistics over its runs come from core.stats.
 """
 from __future__ import annotations
 
@@ -54,12 +54,11 @@ from core.runs import (
 from core.stats import Estimate, mean_interval, paired_difference, verdict
 from core.train import Callbacks, OnBatch, OnEpoch, TrainConfig, Trainer, TrainResult
 
-FORMAT = 2  # 1: one recipe, cells without it
+FORMAT = 3  # 1: one recipe, cells without it; 2: one backbone, cells without it
 DEFAULT_SIZES: tuple[int | None, ...] = (1, 2, 5, 10, 25, None)  # None: every training picture
 FEATURE_SEED = 0  # the augmented views whose features every frozen cell shares are drawn with this seed
 DONE = ("completed", "diverged")  # a cell with such a run is not trained again; a cancelled one is
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
-# Recipe fields that do not change what a cell measures, so an experiment may be resumed with other values.
 
 
 def size_text(pictures_per_class: int | None) -> str:
@@ -84,15 +83,17 @@ class Cell:
     seed: int
     pictures_per_class: int | None  # None: all
     recipe: str = "tutorial"
+    backbone: str = TrainConfig.backbone
 
     @property
     def label(self) -> str:
         return (f"{self.arm(self.recipe != 'tutorial')} · seed {self.seed} · {size_text(self.pictures_per_class)} "
                 "per class")
 
-    def arm(self, with_recipe: bool) -> str:
-        """What the cell compares: its scenario, and its recipe when the experiment has several."""
-        return f"{self.scenario} · {self.recipe}" if with_recipe else self.scenario
+    def arm(self, with_recipe: bool, with_backbone: bool = False) -> str:
+        """What the cell compares: its scenario, with its backbone and its recipe when the experiment has several."""
+        parts = [self.backbone] if with_backbone else []
+        return " · ".join([*parts, self.scenario, *([self.recipe] if with_recipe else [])])
 
 
 def size_order(size: int | None) -> float:
@@ -102,8 +103,9 @@ def size_order(size: int | None) -> float:
 
 @dataclass
 class ExperimentPlan:
-    """What an experiment trains: its recipes, each a run's settings by recipe name (the scenario and seed are set
-    per cell), and the grid. A scenario is paired with each recipe it can train with (core.config)."""
+    """What an experiment trains: its backbones, its recipes, each a run's settings by recipe name (the backbone,
+    scenario and seed are set per cell), and the grid. A scenario is paired with each recipe it can train with on
+    each backbone (core.config)."""
 
     name: str
     data_dir: str
@@ -114,6 +116,7 @@ class ExperimentPlan:
     extra_cells: list[Cell] = field(default_factory=list)  # asked for by earlier grids of the same experiment
     excluded: list[str] = field(default_factory=list)  # pictures left out, from the data set's exclusion list
     recipes: dict[str, TrainConfig] = field(default_factory=dict)  # by name, `recipe` among them
+    backbones: list[str] = field(default_factory=list)  # default: the recipe's
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
@@ -132,25 +135,45 @@ class ExperimentPlan:
         self.sizes = sorted(set(self.sizes), key=size_order)
         self.excluded = sorted(set(self.excluded))
         self.recipes = {**self.recipes, self.recipe.recipe: self.recipe}  # `recipe` is its recipe's settings
+        self.backbones = list(dict.fromkeys(self.backbones or [self.recipe.backbone]))
+        for backbone in self.backbones:
+            get_backbone(backbone)
         if not self.grid():
             raise ConfigError(f"No recipe of {', '.join(self.recipes)} can train the scenario(s) "
-                              f"{', '.join(self.scenarios)}: a recipe that trains the backbone after its head needs "
-                              "the finetune or scratch scenario.")
+                              f"{', '.join(self.scenarios)} on {', '.join(self.backbones)}: a recipe that trains the "
+                              "backbone after its head needs the finetune or scratch scenario, and a backbone with a "
+                              "last linear layer.")
 
     @property
     def several_recipes(self) -> bool:
         return len(self.recipes) > 1 or any(cell.recipe not in self.recipes for cell in self.extra_cells)
 
-    def pairs(self) -> list[tuple[str, str]]:
-        """(scenario, recipe) for every scenario that each recipe can train with."""
-        return [(scenario, name) for scenario in self.scenarios for name, config in self.recipes.items()
-                if trains_with(config, scenario)]
+    @property
+    def several_backbones(self) -> bool:
+        return len({cell.backbone for cell in self.cells()}) > 1
+
+    def arm_of(self, cell: Cell) -> str:
+        return cell.arm(self.several_recipes, self.several_backbones)
+
+    def label_of(self, cell: Cell) -> str:
+        """The cell's label, with its backbone when the experiment has several."""
+        return f"{cell.backbone} · {cell.label}" if self.several_backbones else cell.label
+
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(backbone, scenario, recipe) for every scenario that each recipe can train on each backbone."""
+        return [(backbone, scenario, name) for backbone in self.backbones for scenario in self.scenarios
+                for name, config in self.recipes.items() if trains_with(config, scenario, backbone)]
 
     def grid(self) -> list[Cell]:
-        """The cells asked for now, scenario by scenario and recipe by recipe, each seed's sizes from the smallest:
-        a stopped experiment already has whole curves."""
-        return [Cell(scenario, seed, size, recipe) for scenario, recipe in self.pairs() for seed in self.seeds
-                for size in self.sizes]
+        """The cells asked for now, backbone by backbone, scenario by scenario and recipe by recipe, each seed's
+        sizes from the smallest: a stopped experiment already has whole curves."""
+        return [Cell(scenario, seed, size, recipe, backbone) for backbone, scenario, recipe in self.pairs()
+                for seed in self.seeds for size in self.sizes]
+
+    def arm_configs(self) -> list[TrainConfig]:
+        """One run's settings per backbone, scenario and recipe of the grid (the first seed's)."""
+        return [self.config(Cell(scenario, self.seeds[0], None, recipe, backbone))
+                for backbone, scenario, recipe in self.pairs()]
 
     def cells(self) -> list[Cell]:
         """The cells asked for now and before."""
@@ -158,37 +181,41 @@ class ExperimentPlan:
         return grid + [cell for cell in self.extra_cells if cell not in grid]
 
     def config(self, cell: Cell) -> TrainConfig:
-        return replace(self.recipes[cell.recipe], scenario=cell.scenario, seed=cell.seed)
+        return replace(self.recipes[cell.recipe], scenario=cell.scenario, seed=cell.seed, backbone=cell.backbone)
 
     def recipe_key(self) -> dict:
-        """What the experiment's runs share: the data set, the excluded pictures and each recipe's settings."""
+        """What the experiment's runs share: the data set, the excluded pictures and each recipe's settings but its
+        backbone (a backbone added to an experiment is no change)."""
         return {"data_dir": str(Path(self.data_dir).resolve()),
                 **({"excluded pictures": self.excluded} if self.excluded else {}),
-                **{f"recipe {name}": recipe_settings(config, scenario=False) for name, config in self.recipes.items()}}
+                **{f"recipe {name}": {key: value for key, value in recipe_settings(config, scenario=False).items()
+                                      if key != "backbone"} for name, config in self.recipes.items()}}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "name": self.name, "data_dir": str(Path(self.data_dir).resolve()),
                 "recipe": self.recipe.to_dict(), "recipes": {name: config.to_dict()
                                                              for name, config in self.recipes.items()},
-                "cells": [[c.scenario, c.seed, c.pictures_per_class, c.recipe] for c in self.cells()],
+                "backbones": self.backbones,
+                "cells": [[c.scenario, c.seed, c.pictures_per_class, c.recipe, c.backbone] for c in self.cells()],
                 "excluded": self.excluded}
 
     @classmethod
     def from_dict(cls, data: dict) -> ExperimentPlan:
-        if data.get("format") not in (1, FORMAT):
+        if data.get("format") not in (1, 2, FORMAT):
             raise ValueError(f"unknown experiment format {data.get('format')!r}")
-        cells = [Cell(str(scenario), int(seed), size, *map(str, recipe)) for scenario, seed, size, *recipe in
-                 data["cells"]]
+        recipe = TrainConfig(**data["recipe"])
+        cells = [Cell(str(scenario), int(seed), size, str(rest[0]) if rest else recipe.recipe,
+                      str(rest[1]) if len(rest) > 1 else recipe.backbone)  # formats 1 and 2: the recipe's
+                 for scenario, seed, size, *rest in data["cells"]]
         if not cells:
             raise ValueError("it lists no cells")
         first = cells[0]
         excluded = data.get("excluded", [])
         if not isinstance(excluded, list) or not all(isinstance(file, str) for file in excluded):
             raise ValueError("its excluded pictures are not a list of names")
-        recipe = TrainConfig(**data["recipe"])
         recipes = {name: TrainConfig(**config) for name, config in data.get("recipes", {}).items()}
         return cls(data["name"], data["data_dir"], recipe, [first.scenario], [first.seed], [first.pictures_per_class],
-                   extra_cells=cells, excluded=excluded, recipes=recipes)
+                   extra_cells=cells, excluded=excluded, recipes=recipes, backbones=[first.backbone])
 
 
 def recipe_configs(settings: dict, recipes: list[str], scenarios: list[str], **chosen) -> dict[str, TrainConfig]:
@@ -209,29 +236,32 @@ def recipe_configs(settings: dict, recipes: list[str], scenarios: list[str], **c
     return configs
 
 
-def trains_with(config: TrainConfig, scenario: str) -> bool:
+def trains_with(config: TrainConfig, scenario: str, backbone: str | None = None) -> bool:
     """Whether a run of `config`'s recipe can train `scenario` (a recipe that unfreezes needs one that trains the
-    backbone)."""
+    backbone), on `backbone` (default: the recipe's; a recipe that trains the head alone needs a linear one)."""
     try:
-        replace(config, scenario=scenario)
+        replace(config, scenario=scenario, backbone=backbone or config.backbone)
     except ConfigError:
         return False
     return True
 
 
-def default_name(data_dir: Path, recipes: list[TrainConfig], excluded: list[str] = ()) -> str:
-    """A name that the same data set, recipes and excluded pictures always get: running the same command again
-    resumes. The recipe knobs at the tutorial's values are left out of it, so that names given before recipes
-    existed stay."""
+def default_name(data_dir: Path, recipes: list[TrainConfig], excluded: list[str] = (),
+                 backbones: list[str] = ()) -> str:
+    """A name that the same data set, recipes, backbones and excluded pictures always get: running the same command
+    again resumes. The recipe knobs at the tutorial's values are left out of it, so that names given before recipes
+    existed stay, and so are the backbones but the recipes' when there is one."""
     tutorial = TrainConfig().to_dict()
     keys = [{name: value for name, value in recipe_settings(recipe, scenario=False).items()
              if not (name in RECIPE_KNOBS and value == tutorial[name])} for recipe in recipes]
-    identity = [str(Path(data_dir).resolve()), *keys] + ([sorted(set(excluded))] if excluded else [])
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     first = recipes[0]
-    if len(recipes) == 1:
-        return f"{dataset_name(data_dir)}-{first.backbone}-{first.epochs}ep-{digest[:6]}"
-    return f"{dataset_name(data_dir)}-{first.backbone}-{'-'.join(recipe.recipe for recipe in recipes)}-{digest[:6]}"
+    backbones = list(dict.fromkeys(backbones or [first.backbone]))
+    several = [backbones] if len(backbones) > 1 else []
+    identity = [str(Path(data_dir).resolve()), *keys] + ([sorted(set(excluded))] if excluded else []) + several
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
+    backbone = first.backbone if len(backbones) == 1 else f"{len(backbones)}backbones"
+    what = f"{first.epochs}ep" if len(recipes) == 1 else "-".join(recipe.recipe for recipe in recipes)
+    return f"{dataset_name(data_dir)}-{backbone}-{what}"[:80 - len(digest) - 1] + f"-{digest}"  # NAME's length
 
 
 # ---------------------------------------------------------------- the experiments folder
@@ -316,7 +346,7 @@ def subset(scan: DatasetScan, pictures_per_class: int | None, seed: int) -> Data
 def cell_of(run: RunRecord) -> Cell | None:
     if run.experiment is None or run.config.seed is None:
         return None
-    return Cell(run.scenario, run.config.seed, run.experiment.pictures_per_class, run.config.recipe)
+    return Cell(run.scenario, run.config.seed, run.experiment.pictures_per_class, run.config.recipe, run.backbone)
 
 
 def cell_runs(name: str, runs: list[RunRecord]) -> dict[Cell, RunRecord]:
@@ -339,17 +369,17 @@ class ExperimentRunner:
     """Trains and saves an experiment's cells, one at a time, on a checked data set.
 
     With several processes (`world`, started by torchrun) each process trains and saves its own cells (`share`),
-    alone; the frozen backbone's features are computed by all of them together first (`compute_shared_features`).
+    alone; each frozen backbone's features are computed by all of them together first (`compute_shared_features`).
     """
 
     def __init__(self, plan: ExperimentPlan, scan: DatasetScan, runs_dir: Path | None = None,
                  weights: str | Path | None = None, world: World = SINGLE):
         scan.raise_if_invalid()  # without the plan's excluded pictures: core.exclusions.training_scan left them out
         self.plan, self.scan, self.runs_dir, self.weights, self.world = plan, scan, runs_dir, weights, world
-        self._features: CachedFeatures | None = None
+        self._features: dict[str, CachedFeatures] = {}  # by backbone
         self._scans: dict[Cell, DatasetScan] = {}
         self._position = {path: i for i, (path, _) in enumerate(scan.samples["train"])}
-        self.feature_passes = 0  # how many times the backbone's features were computed: once per experiment
+        self.feature_passes = 0  # how many times a backbone's features were computed: once per backbone
 
     def shares_features(self, cell: Cell) -> bool:
         """Whether the cell's head trains on the backbone's features that the experiment computes once: a truly
@@ -374,11 +404,11 @@ class ExperimentRunner:
         return Trainer(config, self.weights, Callbacks(on_batch, on_epoch)).train(cell_scan, features)
 
     def compute_shared_features(self, cells: list[Cell], on_batch: OnBatch | None = None) -> None:
-        """The frozen backbone's features, when a cell of `cells` uses them, computed now: with several processes
-        every process calls this at once and computes its share of the pictures."""
-        shared = [cell for cell in cells if self.shares_features(cell)]
-        if shared:
-            self._shared_features(self.plan.config(shared[0]), on_batch)
+        """Each frozen backbone's features that a cell of `cells` uses, computed now: with several processes every
+        process calls this at once and computes its share of the pictures."""
+        shared = {cell.backbone: cell for cell in reversed(cells) if self.shares_features(cell)}
+        for cell in reversed(shared.values()):
+            self._shared_features(self.plan.config(cell), on_batch)
 
     def save(self, cell: Cell, result: TrainResult) -> RunRecord:
         cell_scan = self.cell_scan(cell)
@@ -388,19 +418,19 @@ class ExperimentRunner:
         return save_run(result, cell_scan, self.runs_dir, tag)
 
     def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> CachedFeatures:
-        if self._features is None:
+        if config.backbone not in self._features:
             trainer = Trainer(replace(config, seed=FEATURE_SEED), self.weights, Callbacks(on_batch), self.world)
             with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
-                self._features = trainer.cache_features(self.scan, trainer.build(len(self.scan.classes)),
-                                                        config.cached_views)  # whichever cell needs them first
+                self._features[config.backbone] = trainer.cache_features(
+                    self.scan, trainer.build(len(self.scan.classes)), config.cached_views)  # for the first cell
             self.feature_passes += 1
-        return self._features
+        return self._features[config.backbone]
 
 
 def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> list[ScenarioPlan]:
-    """What each cell goes through, for the time left (core.eta): the shared features once, in the first cell
-    that needs them."""
-    plans, features_counted = [], False
+    """What each cell goes through, for the time left (core.eta): each backbone's shared features once, in the
+    first cell that needs them."""
+    plans, features_counted = [], set()
     for cell in cells:
         config = plan.config(cell)
         cell_plan = Trainer(config).plan(subset(scan, cell.pictures_per_class, cell.seed))
@@ -409,9 +439,9 @@ def cell_plans(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell]) -> li
             batches = sum(Trainer(config).feature_batches(scan, views).values())
             pictures = views * len(scan.samples["train"]) + sum(len(scan.samples[split])
                                                                 for split in scan.evaluation_splits)
-            cell_plan.batches["features"] = 0 if features_counted else batches
-            cell_plan.pictures["features"] = 0 if features_counted else pictures
-            features_counted = True
+            cell_plan.batches["features"] = 0 if cell.backbone in features_counted else batches
+            cell_plan.pictures["features"] = 0 if cell.backbone in features_counted else pictures
+            features_counted.add(cell.backbone)
         plans.append(cell_plan)
     return plans
 
@@ -446,24 +476,25 @@ class TimeEstimate:
 def estimate_seconds(plan: ExperimentPlan, scan: DatasetScan, cells: list[Cell],
                      runs: list[RunRecord]) -> TimeEstimate:
     """The time `cells` will take, from seconds per epoch measured in saved runs of the same backbone and device
-    (scaled by the pictures each epoch goes through), or else timed now on the backbone's forward and backward
+    (scaled by the pictures each epoch goes through), or else timed now on each backbone's forward and backward
     passes. A frozen backbone's features are counted once, as the experiment computes them, the pictures decoded
     for them too; each cell adds the building of its model and the saving of its run, and the head alone on cached
     features its measured batches."""
     device = str(Trainer(plan.recipe).strategy.device)
     val = sum(len(scan.samples[split]) for split in scan.evaluation_splits)
-    measured = _measured_seconds_per_picture(runs, plan.recipe.backbone, device)
-    probe = _probe(plan.recipe.backbone, device) if cells else {}
     train = scan.samples["train"]
     decoding = _decode_seconds(tuple(path for path, _ in _sample(train)))
-    total, sources = 0.0, {"a measurement of the backbone now"} if cells else set()
-    for cell_plan in cell_plans(plan, scan, cells):
+    each = "each backbone" if len({cell.backbone for cell in cells}) > 1 else "the backbone"
+    total, sources = 0.0, {f"a measurement of {each} now"} if cells else set()
+    for cell, cell_plan in zip(cells, cell_plans(plan, scan, cells)):
+        config = plan.config(cell)
+        measured = _measured_seconds_per_picture(runs, cell.backbone, device)
+        probe = _probe(cell.backbone, device)
         total += probe["setup"]
         train_pictures, epochs, kind = cell_plan.pictures["train"], cell_plan.epochs, cell_plan.kinds["train"]
         if cell_plan.pictures["features"]:  # the shared features: in the first cell that computes them
-            recipe = plan.recipe
             per_train, per_evaluated = _features_seconds(
-                (recipe.backbone, recipe.device, recipe.fast, recipe.cached_views), _sample(train),
+                (config.backbone, config.device, config.fast, config.cached_views), _sample(train),
                 _sample([sample for split in scan.evaluation_splits for sample in scan.samples[split]]))
             total += per_train * len(train) + per_evaluated * val
         if kind == "head-train":
@@ -601,7 +632,8 @@ def _decode_seconds(paths: tuple[Path, ...]) -> float:
 
 @dataclass(frozen=True)
 class SizeResult:
-    """One scenario at one size, over its seeds. `scenario` is the arm: with several recipes, "finetune · lp-ft"."""
+    """One arm at one size, over its seeds. `scenario` is the arm: with several recipes, "finetune · lp-ft"; with
+    several backbones, "mobilenet_v2 · frozen"."""
 
     scenario: str
     pictures_per_class: int | None
@@ -611,6 +643,8 @@ class SizeResult:
     final_val: Estimate
     test: Estimate | None  # when the data set has test/
     seconds: float = 0.0  # a run's mean time, from building its model to its last epoch
+    backbone: str = TrainConfig.backbone
+    parameters: int = 0  # the whole model's
 
 
 @dataclass(frozen=True)
@@ -640,16 +674,27 @@ class ExperimentResults:
         return sum(cell in self.runs for cell in self.plan.cells())
 
     def arms(self) -> list[str]:
-        """What the experiment compares, in order: its scenarios, each with its recipe when it has several."""
-        cells = sorted(self.plan.cells(), key=lambda cell: (list(SCENARIOS).index(cell.scenario),
+        """What the experiment compares, in order: its scenarios, each with its backbone and its recipe when it has
+        several, backbone by backbone in the order they were asked for."""
+        backbones = list(dict.fromkeys(cell.backbone for cell in self.plan.cells()))
+        cells = sorted(self.plan.cells(), key=lambda cell: (backbones.index(cell.backbone),
+                                                           list(SCENARIOS).index(cell.scenario),
                                                            list(RECIPES).index(cell.recipe)))
-        return list(dict.fromkeys(cell.arm(self.plan.several_recipes) for cell in cells))
+        return list(dict.fromkeys(self.plan.arm_of(cell) for cell in cells))
 
     def runs_of(self, arm: str, pictures_per_class: int | None) -> list[RunRecord]:
-        """The runs of one scenario (with its recipe, when the experiment has several: `arms`) at one size."""
-        several = self.plan.several_recipes
+        """The runs of one arm (`arms`) at one size."""
         return [run for cell, run in sorted(self.runs.items(), key=lambda item: item[0].seed)
-                if cell.arm(several) == arm and cell.pictures_per_class == pictures_per_class]
+                if self.plan.arm_of(cell) == arm and cell.pictures_per_class == pictures_per_class]
+
+    def trade_offs(self, pictures_per_class: int | None, cost: str = "seconds",
+                   metric: str = "best_val") -> list[SizeResult]:
+        """The rows at one size that no other row beats on accuracy (`metric`'s mean) at no more `cost` ("seconds"
+        per run or "parameters"): the best trade-offs, from the cheapest."""
+        rows = [row for row in self.rows if row.pictures_per_class == pictures_per_class and getattr(row, metric)]
+        return sorted((row for row in rows if not any(
+            getattr(other, metric).value > getattr(row, metric).value and getattr(other, cost) <= getattr(row, cost)
+            for other in rows)), key=lambda row: getattr(row, cost))
 
 
 def accuracy_mean(values: list[float]) -> Estimate:
@@ -708,7 +753,7 @@ def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
                 [run.config.seed for run in chosen], accuracy_mean([run.best_val().value for run in chosen]),
                 accuracy_mean([run.final_val().value for run in chosen]),
                 accuracy_mean([t.value for t in tests]) if all(tests) else None,
-                statistics.mean(run.seconds for run in chosen)))
+                statistics.mean(run.seconds for run in chosen), chosen[0].backbone, chosen[0].total_params))
         for first, second in combinations(scenarios, 2):
             a = {run.config.seed: run for run in outcome.runs_of(first, size)}
             b = {run.config.seed: run for run in outcome.runs_of(second, size)}

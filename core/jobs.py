@@ -45,7 +45,7 @@ SAVE_BEFORE_EXIT_S = 120  # the longest a stopping server waits for the current 
 @dataclass
 class JobRequest:
     data_dir: Path
-    configs: list[TrainConfig]  # for an experiment: its recipe's, one per scenario (the limits are checked on them)
+    configs: list[TrainConfig]  # for an experiment: one per backbone, scenario and recipe (limits are checked on them)
     runs_dir: Path | None = None
     weights: str | Path | None = None
     deadline: float | None = None  # time.time() past which the job is cancelled, keeping its work
@@ -97,10 +97,11 @@ class ScenarioState:
     message: str = ""  # why it failed
     setting: str | None = None  # of its StudioError: the setting that would fix it
     cell: Cell | None = None  # of an experiment
+    cell_label: str = ""  # the cell's, as its experiment names it (ExperimentPlan.label_of)
 
     @property
     def label(self) -> str:
-        return self.cell.label if self.cell else self.scenario
+        return self.cell_label or self.scenario
 
 
 @dataclass
@@ -204,7 +205,8 @@ class TrainingJobs:
         if not request.configs:
             raise StudioError("Choose at least one scenario to train.")
         self.limits.check(request)
-        check_runs_dir(request.runs_dir, request.configs[0].backbone)
+        for backbone in dict.fromkeys(config.backbone for config in request.configs):
+            check_runs_dir(request.runs_dir, backbone)
         if request.experiment:
             request.experiment = record_plan(request.experiment, request.runs_dir)
         with self._lock:
@@ -221,7 +223,8 @@ class TrainingJobs:
                 if not cells:
                     raise StudioError(f"Every cell of experiment {request.experiment.name} is saved already: its "
                                       "results are shown. Add seeds or sizes to train more.")
-                states = [ScenarioState(cell.scenario, cell=cell) for cell in cells]
+                states = [ScenarioState(cell.scenario, cell=cell, cell_label=request.experiment.label_of(cell))
+                          for cell in cells]
             self._count += 1
             self._cancel.clear()
             self._estimator, self._started = None, self.clock()

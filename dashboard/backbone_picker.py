@@ -35,6 +35,18 @@ def backbone_picker(container, default: str, key: str, label: str = "Backbone") 
     return chosen
 
 
+def backbones_picker(container, default: str, key: str) -> list[str]:
+    """A searchable multiselect over every backbone, to compare several; under it, each one's input and weights."""
+    chosen = container.multiselect("Backbones", list(BACKBONES), default=[default] if default in BACKBONES else [],
+                                   format_func=_label, key=key, help="Every torchvision ImageNet classifier: type to "
+                                   "search, choose several to compare them on your pictures. Each is prepared as "
+                                   "its own weights expect (resize, crop, interpolation).")
+    rows = {row["backbone"]: row for row in catalogue_table()}
+    container.caption(" · ".join(f"{name}: input {rows[name]['input']}, weights {rows[name]['weights']}"
+                                 for name in chosen) or "Choose at least one backbone.")
+    return chosen
+
+
 def catalogue_expander() -> None:
     """Every backbone in one table, to sort and search."""
     with st.expander(f"All {len(BACKBONES)} backbones: size, ImageNet accuracy, input, weights"):

@@ -19,7 +19,8 @@ from core.stats import Estimate
 from core.train import EpochStats
 
 COLORS = {"finetune": "#1f77b4", "frozen": "#2ca02c", "frozen-tutorial": "#ff7f0e", "scratch": "#d62728"}
-FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#17becf"]
+FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39",
+            "#7b4173"]
 TRAIN_COLOR = "#7f7f7f"
 TRAIN_ALPHA = 0.45  # a live chart's train line: its scenario's colour, paler than val
 TOTAL_COLOR = "#c7c7c7"  # all parameters
@@ -176,6 +177,40 @@ def accuracy_by_size(outcome: ExperimentResults, metric: str = "best_val") -> go
                                for x, names in ticks.items()])
     fig.update_yaxes(title_text="accuracy", tickformat=".0%")
     return _layout(fig, "Accuracy against training pictures per class", height=340, hovermode="closest")
+
+
+TRADE_OFF_COSTS = {"seconds": ("seconds per run (log scale)", "Accuracy against time per run"),
+                   "parameters": ("parameters (log scale)", "Accuracy against parameters")}
+
+
+def trade_off(outcome: ExperimentResults, pictures_per_class: int | None, cost: str = "seconds",
+              metric: str = "best_val") -> go.Figure:
+    """Each arm at one size as a point: its accuracy's mean over seeds, with its 95% interval as an error bar (from
+    FEWEST_SEEDS seeds), against its `cost` ("seconds" per run or "parameters"). The best trade-offs (no other arm
+    more accurate at no more cost) are ringed and joined by a dashed line."""
+    axis, title = TRADE_OFF_COSTS[cost]
+    rows = [row for row in outcome.rows if row.pictures_per_class == pictures_per_class and getattr(row, metric)]
+    fig = go.Figure()
+    for index, row in enumerate(rows):
+        estimate = getattr(row, metric)
+        banded = estimate.n >= FEWEST_SEEDS
+        fig.add_scatter(x=[getattr(row, cost)], y=[estimate.value], name=row.scenario, mode="markers",
+                        marker=dict(size=11, color=color_for(row.scenario, index)),
+                        error_y=dict(type="data", symmetric=False, array=[estimate.high - estimate.value],
+                                     arrayminus=[estimate.value - estimate.low], visible=banded),
+                        hovertemplate=(f"%{{y:.3f}} [{estimate.low:.3f}, {estimate.high:.3f}], " if banded else
+                                       f"%{{y:.3f}} (an interval needs {FEWEST_SEEDS} seeds), ")
+                        + f"{len(row.seeds)} seeds · %{{x:,.{1 if cost == 'seconds' else 0}f}} "
+                        + ("s / run" if cost == "seconds" else "parameters") + "<extra>%{fullData.name}</extra>")
+    front = outcome.trade_offs(pictures_per_class, cost, metric)
+    if front:
+        fig.add_scatter(x=[getattr(row, cost) for row in front], y=[getattr(row, metric).value for row in front],
+                        name="best trade-offs", mode="lines+markers", line=dict(color="#444", dash="dot", shape="hv"),
+                        marker=dict(size=19, color="rgba(0,0,0,0)", line=dict(color="#444", width=2)),
+                        hoverinfo="skip")
+    fig.update_xaxes(type="log", title_text=axis)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%")
+    return _layout(fig, f"{title}, {size_text(pictures_per_class)} per class", height=340, hovermode="closest")
 
 
 def curves_with_bands(groups: dict[str, list[RunRecord]], key: str, title: str) -> go.Figure:

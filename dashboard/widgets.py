@@ -67,31 +67,53 @@ def limits_text(limits: JobLimits) -> str:
     return f"Limits on this studio: {', '.join(parts)}." if parts else ""
 
 
+def _weights_missing(backbone: str) -> str | None:
+    """Why `backbone`'s ImageNet weights cannot be had (got now, with a spinner, when they can), or None."""
+    try:
+        with st.spinner(f"Getting {BACKBONES[backbone].title}'s ImageNet weights..."):
+            ensure_weights(backbone)
+        state.weights_problems().pop(backbone, None)
+        return None
+    except WeightsError as exc:
+        state.weights_problems()[backbone] = str(exc)
+        return str(exc)
+
+
+def _instead(backbones: list[str]) -> str:
+    others = [BACKBONES[name].title for name in local_backbones() if name not in backbones]
+    return f"choose {' or '.join(others)}, whose weights are here, or " if others else ""
+
+
 def runnable_scenarios(backbone: str, scenarios: list[str]) -> list[str]:
     """The scenarios that can train now: those needing pretrained weights only if the backbone's weights are here
     or can be downloaded (tried now, with a spinner). Says on the page what cannot run, and why."""
     pretrained = [name for name in scenarios if SCENARIOS[name].pretrained]
-    if not pretrained:
+    if not pretrained or _weights_missing(backbone) is None:
         return scenarios
     title = BACKBONES[backbone].title
-    try:
-        with st.spinner(f"Getting {title}'s ImageNet weights..."):
-            ensure_weights(backbone)
-        state.weights_problems().pop(backbone, None)
-        return scenarios
-    except WeightsError as exc:
-        state.weights_problems()[backbone] = str(exc)
-    others = [BACKBONES[name].title for name in local_backbones() if name != backbone]
-    instead = f"choose {' or '.join(others)}, whose weights are here, or " if others else ""
     can_run = [name for name in scenarios if name not in pretrained]
     st.error(private(f"{', '.join(SCENARIOS[name].title for name in pretrained)} start from {title}'s ImageNet "
                      f"weights, which are not on this machine and cannot be downloaded (no internet?). To train "
-                     f"them, {instead}restart the app with STUDIO_WEIGHTS set to a {backbone} weights file."))
+                     f"them, {_instead([backbone])}restart the app with STUDIO_WEIGHTS set to a {backbone} weights "
+                     "file."))
     if can_run:
         st.info(f"Started {', '.join(SCENARIOS[name].title for name in can_run)} only: it needs no pretrained weights.")
     else:
         st.info("Nothing was started. The From scratch scenario needs no pretrained weights.")
     return can_run
+
+
+def runnable_backbones(backbones: list[str], scenarios: list[str]) -> list[str]:
+    """The backbones that can train all of `scenarios` now (runnable_scenarios); says on the page which cannot."""
+    if not any(SCENARIOS[name].pretrained for name in scenarios):
+        return backbones
+    missing = [backbone for backbone in backbones if _weights_missing(backbone) is not None]
+    if missing:
+        st.error(private(f"The ImageNet weights of {', '.join(missing)} are not on this machine and cannot be "
+                         f"downloaded (no internet?): {'they are' if len(missing) > 1 else 'it is'} left out. To "
+                         f"compare {'them' if len(missing) > 1 else 'it'}, {_instead(backbones)}restart the app with "
+                         "STUDIO_WEIGHTS set to a folder of BACKBONE.pth weights files."))
+    return [backbone for backbone in backbones if backbone not in missing]
 
 
 def error_message(message: str, setting: str | None) -> str:

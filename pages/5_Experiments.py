@@ -4,31 +4,26 @@ import streamlit as st
 
 from core.config import RECIPES
 from core.errors import StudioError
-from core.eta import duration_text
 from core.exclusions import read_exclusions
 from core.experiment import (
     DEFAULT_SIZES,
     FEWEST_SEEDS,
-    Cell,
     ExperimentPlan,
     default_name,
-    estimate_seconds,
     list_plans,
-    pending,
     recipe_configs,
     results,
     size_order,
     size_text,
 )
-from core.jobs import JobRequest
 from core.models import SCENARIOS
 from core.runs import default_runs_dir, list_runs
 from dashboard import charts, state
-from dashboard.backbone_picker import backbone_picker
-from dashboard.experiment_panel import plan_text, results_table
+from dashboard.backbone_picker import backbones_picker, catalogue_expander
+from dashboard.experiment_panel import plan_summary, plan_text, results_table, start_experiment, trade_off_charts
 from dashboard.job_panel import job_panel
 from dashboard.train_form import default_backbone
-from dashboard.widgets import limits_text, runnable_scenarios, show_error
+from dashboard.widgets import limits_text, show_error
 
 SIZE_CHOICES = [1, 2, 5, 10, 25, 50, 100, None]
 METRICS = {"best_val": "Best epoch (chosen on validation: optimistic)", "final_val": "Final epoch",
@@ -38,7 +33,8 @@ st.set_page_config(page_title="Experiments · Transfer Learning Studio", page_ic
 st.title("Experiments")
 st.caption("One run gives one number, and luck is in it: the seed, which pictures were trained on, which were "
            "validated on. An experiment repeats the recipe over seeds and over the number of training pictures, "
-           "then shows each mean with its 95% interval and says which differences are real.")
+           "on one backbone or several, then shows each mean with its 95% interval and says which differences are "
+           "real.")
 
 settings, jobs = state.settings(), state.training_jobs()
 datasets = state.datasets()
@@ -46,7 +42,7 @@ most_epochs = settings.limits.max_epochs or 500
 
 dataset = st.selectbox("Data set", list(datasets), key="experiment_dataset")
 left, right = st.columns(2)
-backbone = backbone_picker(left, default_backbone(), key="experiment_backbone")
+backbones = backbones_picker(left, default_backbone(), key="experiment_backbones")
 scenarios = right.multiselect("Scenarios", list(SCENARIOS), default=["frozen"],
                               format_func=lambda name: SCENARIOS[name].title, key="experiment_scenarios")
 recipes = left.multiselect("Recipes", list(RECIPES), default=["tutorial"], format_func=lambda n: RECIPES[n].title,
@@ -69,36 +65,19 @@ try:
     data_dir = datasets[dataset]
     scan = state.scan(data_dir)
     scan.raise_if_invalid()
-    configs = recipe_configs({"backbone": backbone, "epochs": epochs and int(epochs), "lr": lr},
-                             recipes or ["tutorial"], scenarios or ["frozen"])
+    configs = recipe_configs({"backbone": (backbones or [default_backbone()])[0], "epochs": epochs and int(epochs),
+                              "lr": lr}, recipes or ["tutorial"], scenarios or ["frozen"])
     excluded = read_exclusions(data_dir, default_runs_dir()) if leave_out else []
-    plan = ExperimentPlan(name.strip() or default_name(data_dir, list(configs.values()), excluded), str(data_dir),
-                          next(iter(configs.values())), scenarios, list(range(int(seeds))), sizes, excluded=excluded,
-                          recipes=configs)
-    with st.spinner("Estimating the time..."):
-        estimate = estimate_seconds(plan, scan.without(excluded), pending(plan, runs, plan.grid()), runs)
-    grid = " × ".join(f"{n} {word if n == 1 else word + 's'}" for n, word in (
-        (len(plan.pairs()), "scenario-recipe pair" if len(configs) > 1 else "scenario"), (int(seeds), "seed"),
-        (len(sizes), "size")))
-    todo = (f"{estimate.cells} to train: about **{duration_text(estimate.seconds)}** (from {estimate.basis})"
-            if estimate.cells else "nothing to train: its results are below")
-    left_out = f" {len(excluded)} picture(s) on the exclusion list are left out." if excluded else ""
-    st.info(f"Experiment **{plan.name}**: {len(plan.grid())} cells ({grid}); {len(plan.grid()) - estimate.cells} "
-            f"saved already, {todo}.{left_out}")
+    plan = ExperimentPlan(name.strip() or default_name(data_dir, list(configs.values()), excluded, backbones),
+                          str(data_dir), next(iter(configs.values())), scenarios, list(range(int(seeds))), sizes,
+                          excluded=excluded, recipes=configs, backbones=backbones or [default_backbone()])
+    plan_summary(plan, scan.without(excluded), runs)
 except (StudioError, ValueError) as exc:
     show_error(exc)
+catalogue_expander()
 
-if st.button("Start experiment", type="primary", disabled=plan is None, key="start_experiment"):
-    try:
-        runnable = runnable_scenarios(backbone, scenarios)
-        if runnable and runnable != scenarios:
-            plan.scenarios = runnable
-        if runnable:
-            configs = [plan.config(Cell(scenario, plan.seeds[0], None, recipe)) for scenario, recipe in plan.pairs()]
-            jobs.start(JobRequest(data_dir=data_dir, configs=configs, runs_dir=default_runs_dir(), experiment=plan),
-                       owner=state.owner())
-    except (StudioError, ValueError) as exc:
-        show_error(exc)
+if st.button("Start experiment", type="primary", disabled=plan is None or not backbones, key="start_experiment"):
+    start_experiment(plan, data_dir, jobs)
 
 st.subheader("Progress")
 job_panel(jobs, idle="No experiment running. Choose the grid above and press Start experiment.")
@@ -123,16 +102,17 @@ metrics = [key for key in METRICS if key != "test" or any(row.test for row in ou
 metric = st.radio("Accuracy", metrics, format_func=METRICS.get, horizontal=True, key="experiment_metric")
 st.plotly_chart(charts.accuracy_by_size(outcome, metric), config=charts.PLOTLY_CONFIG)
 few_seeds = min(len(row.seeds) for row in outcome.rows) < FEWEST_SEEDS
-st.caption("Each line is a scenario's mean over seeds; the shaded band is its 95% interval (Student t over seeds). "
-           "Few seeds give wide bands: add seeds to narrow them.")
+st.caption("Each line is a scenario's (or backbone's) mean over seeds; the shaded band is its 95% interval (Student t "
+           "over seeds). Few seeds give wide bands: add seeds to narrow them.")
 if few_seeds:
     st.info(f"Some means here are of fewer than {FEWEST_SEEDS} seeds: an interval over 2 seeds spans nearly "
             "everything, so neither the chart nor the table shows one. Add seeds for intervals; meanwhile the "
             "paired verdicts below compare scenarios seed by seed on the same pictures, and do say something.")
 
 sizes_saved = sorted({row.pictures_per_class for row in outcome.rows}, key=size_order)
-size = st.select_slider("Learning curves at", sizes_saved, value=sizes_saved[-1],
+size = st.select_slider("Trade-offs and learning curves at", sizes_saved, value=sizes_saved[-1],
                         format_func=lambda s: f"{size_text(s)} per class", key="experiment_curve_size")
+trade_off_charts(outcome, size, metric)
 groups = {f"{scenario} ({len(runs)} seeds)": runs for scenario in dict.fromkeys(r.scenario for r in outcome.rows)
           if (runs := outcome.runs_of(scenario, size))}
 left, right = st.columns(2)

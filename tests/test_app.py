@@ -705,11 +705,11 @@ def bands(figure: dict) -> list[dict]:
 
 
 def start_experiment(app: AppTest, **choices) -> AppTest:
-    for key, value in {"experiment_backbone": "mobilenet_v2", "experiment_scenarios": ["frozen", "scratch"],
+    for key, value in {"experiment_backbones": ["mobilenet_v2"], "experiment_scenarios": ["frozen", "scratch"],
                        "experiment_seeds": 2, "experiment_epochs": 1, "experiment_sizes": [1, None],
                        **choices}.items():
-        widget = app.selectbox(key=key) if key == "experiment_backbone" else (
-            app.multiselect(key=key) if key.endswith(("scenarios", "sizes")) else app.number_input(key=key))
+        widget = app.multiselect(key=key) if key.endswith(("backbones", "scenarios", "sizes")) else \
+            app.number_input(key=key)
         widget.set_value(value)
         app = app.run()
     return app
@@ -757,6 +757,31 @@ def test_an_experiment_of_two_seeds_shows_its_means_and_says_why_they_have_no_in
     assert "8 saved already, nothing to train" in next(i.value for i in again.info if i.value.startswith("Experiment"))
     again = again.button(key="start_experiment").click().run()
     assert "is saved already" in again.error[0].value and len(list_runs().runs) == 8
+
+
+def test_backbones_compared_in_an_experiment_show_their_trade_offs(with_data):
+    app = start_experiment(open_page("pages/5_Experiments.py"), experiment_backbones=["mobilenet_v2", "resnet18"],
+                           experiment_scenarios=["frozen"], experiment_seeds=3, experiment_sizes=[None])
+    assert_healthy(app)
+    estimate = next(info.value for info in app.info if info.value.startswith("Experiment"))
+    assert "6 cells (2 backbone-scenarios × 3 seeds × 1 size)" in estimate and "each backbone" in estimate
+    app = app.button(key="start_experiment").click().run()
+    job = state.training_jobs().wait(300)
+    assert job.state == "completed" and len(job.scenarios) == 6, job.message
+    assert "resnet18 · frozen · seed 2 · all per class" in {s.label for s in job.scenarios}
+    app = app.run()
+    assert_healthy(app)
+    by_size, by_seconds, by_parameters = plotly_figures(app)[:3]
+    assert {t["name"] for t in by_size["data"] if t.get("name")} == {"mobilenet_v2 · frozen", "resnet18 · frozen"}
+    for figure, cost in ((by_seconds, "time per run"), (by_parameters, "parameters")):
+        assert cost in figure["layout"]["title"]["text"] and figure["layout"]["xaxis"]["type"] == "log"
+        points = [t for t in figure["data"] if t["name"] != "best trade-offs"]
+        assert len(points) == 2 and all(t["error_y"]["visible"] for t in points)  # 3 seeds: intervals
+        assert any(t["name"] == "best trade-offs" for t in figure["data"])
+    assert sorted(t["x"][0] for t in by_parameters["data"] if t["name"] != "best trade-offs") == [2_226_434,
+                                                                                                  11_177_538]
+    assert list(app.dataframe[-1].value["params (M)"]) == ["2.2", "11.2"]
+    assert any("mobilenet_v2 · frozen" in m.value and "resnet18 · frozen" in m.value for m in app.markdown)
 
 
 def test_compare_draws_repeats_of_one_recipe_as_a_band(with_runs, tiny_run):

@@ -29,6 +29,7 @@ from core.experiment import (
     default_name,
     estimate_seconds,
     recipe_configs,
+    record_plan,
     repeats,
     results,
     subset,
@@ -45,6 +46,9 @@ TRAIN_COUNTS = {"blue": 10, "green": 6, "red": 3}  # unequal on purpose
 
 
 # ---------------------------------------------------------------- helpers
+
+MOBILENET = "mobilenet_v2"
+
 
 def recipe(**changes) -> TrainConfig:
     return TrainConfig(**{"backbone": "mobilenet_v2", "scenario": "frozen", "epochs": 1, "device": "cpu",
@@ -213,7 +217,8 @@ def test_every_scenario_gets_the_same_training_pictures(grid, unequal_data):
             frozen, scratch = by_cell["frozen", seed, size], by_cell["scratch", seed, size]
             drawn = subset(scan, size, seed)
             # what each scenario was trained on, and what its saved run says it was trained on
-            assert trained[Cell("frozen", seed, size)] == trained[Cell("scratch", seed, size)] == train_names(drawn)
+            assert trained[Cell("frozen", seed, size, backbone=MOBILENET)] == trained[
+                Cell("scratch", seed, size, backbone=MOBILENET)] == train_names(drawn)
             if size is None:
                 assert frozen.experiment.train_files is None and scratch.experiment.train_files is None
                 assert frozen.dataset.counts["train"] == scratch.dataset.counts["train"] == TRAIN_COUNTS
@@ -248,10 +253,10 @@ def test_a_frozen_backbone_sees_each_picture_once_per_experiment(tmp_path, tiny_
 
     calls.clear()
     seen.clear()
-    scratch = runner.train_cell(Cell("scratch", 0, 1))
+    scratch = runner.train_cell(Cell("scratch", 0, 1, backbone=MOBILENET))
     # its backbone trains, so nothing is cached: only its evaluation folds it, and sees the validation pictures
     assert scratch.status == "completed" and len(calls) == 1 and sum(len(batch) for batch in seen) == 8
-    assert runner.feature_passes == 1 and not runner.shares_features(Cell("scratch", 0, 1))
+    assert runner.feature_passes == 1 and not runner.shares_features(Cell("scratch", 0, 1, backbone=MOBILENET))
 
 
 def test_the_shared_views_do_not_depend_on_what_ran_before(tiny_dataset, random_weights_dir, backbone_passes):
@@ -484,10 +489,10 @@ def test_each_recipe_pairs_with_the_scenarios_it_can_train(tiny_dataset):
                              ["frozen", "finetune"])
     plan = ExperimentPlan("recipes", str(tiny_dataset), configs["tutorial"], ["frozen", "finetune"], [0], [None],
                           recipes=configs)
-    assert plan.pairs() == [("frozen", "tutorial"), ("finetune", "tutorial"), ("finetune", "fine-tune"),
-                            ("finetune", "lp-ft")]
+    assert plan.pairs() == [(MOBILENET, "frozen", "tutorial"), (MOBILENET, "finetune", "tutorial"),
+                            (MOBILENET, "finetune", "fine-tune"), (MOBILENET, "finetune", "lp-ft")]
     assert (configs["tutorial"].epochs, configs["fine-tune"].epochs, configs["fine-tune"].optimizer) == (25, 5, "adamw")
-    assert plan.config(Cell("finetune", 3, None, "lp-ft")).recipe == "lp-ft"
+    assert plan.config(Cell("finetune", 3, None, "lp-ft", MOBILENET)).recipe == "lp-ft"
     name = default_name(tiny_dataset, list(configs.values()))
     assert name.startswith("colours-mobilenet_v2-tutorial-fine-tune-lp-ft-") and replace(plan, name=name)
     again = ExperimentPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
@@ -506,7 +511,8 @@ def test_an_experiment_saved_before_recipes_loads_as_the_tutorials_and_keeps_its
            "recipe": {key: value for key, value in config.to_dict().items() if key not in RECIPE_KNOBS},
            "cells": [["frozen", 0, None], ["frozen", 1, None]]}
     plan = ExperimentPlan.from_dict(old)
-    assert plan.cells() == [Cell("frozen", 0, None, "tutorial"), Cell("frozen", 1, None, "tutorial")]
+    assert plan.cells() == [Cell("frozen", 0, None, "tutorial", MOBILENET), Cell("frozen", 1, None, "tutorial",
+                                                                                 MOBILENET)]
     assert list(plan.recipes) == ["tutorial"] and not plan.several_recipes
 
 
@@ -527,3 +533,97 @@ def test_recipes_compared_on_the_grid_get_paired_verdicts_and_share_the_features
     lp_ft = outcome.runs_of("finetune · lp-ft", None)
     assert [run.config.recipe for run in lp_ft] == ["lp-ft", "lp-ft"] and lp_ft[0].experiment.shared_features
     assert [phase.name for phase in lp_ft[0].phase_records()] == ["probe", "finetune"]
+
+
+# ---------------------------------------------------------------- backbones as a dimension of the grid
+
+def test_backbones_compared_on_the_grid_share_each_ones_features_and_get_paired_verdicts(tmp_path, tiny_dataset,
+                                                                                         random_weights_dir):
+    plan = ExperimentPlan("two-backbones", str(tiny_dataset), recipe(), ["frozen"], [0, 1, 2], [2, None],
+                          backbones=[MOBILENET, "resnet18"])
+    assert [cell.backbone for cell in plan.grid()] == [MOBILENET] * 6 + ["resnet18"] * 6
+    runner = run_grid(plan, tiny_dataset, tmp_path, random_weights_dir)
+    assert runner.feature_passes == 2  # once per backbone, for all its cells
+    outcome = results(plan, list_runs(tmp_path).runs)
+    assert outcome.arms() == ["mobilenet_v2 · frozen", "resnet18 · frozen"]
+    assert {run.backbone for run in outcome.runs_of("resnet18 · frozen", None)} == {"resnet18"}
+    assert {(row.scenario, row.backbone, row.parameters) for row in outcome.rows if row.pictures_per_class is None} == {
+        ("mobilenet_v2 · frozen", MOBILENET, 2_226_434), ("resnet18 · frozen", "resnet18", 11_177_538)}
+    assert [(c.pictures_per_class, c.first, c.second, c.seeds) for c in outcome.comparisons] == [
+        (2, "mobilenet_v2 · frozen", "resnet18 · frozen", 3), (None, "mobilenet_v2 · frozen", "resnet18 · frozen", 3)]
+    for cost in ("seconds", "parameters"):  # the best trade-offs: none other more accurate at no more cost
+        front = outcome.trade_offs(None, cost)
+        rows = [row for row in outcome.rows if row.pictures_per_class is None]
+        assert front and all(not any(other.best_val.value > row.best_val.value and getattr(other, cost) <=
+                                     getattr(row, cost) for other in rows) for row in front)
+        assert [row for row in rows if row not in front] == [row for row in rows if any(
+            other.best_val.value > row.best_val.value and getattr(other, cost) <= getattr(row, cost)
+            for other in rows)]
+    again = ExperimentPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.cells() == plan.cells() and again.several_backbones and results(again, list_runs(tmp_path).runs)\
+        .arms() == outcome.arms()
+
+
+def test_a_backbone_added_to_an_experiment_keeps_its_cells_and_names_stay(tmp_path, tiny_dataset):
+    one = ExperimentPlan("grow", str(tiny_dataset), recipe(), ["frozen"], [0], [None])
+    assert one.cells() == [Cell("frozen", 0, None, "tutorial", MOBILENET)] and not one.several_backbones
+    record_plan(one, tmp_path)
+    merged = record_plan(replace(one, backbones=["resnet18"], extra_cells=[]), tmp_path)
+    assert merged.cells() == [Cell("frozen", 0, None, "tutorial", "resnet18"),
+                              Cell("frozen", 0, None, "tutorial", MOBILENET)] and merged.several_backbones
+    assert default_name(tiny_dataset, [recipe()], backbones=[MOBILENET]) == default_name(tiny_dataset, [recipe()])
+    several = default_name(tiny_dataset, [recipe()], backbones=[MOBILENET, "resnet18"])
+    assert several.startswith("colours-2backbones-1ep-") and several != default_name(
+        tiny_dataset, [recipe()], backbones=[MOBILENET, "efficientnet_b0"])
+    assert len(default_name(tiny_dataset.parent / ("x" * 60), [recipe(recipe=name, scenario="finetune") for name in
+                                                                ("tutorial", "fine-tune", "lp-ft")])) <= 80
+
+
+def test_a_recipe_a_backbone_cannot_train_is_left_out_of_its_cells(tiny_dataset):
+    configs = recipe_configs({"backbone": MOBILENET, "device": "cpu"}, ["tutorial", "lp-ft"], ["finetune"])
+    plan = ExperimentPlan("squeeze", str(tiny_dataset), configs["tutorial"], ["finetune"], [0], [None],
+                          recipes=configs, backbones=[MOBILENET, "squeezenet1_1"])
+    assert plan.pairs() == [(MOBILENET, "finetune", "tutorial"), (MOBILENET, "finetune", "lp-ft"),
+                            ("squeezenet1_1", "finetune", "tutorial")]  # squeezenet has no last linear layer
+    with pytest.raises(ConfigError, match="no-such-net"):
+        ExperimentPlan("bad", str(tiny_dataset), recipe(), ["frozen"], [0], [None], backbones=["no-such-net"])
+
+
+def test_the_estimate_times_each_backbone_on_itself(tiny_dataset, monkeypatch):
+    scan = scan_dataset(tiny_dataset)
+    timed = []
+    real_probe = core.experiment._probe.__wrapped__
+
+    def probe(backbone, device):
+        timed.append(backbone)
+        return real_probe(backbone, device)
+
+    monkeypatch.setattr(core.experiment, "_probe", probe)
+    monkeypatch.setattr(core.experiment, "_features_seconds", lambda settings, *_: (
+        {MOBILENET: 0.01, "vgg11": 0.5}[settings[0]], 0.0))
+    finetune = recipe(scenario="finetune")
+    alone = ExperimentPlan("one", str(scan.root), finetune, ["frozen", "finetune"], [0], [None])
+    both = ExperimentPlan("two", str(scan.root), finetune, ["frozen", "finetune"], [0], [None],
+                          backbones=[MOBILENET, "vgg11"])
+    mobilenet = estimate_seconds(alone, scan, alone.grid(), [])
+    together = estimate_seconds(both, scan, both.grid(), [])
+    assert set(timed) == {MOBILENET, "vgg11"} and "each backbone" in together.basis
+    assert together.cells == 4 and together.seconds > mobilenet.seconds + 0.5 * len(scan.samples["train"])
+
+
+def test_the_command_line_compares_backbones_and_shows_their_trade_offs(tmp_path, tiny_dataset, random_weights_dir):
+    runs = tmp_path / "runs"
+    args = ["experiment", "--backbone", MOBILENET, "--backbone", "resnet18", "--scenario", "frozen", "--seeds", "0",
+            "1", "2", "--sizes", "all", "--epochs", "1", "--workers", "0", "--device", "cpu", "--data", tiny_dataset,
+            "--weights", random_weights_dir, "--runs-dir", runs]
+    trained = cli(*args)
+    assert trained.returncode == 0, trained.stderr
+    assert "6 cells, 0 already saved; 6 to train" in trained.stdout
+    assert {run.backbone for run in list_runs(runs).runs} == {MOBILENET, "resnet18"}
+    shown = cli(*args, "--show")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.endswith(trained.stdout[trained.stdout.rindex("\nExperiment "):])
+    assert re.search(r"backbone · scenario .* s / run +params \(M\)", shown.stdout)
+    assert re.search(r"resnet18 · frozen +all \(8\) +3 .* 11\.2\n", shown.stdout)
+    assert re.search(r"all per class, by parameters: mobilenet_v2 · frozen", shown.stdout)
+    assert "all per class: " in shown.stdout and "mobilenet_v2 · frozen" in shown.stdout.split("Paired")[1]
