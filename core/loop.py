@@ -19,7 +19,7 @@ from core import compiling, folding
 from core.config import TrainConfig
 from core.device import one_cpu_thread
 from core.errors import ProcessLost, TrainingCancelled
-from core.models import BuiltModel, set_training_mode
+from core.models import BuiltModel, copy_state, set_training_mode
 from core.recipes import Phase, Recipe, fit_probe
 from core.results import (
     NO_CALLBACKS,
@@ -142,7 +142,7 @@ def fit(result: TrainResult, stages: list[Stage], strategy: Strategy, callbacks:
     is marked "cancelled". The last stage's model holds every other's.
     """
     recipe, keeper = Recipe.of(result.config), stages[-1].model
-    best = {"state": _copy_state(keeper)}
+    best = {"state": copy_state(keeper)}
     done = 0  # epochs of the phases before
     try:
         for stage in stages:
@@ -201,7 +201,7 @@ def _train_phase(result: TrainResult, stage: Stage, recipe: Recipe, strategy: St
         result.history.append(stats)
         if val.acc > result.best_val_acc or result.best_epoch is None:
             result.best_val_acc, result.best_epoch, result.best_eval = val.acc, epoch, val
-            best["state"] = _copy_state(keeper)
+            best["state"] = copy_state(keeper)
         if callbacks.on_epoch:
             callbacks.on_epoch(stats)
 
@@ -238,5 +238,3 @@ def evaluation_model(config: TrainConfig, model: nn.Module) -> Callable[[], nn.M
     return folding.FoldedEvaluation(model) if config.fast and has_batchnorm else lambda: model
 
 
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}

@@ -283,6 +283,16 @@ def _damaged(path: Path) -> WeightsError:
     )
 
 
+def copy_state(model: nn.Module, device: str | None = None) -> OrderedDict[str, torch.Tensor]:
+    """A detached copy of the model's state_dict (on `device`, default: where it is), with each module's version
+    (`_metadata`) kept: MNASNet refuses to load a state without it."""
+    state = model.state_dict()
+    copied = OrderedDict((key, value.detach().to(device) if device else value.detach().clone())
+                         for key, value in state.items())
+    copied._metadata = getattr(state, "_metadata", None)
+    return copied
+
+
 def load_backbone_weights(model: nn.Module, backbone: Backbone, state: dict[str, torch.Tensor], origin: Path) -> None:
     """Load `state` into an ImageNet-shaped `model`: every backbone key must load; head keys may be missing. The
     weights of auxiliary classifiers the model was built without are left out, as torchvision's builders leave

@@ -19,7 +19,14 @@ from core import staging
 from core.config import TrainConfig
 from core.data import DatasetScan, SkippedFile
 from core.errors import RUNS_DIR, RunError, StudioError
-from core.models import TUTORIAL_SCENARIOS, WeightsSource, build_architecture, get_scenario, read_state_dict
+from core.models import (
+    TUTORIAL_SCENARIOS,
+    WeightsSource,
+    build_architecture,
+    copy_state,
+    get_scenario,
+    read_state_dict,
+)
 from core.presets import TUTORIAL_PREPROCESSING, Preprocessing
 from core.results import Compilation, EpochStats, EvalResult, PhaseRecord, Placement, TrainResult
 from core.stats import Estimate, wilson
@@ -455,8 +462,7 @@ def save_run(result: TrainResult, scan: DatasetScan, runs_dir: Path | None = Non
         runs_dir.mkdir(parents=True, exist_ok=True)
         recover_runs(runs_dir)
         with staging.staging_folder(runs_dir, record.id) as folder:
-            state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-            torch.save(state, folder / WEIGHTS_FILE)
+            torch.save(copy_state(result.model, "cpu"), folder / WEIGHTS_FILE)
             with open(folder / WEIGHTS_FILE, "rb+") as stream:
                 os.fsync(stream.fileno())
             record.weights_bytes = (folder / WEIGHTS_FILE).stat().st_size

@@ -19,6 +19,8 @@ UPLOAD_QUOTA_ENV = "STUDIO_UPLOAD_QUOTA_MB"
 MAX_EPOCHS_ENV = "STUDIO_MAX_EPOCHS"
 MAX_PICTURES_ENV = "STUDIO_MAX_PICTURES"
 MAX_MINUTES_ENV = "STUDIO_MAX_MINUTES"
+MODEL_MEMORY_ENV = "STUDIO_MODEL_MEMORY_MB"
+MODEL_MEMORY_MB = 2048  # the models the pages keep loaded, all together, by default
 SHARED_DEFAULTS = {UPLOAD_QUOTA_ENV: 2048, MAX_EPOCHS_ENV: 25, MAX_PICTURES_ENV: 5000, MAX_MINUTES_ENV: 30}
 
 
@@ -27,6 +29,11 @@ class Settings:
     shared: bool = False
     upload_quota_mb: float | None = None  # all uploads together
     limits: JobLimits = field(default_factory=JobLimits)
+    model_memory_mb: float = MODEL_MEMORY_MB  # the loaded models' weights, all together
+
+    @property
+    def model_memory_bytes(self) -> int:
+        return int(self.model_memory_mb * 2**20)
 
     @property
     def upload_quota_bytes(self) -> int | None:
@@ -39,7 +46,7 @@ def read_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     def number(name: str, kind: type) -> float | int | None:
         text = environ.get(name, "").strip()
         if not text:
-            return SHARED_DEFAULTS[name] if shared else None
+            return SHARED_DEFAULTS.get(name) if shared else None
         try:
             value = kind(text)
         except ValueError:
@@ -52,4 +59,5 @@ def read_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(shared=shared, upload_quota_mb=number(UPLOAD_QUOTA_ENV, float),
                     limits=JobLimits(max_epochs=number(MAX_EPOCHS_ENV, int),
                                      max_pictures=number(MAX_PICTURES_ENV, int),
-                                     max_minutes=number(MAX_MINUTES_ENV, float)))
+                                     max_minutes=number(MAX_MINUTES_ENV, float)),
+                    model_memory_mb=number(MODEL_MEMORY_ENV, float) or MODEL_MEMORY_MB)

@@ -5,11 +5,13 @@ a data set by its folder and what the folder holds. And what each browser sessio
 which names its uploads in shared mode and owns the jobs it starts."""
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
 import threading
 from pathlib import Path
 
+import cachetools
 import numpy as np
 import streamlit as st
 import torch
@@ -93,9 +95,18 @@ def visible(runs: list[RunRecord]) -> list[RunRecord]:
     return [run for run in runs if run.dataset.root.resolve() in allowed]
 
 
-@st.cache_resource(max_entries=8)
-def _predictor(_run: RunRecord, run_folder: str, device: str) -> Predictor:
-    return load_predictor(_run, torch.device(device))
+def model_bytes(loaded: Predictor) -> int:
+    """What a loaded model's weights and buffers take in memory."""
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+@st.cache_resource
+def loaded_models() -> tuple[cachetools.LRUCache, threading.Lock]:
+    """The models the pages keep loaded, by run folder and device, the least recently used let go first once they
+    take more than the settings' model memory (STUDIO_MODEL_MEMORY_MB): large backbones chosen one after another
+    cannot exhaust the server's memory."""
+    return cachetools.LRUCache(settings().model_memory_bytes, getsizeof=model_bytes), threading.Lock()
 
 
 def device() -> torch.device:
@@ -105,8 +116,16 @@ def device() -> torch.device:
 
 
 def predictor(run: RunRecord) -> Predictor:
-    """The run's model, loaded once and kept on this machine's best device across reruns and pages."""
-    return _predictor(run, str(run.path), str(device()))
+    """The run's model, loaded once and kept on this machine's best device across reruns and pages (loaded_models)."""
+    models, lock = loaded_models()
+    key = (str(run.path), str(device()))
+    with lock:
+        found = models.get(key)
+    if found is None:
+        found = load_predictor(run, device())
+        with lock, contextlib.suppress(ValueError):  # larger than the whole model memory: used, not kept
+            models[key] = found
+    return found
 
 
 @st.cache_data(max_entries=16, show_spinner="Checking the data set...")

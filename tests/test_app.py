@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.exclusions import read_exclusions, write_exclusions
 from core.health import dataset_features, reference_features
 from core.jobs import JobLimits
-from core.runs import accuracy_text, list_runs
+from core.runs import accuracy_text, list_runs, read_run
 from dashboard import charts, state, train_form, widgets
 from dashboard.settings import Settings, read_settings
 from dashboard.widgets import run_label
@@ -531,6 +531,23 @@ def test_settings_are_read_from_the_environment():
     assert read_settings({"STUDIO_MAX_EPOCHS": "3"}).limits == JobLimits(max_epochs=3)  # a limit on its own
     with pytest.raises(ConfigError, match="STUDIO_MAX_EPOCHS must be a whole number, 0 for no limit"):
         read_settings({"STUDIO_MAX_EPOCHS": "lots"})
+
+
+def test_the_loaded_models_are_bounded_by_their_memory(with_runs, tiny_run, monkeypatch):
+    """Several large backbones opened one after another were all kept: 8 models, whatever their size."""
+    other = read_run(copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + "copy"))
+    size = state.model_bytes(core.predict.load_predictor(tiny_run))
+    assert read_settings({"STUDIO_MODEL_MEMORY_MB": "100"}).model_memory_bytes == 100 * 2**20
+    for budget, kept in ((1.5 * size, 1), (0.5 * size, 0), (2.5 * size, 2)):
+        monkeypatch.setattr(state, "settings", lambda budget=budget: Settings(model_memory_mb=budget / 2**20))
+        state.loaded_models.clear()
+        first = state.predictor(tiny_run)
+        second = state.predictor(other)
+        models, _ = state.loaded_models()
+        assert len(models) == kept and models.currsize <= budget
+        assert (state.predictor(other) is second) == (kept >= 1)  # the most recently used stays
+        assert (state.predictor(tiny_run) is first) == (kept == 2)
+    state.loaded_models.clear()
 
 
 def test_a_run_with_no_finished_epoch_is_never_chosen_nor_offered_for_download(with_runs, tiny_run):
