@@ -247,12 +247,13 @@ def _remove_abandoned_partials(out_dir: Path) -> None:
 
 def _write_bundle(target: Path, files: dict[str, bytes]) -> None:
     """Write the zip under a unique hidden name beside `target`, then rename it into place: readers see the
-    whole bundle or none, and two exports of one run into one folder do not meet."""
+    whole bundle or none, and two exports of one run into one folder do not meet. The model is stored as it is:
+    deflating float weights saves about 7% and took 19 s for VGG-11's 531 MB."""
     with staging_file(target) as partial:
         with open(partial, "wb") as stream:
             with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
                 for name, data in files.items():
-                    bundle.writestr(name, data)
+                    bundle.writestr(name, data, zipfile.ZIP_STORED if name in FORMATS.values() else None)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(partial, target)

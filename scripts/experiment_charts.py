@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="the experiment's name")
     parser.add_argument("--runs-dir", type=Path, help="(default: $STUDIO_RUNS_DIR or ./runs)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
-    parser.add_argument("--curves-at", default="all", help="pictures per class of the learning curves (default: all)")
+    parser.add_argument("--curves-at", default="all", help="pictures per class of the learning curves and the "
+                        "backbones' trade-offs (default: all)")
     args = parser.parse_args(argv)
     outcome = results(read_plan(args.name, args.runs_dir), list_runs(args.runs_dir).runs)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
               if (runs := outcome.runs_of(scenario, size))}
     save_picture(charts.curves_with_bands(groups, "val_acc", f"Validation accuracy per epoch, {size_text(size)} "
                                                              "pictures per class"), args.out / "learning-curves.png")
+    if outcome.plan.several_backbones:  # the backbones' trade-offs, as the Experiments page draws them
+        for cost in charts.TRADE_OFF_COSTS:
+            save_picture(charts.trade_off(outcome, size, cost), args.out / f"trade-off-{cost}.png")
     print(f"Wrote the charts of {outcome.plan.name} ({outcome.done} cells) into {args.out}")
 
 

@@ -10,12 +10,13 @@ from PIL import Image
 from torch import nn
 from torchvision import models
 
-from core.backbones import BACKBONES, get_backbone, select
+from core.backbones import BACKBONES, Backbone, get_backbone, select
+from core.cli import main
 from core.data import scan_dataset
 from core.errors import ConfigError
 from core.explain import grad_cam
 from core.export import export_run
-from core.models import build_model, head_layer, head_path, set_training_mode
+from core.models import head_layer, head_path, set_training_mode
 from core.predict import load_predictor
 from core.runs import find_run, save_run
 from core.train import TrainConfig, train
@@ -65,22 +66,21 @@ def pictures(tmp_path_factory):
 def test_every_family_trains_predicts_explains_exports_and_reloads(name, family_weights, pictures, tmp_path):
     """At its own input size: a new head, a truly frozen backbone, one epoch of frozen and of finetune, a prediction
     and a heat map from the run read back from disk, and an ONNX bundle whose own runtime agrees with it."""
-    built = build_model(name, "frozen", 3, weights=family_weights)
-    head = built.model.get_submodule(head_layer(built.model))
-    assert getattr(head, "out_features", getattr(head, "out_channels", None)) == 3
-    assert built.trainable_params == sum(p.numel() for p in head.parameters())
-    set_training_mode(built.model, built.scenario)
-    head_name = head_path(built.model)
-    backbone_modules = [m for n, m in built.model.named_modules() if n and not n.startswith(head_name)]
-    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) and m.training for m in backbone_modules)
-    del built
-
     runs = tmp_path / "runs"
     for scenario in ("frozen", "finetune"):
         config = TrainConfig(backbone=name, scenario=scenario, epochs=1, batch_size=4, seed=0, workers=0)
         result = train(config, pictures, family_weights)
         assert result.status == "completed" and len(result.history) == 1, result.message
         saved = save_run(result, pictures, runs)
+        if scenario == "frozen":  # the new head is the only trainable layer, and the backbone stays in eval mode
+            model = result.model
+            head = model.get_submodule(head_layer(model))
+            assert getattr(head, "out_features", getattr(head, "out_channels", None)) == 2
+            assert result.built.trainable_params == sum(p.numel() for p in head.parameters())
+            set_training_mode(model, result.built.scenario)
+            backbone_modules = [m for n, m in model.named_modules() if n and not n.startswith(head_path(model))]
+            assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) and m.training for m in backbone_modules)
+        del result
     run = find_run(saved.id, runs)  # read back from run.json and the saved weights
     preprocessing = get_backbone(name).preprocessing
     assert run.preprocessing == preprocessing and run.scenario == "finetune"
@@ -106,3 +106,15 @@ def test_a_recipe_that_trains_the_head_on_pooled_features_alone_first_refuses_sq
         TrainConfig.from_settings({"recipe": "lp-ft"}, backbone="squeezenet1_1", scenario="finetune")
     assert TrainConfig.from_settings({"recipe": "lp-ft"}, backbone="efficientnet_b0", scenario="finetune").recipe \
         == "lp-ft"
+
+
+def test_listing_the_catalogue_builds_no_model(monkeypatch, capsys):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model was built to list the catalogue")
+
+    monkeypatch.setattr(Backbone, "build", refuse)
+    monkeypatch.setattr(models, "get_model", refuse)
+    monkeypatch.setattr(nn.Module, "__init__", refuse)
+    assert main(["backbones"]) == 0
+    listed = capsys.readouterr().out
+    assert "convnext_tiny" in listed and "vit_h_14" in listed and f"{len(BACKBONES)} of {len(BACKBONES)}" in listed

@@ -471,3 +471,25 @@ def test_a_recipe_picked_in_the_browser_puts_its_own_settings_into_the_form(serv
     assert page.get_by_label("Epochs (all phases)").input_value() == "5"
     assert page.get_by_label("Learning rate", exact=True).input_value() == "0.000010"
     page.close()
+
+
+def test_the_train_pages_picker_finds_a_convnext_and_says_its_input_and_where_its_weights_come_from(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(f"{server}/Train")
+    settle(page)
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text="Backbone")
+    box.click()
+    page.keyboard.type("convnext_t")  # the picker searches as the user types
+    option = page.get_by_role("option", name=re.compile(r"ConvNeXt Tiny.*convnext_tiny")).first
+    option.wait_for(timeout=30_000)
+    assert "downloads its weights" in option.inner_text() and "224 px" in option.inner_text()
+    option.click()
+    settle(page)
+    caption = page.get_by_text(re.compile(r"Input 224 \(resize 236, bilinear\); 4.456 GFLOPS")).first
+    caption.wait_for(timeout=30_000)
+    assert "weights: download (109 MB)" in caption.inner_text()
+    box.click()  # a backbone whose weights are here says so
+    page.keyboard.type("mobilenet_v2")
+    mobilenet = page.get_by_role("option", name=re.compile(r"mobilenet_v2")).first
+    assert "weights here" in mobilenet.inner_text()
+    page.close()
