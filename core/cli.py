@@ -458,14 +458,8 @@ def command_experiment(args: argparse.Namespace) -> int:
         print_experiment(results(plan, list_runs(args.runs_dir).runs))
         return 0
     scan = resolve_dataset(args)
-    backbones = args.backbone or [TrainConfig.backbone]
-    configs = recipe_configs({**vars(args), "backbone": backbones[0]}, args.recipe or ["tutorial"], scenarios,
-                             seed=args.seeds[0], fast=not args.tutorial_loop)
-    base = next(iter(configs.values()))
-    excluded = [scan.relative(path) for path in scan.excluded]
-    plan = ExperimentPlan(args.name or default_name(scan.root, list(configs.values()), excluded, backbones),
-                          str(scan.root), base, scenarios, args.seeds, sizes, excluded=excluded, recipes=configs,
-                          backbones=backbones)
+    plan = experiment_plan(args, scan, scenarios, sizes)
+    base = plan.recipe
     if args.show:
         print_experiment(results(read_plan(plan.name, args.runs_dir), list_runs(args.runs_dir).runs))
         return 0
@@ -522,6 +516,18 @@ def command_experiment(args: argparse.Namespace) -> int:
     world.wait_for_all(seconds=3 * estimate.seconds if estimate else 0)
     print_experiment(results(plan, list_runs(args.runs_dir).runs))
     return stop.exit_code if stop.pressed else 0
+
+
+def experiment_plan(args: argparse.Namespace, scan: DatasetScan, scenarios: list[str],
+                    sizes: list[int | None]) -> ExperimentPlan:
+    """The experiment the command line asks for: its backbones, recipes, grid and the pictures left out."""
+    backbones = args.backbone or [TrainConfig.backbone]
+    configs = recipe_configs({**vars(args), "backbone": backbones[0]}, args.recipe or ["tutorial"], scenarios,
+                             seed=args.seeds[0], fast=not args.tutorial_loop)
+    excluded = [scan.relative(path) for path in scan.excluded]
+    return ExperimentPlan(args.name or default_name(scan.root, list(configs.values()), excluded, backbones),
+                          str(scan.root), next(iter(configs.values())), scenarios, args.seeds, sizes,
+                          excluded=excluded, recipes=configs, backbones=backbones)
 
 
 def check_same_runs_dir(world: World, plan: ExperimentPlan, runs_dir: Path | None) -> None:
