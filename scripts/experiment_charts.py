@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         figure = charts.accuracy_by_size(outcome, metric)
         save_picture(figure, args.out / f"accuracy-by-size-{name}.png")
     size = None if args.curves_at == "all" else int(args.curves_at)
-    groups = {f"{scenario} ({len(runs)} seeds)": runs for scenario in dict.fromkeys(r.scenario for r in outcome.rows)
-              if (runs := outcome.runs_of(scenario, size))}
+    groups = {f"{arm} ({len(runs)} seeds)": runs for arm in outcome.arms() if (runs := outcome.runs_of(arm, size))}
     save_picture(charts.curves_with_bands(groups, "val_acc", f"Validation accuracy per epoch, {size_text(size)} "
                                                              "pictures per class"), args.out / "learning-curves.png")
     if outcome.plan.several_backbones:  # the backbones' trade-offs, as the Experiments page draws them

@@ -48,6 +48,9 @@ def pytest_configure(config):
     os.environ["STUDIO_NETGUARD"] = "1"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD_DIR), os.environ.get("PYTHONPATH")]))
     netguard.install()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: one thread each, and for what they start
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 class NetworkLog:
