@@ -561,7 +561,8 @@ def print_experiment(outcome: ExperimentResults) -> None:
             for row in outcome.rows]
     print_table([header, *rows])
     print(f"Means over seeds, [95% interval] (Student t, from {FEWEST_SEEDS} seeds). Best val acc is each run's best "
-          "epoch, chosen on the validation pictures, so optimistic.")
+          "epoch, chosen on the validation pictures, so optimistic. S / run is a run's time on its own: its "
+          "training, and computing the frozen features that the experiment's cells share.")
     if several:
         print("\nBest trade-offs (no other is more accurate, best epoch, at no more cost):")
         for size in dict.fromkeys(row.pictures_per_class for row in outcome.rows):

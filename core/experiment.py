@@ -377,6 +377,7 @@ class ExperimentRunner:
         scan.raise_if_invalid()  # without the plan's excluded pictures: core.exclusions.training_scan left them out
         self.plan, self.scan, self.runs_dir, self.weights, self.world = plan, scan, runs_dir, weights, world
         self._features: dict[str, CachedFeatures] = {}  # by backbone
+        self.features_seconds: dict[str, float] = {}  # how long each backbone's took
         self._scans: dict[Cell, DatasetScan] = {}
         self._position = {path: i for i, (path, _) in enumerate(scan.samples["train"])}
         self.feature_passes = 0  # how many times a backbone's features were computed: once per backbone
@@ -414,15 +415,19 @@ class ExperimentRunner:
         cell_scan = self.cell_scan(cell)
         files = None if cell.pictures_per_class is None else [str(path.relative_to(self.scan.root))
                                                                for path, _ in cell_scan.samples["train"]]
-        tag = ExperimentCell(self.plan.name, cell.pictures_per_class, self.shares_features(cell), files)
+        shared = self.shares_features(cell)
+        tag = ExperimentCell(self.plan.name, cell.pictures_per_class, shared, files,
+                             self.features_seconds.get(cell.backbone) if shared else None)
         return save_run(result, cell_scan, self.runs_dir, tag)
 
     def _shared_features(self, config: TrainConfig, on_batch: OnBatch | None) -> CachedFeatures:
         if config.backbone not in self._features:
+            started = time.perf_counter()
             trainer = Trainer(replace(config, seed=FEATURE_SEED), self.weights, Callbacks(on_batch), self.world)
             with torch.random.fork_rng(devices=[]):  # the views are FEATURE_SEED's, whatever ran before
                 self._features[config.backbone] = trainer.cache_features(
                     self.scan, trainer.build(len(self.scan.classes)), config.cached_views)  # for the first cell
+            self.features_seconds[config.backbone] = time.perf_counter() - started
             self.feature_passes += 1
         return self._features[config.backbone]
 
@@ -642,7 +647,7 @@ class SizeResult:
     best_val: Estimate  # each run's best epoch, chosen on the validation pictures: optimistic
     final_val: Estimate
     test: Estimate | None  # when the data set has test/
-    seconds: float = 0.0  # a run's mean time, from building its model to its last epoch
+    seconds: float = 0.0  # a run's mean time on its own (`run_seconds`), from building its model to its last epoch
     backbone: str = TrainConfig.backbone
     parameters: int = 0  # the whole model's
 
@@ -753,13 +758,18 @@ def results(plan: ExperimentPlan, runs: list[RunRecord]) -> ExperimentResults:
                 [run.config.seed for run in chosen], accuracy_mean([run.best_val().value for run in chosen]),
                 accuracy_mean([run.final_val().value for run in chosen]),
                 accuracy_mean([t.value for t in tests]) if all(tests) else None,
-                statistics.mean(run.seconds for run in chosen), chosen[0].backbone, chosen[0].total_params))
+                statistics.mean(run_seconds(run) for run in chosen), chosen[0].backbone, chosen[0].total_params))
         for first, second in combinations(scenarios, 2):
             a = {run.config.seed: run for run in outcome.runs_of(first, size)}
             b = {run.config.seed: run for run in outcome.runs_of(second, size)}
             if comparison := compare_seeds(a, b, first, second, size):
                 outcome.comparisons.append(comparison)
     return outcome
+
+
+def run_seconds(run: RunRecord) -> float:
+    """What the run would take on its own: its training, and computing the frozen features it shared."""
+    return run.seconds + ((run.experiment.features_seconds or 0.0) if run.experiment else 0.0)
 
 
 def compare_seeds(a: dict[int, RunRecord], b: dict[int, RunRecord], first: str, second: str,

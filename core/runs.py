@@ -161,6 +161,7 @@ class ExperimentCell:
     shared_features: bool = False  # a frozen backbone's features computed once for the whole experiment
     train_files: list[str] | None = None  # the training pictures it was given, relative to the data set's folder;
     # None when it was given all of them
+    features_seconds: float | None = None  # how long the shared features took to compute; None in runs saved before
 
     def __post_init__(self) -> None:
         _expect(self.__dict__, "experiment", str)
@@ -169,6 +170,10 @@ class ExperimentCell:
         if self.train_files is not None and not all(isinstance(f, str) for f in _expect(self.__dict__,
                                                                                          "train_files", list)):
             raise TypeError("train_files must be names")
+        if self.features_seconds is not None:
+            _finite(self.features_seconds, "features_seconds")
+            if self.features_seconds < 0:
+                raise ValueError("features_seconds must not be negative")
 
 
 @dataclass

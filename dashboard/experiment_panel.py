@@ -63,7 +63,8 @@ def trade_off_charts(outcome: ExperimentResults, size: int | None, metric: str) 
                             key=f"trade_off_{cost}")
     st.caption("Each point is a backbone's (and scenario's) mean over seeds with its 95% interval; the ringed points "
                "joined by the dotted line are the best trade-offs: none other is more accurate at no more cost. "
-               "Points whose intervals overlap may not differ: the paired verdicts below say.")
+               "Points whose intervals overlap may not differ: the paired verdicts below say. Seconds per run are a "
+               "run's time on its own: its training, and computing the frozen features the cells share.")
 
 
 def results_table(outcome: ExperimentResults, with_test: bool) -> None:

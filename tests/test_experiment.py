@@ -551,6 +551,11 @@ def test_backbones_compared_on_the_grid_share_each_ones_features_and_get_paired_
         ("mobilenet_v2 · frozen", MOBILENET, 2_226_434), ("resnet18 · frozen", "resnet18", 11_177_538)}
     assert [(c.pictures_per_class, c.first, c.second, c.seeds) for c in outcome.comparisons] == [
         (2, "mobilenet_v2 · frozen", "resnet18 · frozen", 3), (None, "mobilenet_v2 · frozen", "resnet18 · frozen", 3)]
+    for row in outcome.rows:  # a run's cost on its own includes its backbone's shared features, computed once
+        runs = outcome.runs_of(row.scenario, row.pictures_per_class)
+        (features_seconds,) = {run.experiment.features_seconds for run in runs}
+        assert features_seconds > 0 and row.seconds == pytest.approx(
+            sum(run.seconds for run in runs) / len(runs) + features_seconds)
     for cost in ("seconds", "parameters"):  # the best trade-offs: none other more accurate at no more cost
         front = outcome.trade_offs(None, cost)
         rows = [row for row in outcome.rows if row.pictures_per_class is None]
