@@ -96,10 +96,10 @@ class Learning:
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, built: BuiltModel, learning: Learning, strategy: Strategy,
-                    progress: Progress) -> tuple[float, float]:
-    """One pass over the training loader (this process's share of it). The loss and accuracy are over the pictures
-    of every process."""
-    set_training_mode(model, built.scenario, learning.fixed_statistics)
+                    progress: Progress, head_only: bool = False) -> tuple[float, float]:
+    """One pass over the training loader (this process's share of it); `head_only`: `model` is the head alone, on
+    cached features. The loss and accuracy are over the pictures of every process."""
+    set_training_mode(model, built.scenario, learning.fixed_statistics, head_only)
     device, optimizer, scaler = strategy.device, learning.optimizer, learning.scaler
     total_loss = torch.zeros((), device=device)
     corrects = torch.zeros((), dtype=torch.long, device=device)
@@ -188,7 +188,7 @@ def _train_phase(result: TrainResult, stage: Stage, recipe: Recipe, strategy: St
         if isinstance(loaders["train"].sampler, DistributedSampler):
             loaders["train"].sampler.set_epoch(epoch)
         train_loss, train_acc = train_one_epoch(stage.model, loaders["train"], result.built, learning, strategy,
-                                                progress)
+                                                progress, stage.head_only)
         if not per_batch:
             schedule.step()
         strategy.sync_buffers(stage.model)

@@ -79,7 +79,7 @@ def sweep(stage: Stage, built: BuiltModel, recipe: Recipe, strategy: Strategy, s
     rates, losses, average, lowest = [], [], 0.0, math.inf
     ended = f"reached {end:g}"
     try:
-        set_training_mode(model, built.scenario, recipe.named.fixed_statistics)
+        set_training_mode(model, built.scenario, recipe.named.fixed_statistics, stage.head_only)
         for step, (inputs, labels) in enumerate(_endless(stage.loaders["train"], steps)):
             rate = start * (end / start) ** (step / max(steps - 1, 1))
             for settings, ratio in zip(optimizer.param_groups, ratios):

@@ -409,13 +409,14 @@ def build_architecture(backbone_name: str, num_classes: int) -> nn.Module:
     return model
 
 
-def set_training_mode(model: nn.Module, scenario: Scenario, fixed_statistics: bool = False) -> None:
+def set_training_mode(model: nn.Module, scenario: Scenario, fixed_statistics: bool = False,
+                      head_only: bool = False) -> None:
     """model.train(), except that a truly frozen backbone stays in eval mode as a whole (its BatchNorm statistics,
     and any dropout or stochastic depth inside it), its head alone training; and that a backbone whose BatchNorm
     statistics the recipe keeps fixed (`fixed_statistics`) keeps its BatchNorm layers in eval mode (their weights
-    still train)."""
+    still train). A head given alone (`head_only`: it trains on cached features) trains whole, its dropout too."""
     model.train()
-    if not fixed_statistics and (scenario.train_backbone or scenario.backbone_batchnorm_updates):
+    if head_only or not fixed_statistics and (scenario.train_backbone or scenario.backbone_batchnorm_updates):
         return
     whole = not scenario.train_backbone and not scenario.backbone_batchnorm_updates
     head = head_path(model)

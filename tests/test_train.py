@@ -48,6 +48,16 @@ def test_frozen_changes_only_the_head(scan, random_weights_dir):
     assert changed == {"classifier.1.weight", "classifier.1.bias"}
 
 
+def test_a_head_trained_on_cached_features_keeps_its_dropout(scan, random_weights_dir, monkeypatch):
+    # MobileNetV2's head is classifier = (Dropout, Linear): on cached features it trains alone, and its dropout with it,
+    # as in the tutorial's loop, where a frozen run's results would otherwise change.
+    modes = []
+    forward = torch.nn.Dropout.forward
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: modes.append(self.training) or forward(self, x))
+    result = train(config(scenario="frozen", epochs=1), scan, random_weights_dir)
+    assert result.status == "completed" and True in modes
+
+
 def test_frozen_as_in_the_tutorial_updates_batchnorm_statistics(scan, random_weights_dir):
     before = build_model("mobilenet_v2", "frozen-tutorial", 2, random_weights_dir).model.state_dict()
     after = train(config(scenario="frozen-tutorial"), scan, random_weights_dir).model.state_dict()
