@@ -450,8 +450,10 @@ def test_mistakes_first_visit_shows_its_controls_while_it_computes_and_draws_map
     toggle.click()
     page.get_by_text(re.compile(r"ImageNet only: features of validation picture \d+ of \d+")).first.wait_for(
         timeout=120_000)
+    maps = page.locator("[data-testid='stPlotlyChart']")
+    maps.nth(2).wait_for(timeout=120_000)  # on a busy machine the page may still be drawing once the script has ended
     settle(page)
-    assert page.locator("[data-testid='stPlotlyChart']").count() == 3  # the untouched backbone's, then each run's
+    assert maps.count() == 3  # the untouched backbone's, then each run's
     assert page.locator("[data-testid='stException']").count() == 0
     page.set_viewport_size({"width": 1400, "height": 4200})  # the whole page, maps included
     settle(page)
