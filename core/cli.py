@@ -560,8 +560,8 @@ def print_experiment(outcome: ExperimentResults) -> None:
              *([f"{row.parameters / 1e6:.1f}"] if several else [])]
             for row in outcome.rows]
     print_table([header, *rows])
-    print(f"Means over seeds, [95% interval] (Student t, from {FEWEST_SEEDS} seeds). Best val acc is each run's best "
-          "epoch, chosen on the validation pictures, so optimistic. S / run is a run's time on its own: its "
+    print(f"Means over seeds, [95% interval] (Student t, given from {FEWEST_SEEDS} seeds on). Best val acc is each "
+          "run's best epoch, chosen on the validation pictures, so optimistic. S / run is a run's time on its own: its "
           "training, and computing the frozen features that the experiment's cells share.")
     if several:
         print("\nBest trade-offs (no other is more accurate, best epoch, at no more cost):")

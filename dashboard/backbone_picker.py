@@ -38,9 +38,10 @@ def backbone_picker(container, default: str, key: str, label: str = "Backbone") 
 def backbones_picker(container, default: str, key: str) -> list[str]:
     """A searchable multiselect over every backbone, to compare several; under it, each one's input and weights."""
     chosen = container.multiselect("Backbones", list(BACKBONES), default=[default] if default in BACKBONES else [],
-                                   format_func=_label, key=key, help="Every torchvision ImageNet classifier: type to "
-                                   "search, choose several to compare them on your pictures. Each is prepared as "
-                                   "its own weights expect (resize, crop, interpolation).")
+                                   format_func=_label, key=key, select_all=False, help="Every torchvision ImageNet "
+                                   "classifier: type to search, choose several to compare them on your pictures. Each "
+                                   "is timed for the estimate and trained, so each is chosen on its own. Each is "
+                                   "prepared as its own weights expect (resize, crop, interpolation).")
     rows = {row["backbone"]: row for row in catalogue_table()}
     container.caption(" · ".join(f"{name}: input {rows[name]['input']}, weights {rows[name]['weights']}"
                                  for name in chosen) or "Choose at least one backbone.")

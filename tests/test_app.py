@@ -801,6 +801,13 @@ def test_backbones_compared_in_an_experiment_show_their_trade_offs(with_data):
     assert any("mobilenet_v2 · frozen" in m.value and "resnet18 · frozen" in m.value for m in app.markdown)
 
 
+def test_the_backbones_to_compare_are_chosen_one_by_one_not_all_eighty_at_once(with_data):
+    """Each backbone chosen is timed for the estimate and trained: a "Select all" would take the whole catalogue
+    (ViT-H/14 included) in one click."""
+    backbones = open_page("pages/5_Experiments.py").multiselect(key="experiment_backbones")
+    assert len(backbones.options) >= 80 and backbones.proto.select_all == 0
+
+
 def test_compare_draws_repeats_of_one_recipe_as_a_band(with_runs, tiny_run):
     repeats = [copy_run(tiny_run, with_runs / "runs", tiny_run.id[:-4] + f"see{seed}", config={"seed": seed}).name
                for seed in (1, 2)]
