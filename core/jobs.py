@@ -111,7 +111,6 @@ class JobSnapshot:
     job_id: int
     state: str  # running, completed, cancelled, failed
     started: float
-    backbone: str
     data_dir: str
     scenarios: list[ScenarioState]
     current: int = 0  # index into scenarios
@@ -127,6 +126,11 @@ class JobSnapshot:
     deadline: float | None = None  # time.time() past which it is cancelled
     time_limited: bool = False  # cancelled because it reached its deadline
     experiment: str | None = None  # the experiment's name, when the job trains one
+
+    @property
+    def backbones(self) -> str:
+        """The backbones it trains, in order: one, or an experiment's several."""
+        return ", ".join(dict.fromkeys(config.backbone for config in self.configs))
 
     @property
     def minutes_allowed(self) -> float | None:
@@ -214,7 +218,7 @@ class TrainingJobs:
                 job = self._job
                 raise JobRefused(
                     f"A job started at {time.strftime('%H:%M:%S', time.localtime(job.started))} is still training "
-                    f"({job.scenarios[job.current].scenario}, {job.backbone}). Wait for it to finish or cancel it; "
+                    f"({job.scenarios[job.current].scenario}, {job.backbones}). Wait for it to finish or cancel it; "
                     "only one job trains at a time so that runs never compete for the machine."
                 )
             states = [ScenarioState(c.scenario) for c in request.configs]
@@ -232,7 +236,7 @@ class TrainingJobs:
             limit = started + self.limits.max_minutes * 60 if self.limits.max_minutes is not None else math.inf
             deadline = min(request.deadline or math.inf, limit)
             self._job = JobSnapshot(
-                job_id=self._count, state="running", started=started, backbone=request.configs[0].backbone,
+                job_id=self._count, state="running", started=started,
                 data_dir=str(request.data_dir), scenarios=states, owner=owner,
                 deadline=None if deadline == math.inf else deadline, configs=list(request.configs),
                 experiment=request.experiment.name if request.experiment else None,

@@ -26,10 +26,10 @@ def _outcome(job: JobSnapshot, failed: str) -> None:
     where = "below" if job.experiment else "on the Compare page"
     took = duration_text(job.elapsed)
     if job.state == "completed" and failed:
-        st.warning(f"Job {job.job_id} ({names}, {job.backbone}) finished in {took}, but not every {unit} trained; see "
+        st.warning(f"Job {job.job_id} ({names}, {job.backbones}) finished in {took}, but not every {unit} trained; see "
                    f"the others {where}.")
     elif job.state == "completed":
-        st.success(f"Job {job.job_id} ({names}, {job.backbone}) finished in {took}. See it {where}.")
+        st.success(f"Job {job.job_id} ({names}, {job.backbones}) finished in {took}. See it {where}.")
         if not job.experiment:
             st.page_link("pages/2_Compare.py", label="Compare the runs", icon="📊")
     elif job.state == "cancelled":

@@ -354,7 +354,7 @@ def train_page(job: JobSnapshot, tmp_path, monkeypatch):
 def a_job(**changes) -> JobSnapshot:
     started = time.time() - 30
     fields = dict(job_id=3, state="running", started=started, finished=started + 30 if changes.get("state") else None,
-                  backbone="mobilenet_v2", data_dir="data",
+                  data_dir="data",
                   scenarios=[ScenarioState("finetune", "completed"), ScenarioState("frozen", "running")], current=1,
                   configs=[TrainConfig(backbone="mobilenet_v2", scenario=s) for s in ("finetune", "frozen")])
     return JobSnapshot(**{**fields, **changes})
@@ -370,6 +370,13 @@ def test_the_page_says_estimating_until_the_time_left_is_measured(tmp_path, monk
     assert app.get("progress")[0].proto.text.endswith(" so far · about 2.1 min left")
     app = train_page(a_job(), tmp_path, monkeypatch)  # between scenarios: not the last one's final batch
     assert "Training frozen (2 of 2): preparing" in app.get("progress")[0].proto.text
+
+
+def test_a_finished_experiment_names_every_backbone_it_trained(tmp_path, monkeypatch):
+    configs = [TrainConfig(backbone=name, scenario="frozen") for name in ("mobilenet_v2", "efficientnet_b0")]
+    app = train_page(a_job(state="completed", experiment="bees", configs=configs,
+                           scenarios=[ScenarioState("frozen", "completed")] * 2), tmp_path, monkeypatch)
+    assert "Job 3 (experiment bees, mobilenet_v2, efficientnet_b0) finished in 30 s" in app.success[0].value
 
 
 def test_the_page_shows_each_failed_scenarios_reason(tmp_path, monkeypatch):
