@@ -570,8 +570,9 @@ def _probe(backbone: str, device: str, batch_size: int = 4, repeats: int = 3) ->
         model(batch).sum().backward()
         steps.append(time.perf_counter() - started)
     step = min(steps[1:]) / batch_size
+    head_alone = {"head-batch": _time_head(head, batch_size, device)} if get_backbone(backbone).pooled_head else {}
     return {"forward": forward, "train-frozen": forward, "train-backbone": step / FORWARD_PASSES["train-backbone"],
-            "head-batch": _time_head(head, batch_size, device), "setup": setup}
+            "setup": setup, **head_alone}
 
 
 def _time_head(head: nn.Module, batch_size: int, device: str, batches: int = 64) -> float:

@@ -1,5 +1,6 @@
 """Experiments (core.experiment): the grid of scenarios x recipes x seeds x training pictures per class, its subsets,
 the shared features of a frozen backbone, resuming after a kill, and the command line's table."""
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from core.experiment import (
     ExperimentRunner,
     default_name,
     estimate_seconds,
+    estimate_training,
     recipe_configs,
     record_plan,
     repeats,
@@ -599,21 +601,30 @@ def test_the_estimate_times_each_backbone_on_itself(tiny_dataset, monkeypatch):
     timed = []
     real_probe = core.experiment._probe.__wrapped__
 
+    @functools.cache  # as the real one is: once per process
     def probe(backbone, device):
         timed.append(backbone)
         return real_probe(backbone, device)
 
     monkeypatch.setattr(core.experiment, "_probe", probe)
     monkeypatch.setattr(core.experiment, "_features_seconds", lambda settings, *_: (
-        {MOBILENET: 0.01, "vgg11": 0.5}[settings[0]], 0.0))
+        {MOBILENET: 0.01, "mnasnet0_5": 0.5}[settings[0]], 0.0))
     finetune = recipe(scenario="finetune")
     alone = ExperimentPlan("one", str(scan.root), finetune, ["frozen", "finetune"], [0], [None])
     both = ExperimentPlan("two", str(scan.root), finetune, ["frozen", "finetune"], [0], [None],
-                          backbones=[MOBILENET, "vgg11"])
+                          backbones=[MOBILENET, "mnasnet0_5"])
     mobilenet = estimate_seconds(alone, scan, alone.grid(), [])
     together = estimate_seconds(both, scan, both.grid(), [])
-    assert set(timed) == {MOBILENET, "vgg11"} and "each backbone" in together.basis
+    assert set(timed) == {MOBILENET, "mnasnet0_5"} and "each backbone" in together.basis
     assert together.cells == 4 and together.seconds > mobilenet.seconds + 0.5 * len(scan.samples["train"])
+
+
+def test_a_backbone_whose_head_is_a_convolution_gets_an_estimate(tiny_dataset):
+    """SqueezeNet's head is a 1x1 convolution, never trained alone on cached features: the estimate before Start
+    times what its runs do, instead of failing on the head it never times."""
+    configs = [recipe(backbone="squeezenet1_1", scenario=scenario) for scenario in ("frozen", "finetune")]
+    estimate = estimate_training(configs, scan_dataset(tiny_dataset), [])
+    assert estimate.cells == 2 and estimate.seconds > 0
 
 
 def test_the_command_line_compares_backbones_and_shows_their_trade_offs(tmp_path, tiny_dataset, random_weights_dir):
