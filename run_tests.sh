@@ -10,5 +10,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "Chromium is not installed: the browser tests will be skipped (sudo apt-get install chromium)." >&2
   fi
 fi
-# Two workers (pytest-xdist), each with one thread, a test file to each: `-n 0` after this runs them in one process.
-exec python -m pytest -n 2 --dist loadfile "$@"
+# Two workers (pytest-xdist), each with one thread, a test file to each, the longest files first (tests/conftest.py):
+# `-n 0` after this runs them in one process.
+exec python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
