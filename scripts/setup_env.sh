@@ -13,8 +13,7 @@ wanted="$(sha256sum "$PROJECT_DIR/requirements.txt" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "Installing requirements.txt into $VENV (the first time takes a few minutes) ..."
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  # --no-compile: Python compiles each module the first time it is imported, not all 15,000 files now (40 s)
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile -r "$PROJECT_DIR/requirements.txt"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PROJECT_DIR/requirements.txt"
   echo "$wanted" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
