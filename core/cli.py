@@ -27,6 +27,7 @@ from core.exclusions import change_exclusions, read_exclusions, training_scan
 from core.experiment import (
     DEFAULT_SIZES,
     FEWEST_SEEDS,
+    Cell,
     ExperimentPlan,
     ExperimentResults,
     ExperimentRunner,
@@ -493,6 +494,18 @@ def command_experiment(args: argparse.Namespace) -> int:
                                     .compute_shared_features(todo, on_batch), show=world.main)
         except TrainingCancelled:
             mine = []
+    stopped = train_cells(plan, scan, runner, mine, stop, world)
+    if stopped is not None:
+        return stopped
+    world.wait_for_all(seconds=3 * estimate.seconds if estimate else 0)
+    print_experiment(results(plan, list_runs(args.runs_dir).runs))
+    return stop.exit_code if stop.pressed else 0
+
+
+def train_cells(plan: ExperimentPlan, scan: DatasetScan, runner: ExperimentRunner, mine: list[Cell],
+                stop: StopSignals, world: World) -> int | None:
+    """Train and save this process's cells one after another, a line for each; the exit code when stopped while
+    the shared features were computed, else None."""
     plans = cell_plans(plan, scan, mine)  # the shared features are counted in the first cell that computes them
     for number, (cell, cell_plan) in enumerate(zip(mine, plans), start=1):
         if stop.pressed:
@@ -513,9 +526,7 @@ def command_experiment(args: argparse.Namespace) -> int:
         print(f"{process}{number}/{len(mine)} {plan.label_of(cell)}: {record.status}, "
               f"best val acc {accuracy_text(best) if best else '-'}, run {record.id}",
               file=sys.stdout if world.main else sys.stderr)
-    world.wait_for_all(seconds=3 * estimate.seconds if estimate else 0)
-    print_experiment(results(plan, list_runs(args.runs_dir).runs))
-    return stop.exit_code if stop.pressed else 0
+    return None
 
 
 def experiment_plan(args: argparse.Namespace, scan: DatasetScan, scenarios: list[str],
